@@ -1,0 +1,3 @@
+from swarmhub.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sans-I/O BitTorrent: bencode, layouts and piece arithmetic, merkle trees, metainfo, magnet links."""

@@ -1,0 +1,1 @@
+"""The ``swarmhub`` command line: thin commands over the library."""

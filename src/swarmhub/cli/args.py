@@ -1,0 +1,55 @@
+"""Argument parsing helpers shared by commands: sizes, repo@revision, common options."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from swarmhub.errors import UsageError
+from swarmhub.hub.repo import validate_repo_id
+
+__all__ = ["add_filter_options", "parse_size", "split_repo_revision"]
+
+_UNITS = {
+    "": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1 << 30,
+    "gib": 1 << 30,
+}
+
+
+def parse_size(text: str) -> int:
+    """``4194304``, ``4M``, ``4MiB``, ``512k`` -> bytes (binary units, as piece sizes are)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 4194304, 4M or 4MiB")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def split_repo_revision(value: str, revision: str | None) -> tuple[str, str]:
+    """``org/name@rev`` -> (repo id, revision); ``--revision`` may say it instead, not both."""
+    repo_id, at, inline = value.partition("@")
+    if at and revision and inline != revision:
+        raise UsageError(f"revision given twice ({inline!r} and --revision {revision!r})")
+    return validate_repo_id(repo_id), (inline if at else revision) or "main"
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--include",
+        action="append",
+        metavar="GLOB",
+        help="only files matching GLOB (repeatable; huggingface_hub allow_patterns semantics)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GLOB",
+        help="skip files matching GLOB (repeatable; huggingface_hub ignore_patterns semantics)",
+    )

@@ -1,0 +1,176 @@
+"""``swarmhub demo``: the whole job on embedded defaults, no network and no external server.
+
+1. Generate a small model release (safetensors weights as LFS, regular JSON files, nested folders, the
+   ``vae/`` vs ``vae-ft.bin`` vs ``vae.json`` ordering trap) under ``DIR/models/swarmhub-demo/tiny-model``.
+2. Serve it from the embedded Hub-compatible origin (devhub), which misbehaves like the real one: one 429
+   with Retry-After and one connection reset in the middle of an LFS download.
+3. Stream the release into a hybrid and a v1 torrent (nothing written but the .torrent files).
+4. Hash the same files from disk (``--from-dir``) and check the torrent is byte-identical.
+5. Ask libtorrent to check every piece of the torrent against the files, then print what the torrent holds.
+Later issues grow this into a full local swarm (registry, several nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from swarmhub.bt.layout import Format
+from swarmhub.cli.output import Progress, atomic_write, human_size, print_json
+from swarmhub.cli.summary import torrent_json, torrent_text
+from swarmhub.create.release import CreatedTorrent, CreateRequest, create_release_torrent
+from swarmhub.errors import SwarmhubError
+from swarmhub.origin.client import OriginClient
+
+__all__ = ["make_demo_release", "register", "run"]
+
+REPO_ID = "swarmhub-demo/tiny-model"
+GITATTRIBUTES = """*.safetensors filter=lfs diff=lfs merge=lfs -text
+*.bin filter=lfs diff=lfs merge=lfs -text
+*.gguf filter=lfs diff=lfs merge=lfs -text
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo on a generated release (no network needed)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dir", type=Path, help="where to put the release and torrents (default: a new temp folder)")
+    p.add_argument("--size-mb", type=int, default=24, help="size of the demo weights (default: 24)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def _safetensors(tensors: dict[str, tuple[int, ...]], seed: int) -> bytes:
+    """A valid safetensors file of F32 tensors: 8-byte header length, JSON header, raw little-endian data."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in tensors.items():
+        n = 4
+        for d in shape:
+            n *= d
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes with spaces
+    return struct.pack("<Q", len(raw)) + raw + random.Random(seed).randbytes(offset)
+
+
+def make_demo_release(root: Path, size_mb: int = 24) -> Path:
+    """Write the demo release under ``root/models/swarmhub-demo/tiny-model`` and return its folder."""
+    repo = root / "models" / REPO_ID
+    (repo / "vae").mkdir(parents=True, exist_ok=True)
+    hidden = 256
+    rows = max(1, size_mb * 1024 * 1024 // (hidden * 4) // 2)
+    files: dict[str, bytes] = {
+        ".gitattributes": GITATTRIBUTES.encode(),
+        "README.md": b"# tiny-model\n\nA generated release for the swarmhub demo.\n",
+        "config.json": json.dumps(
+            {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": 2, "vocab_size": rows},
+            indent=2,
+        ).encode()
+        + b"\n",
+        "generation_config.json": b'{"max_new_tokens": 32}\n',
+        "tokenizer/tokenizer_config.json": b'{"model_max_length": 2048}\n',
+        "model.safetensors": _safetensors({"embed.weight": (rows, hidden), "lm_head.weight": (rows, hidden)}, 1),
+        "vae/diffusion_pytorch_model.safetensors": _safetensors({"decoder.weight": (64, 1024)}, 2),
+        "vae-ft.bin": _safetensors({"w": (32, 1024)}, 3),
+        "vae.json": b'{"scaling_factor": 0.18215}\n',
+        "empty.txt": b"",
+    }
+    for path, data in files.items():
+        target = repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != data:
+            target.write_bytes(data)
+    return repo
+
+
+async def _stream(endpoint: str, request: CreateRequest, progress: Progress) -> CreatedTorrent:
+    async with OriginClient(endpoint, None, backoff_base=0.05) as client:
+        try:
+            return await create_release_torrent(request, client, on_start=progress.start, on_progress=progress.advance)
+        finally:
+            progress.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from swarmhub.devhub import DevHub
+    from swarmhub.engine.check import check_files
+
+    root: Path = args.dir or Path(tempfile.mkdtemp(prefix="swarmhub-demo-"))
+    say = (lambda *a: None) if args.json else print
+    repo = make_demo_release(root, args.size_mb)
+    say(f"1. demo release    {REPO_ID} in {repo}")
+    results: dict[str, Any] = {"dir": str(root)}
+    with DevHub(root) as hub:
+        # The Hub misbehaves now and then; swarmhub retries, resumes and re-resolves.
+        hub.faults.respond("/lfs/*", 429, retry_after=1, times=1)
+        hub.faults.reset("/lfs/*", after_bytes=1_000_000, times=1)
+        say(f"2. local origin    {hub.endpoint} (one 429 and one mid-download reset armed)")
+        created: dict[str, CreatedTorrent] = {}
+        formats: tuple[Format, ...] = ("hybrid", "v1")
+        for fmt in formats:
+            started = time.monotonic()
+            request = CreateRequest("model", REPO_ID, "main", format=fmt)
+            progress = Progress(f"streaming ({fmt})", enabled=None if not args.json else False)
+            created[fmt] = asyncio.run(_stream(hub.endpoint, request, progress))
+            out = root / f"{created[fmt].torrent.name}.{fmt}.torrent"
+            atomic_write(out, created[fmt].data)
+            origin = sum(e.body_bytes for e in hub.log.entries())
+            results[fmt] = {
+                **torrent_json(created[fmt].torrent),
+                "path": str(out),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+            say(
+                f"3. streamed {fmt:6} {out.name}: {human_size(created[fmt].torrent.total_size)} hashed, "
+                f"{human_size(origin)} from the origin so far, nothing stored"
+            )
+        results["origin_429s"] = sum(1 for e in hub.log.entries() if e.status == 429)
+        say(
+            f"   the origin answered 429 {results['origin_429s']} time(s) and reset one download midway: "
+            "retried after Retry-After, resumed from the byte it stopped at"
+        )
+
+    hybrid = created["hybrid"]
+    commit = hybrid.torrent.repo.commit if hybrid.torrent.repo else ""
+    local = asyncio.run(create_release_torrent(CreateRequest("model", REPO_ID, commit, from_dir=repo), None))
+    identical = local.data == hybrid.data
+    results["from_dir_identical"] = identical
+    say(f"4. from disk       same torrent as streamed: {'yes' if identical else 'NO'}")
+
+    view = root / "libtorrent-view"
+    view.mkdir(exist_ok=True)
+    link = view / hybrid.torrent.name
+    if not link.is_symlink():
+        os.symlink(repo, link)
+    check = check_files(hybrid.data, view)
+    results["libtorrent_check"] = {"pieces": check.pieces, "valid": check.valid_pieces}
+    say(
+        f"5. libtorrent      {check.valid_pieces}/{check.pieces} pieces valid, info-hashes "
+        f"{'match' if check.info_hash_v1 == hybrid.torrent.info_hash_v1 else 'DIFFER'}"
+    )
+    ok = identical and check.complete and check.info_hash_v2 == hybrid.torrent.info_hash_v2
+    results["ok"] = ok
+    if args.json:
+        print_json(results)
+    else:
+        print()
+        print(torrent_text(hybrid.torrent))
+        print(f"\ntorrents: {results['hybrid']['path']}\n          {results['v1']['path']}")
+        print("demo " + ("passed" if ok else "FAILED"))
+    if not ok:
+        raise SwarmhubError("the demo's checks failed (see above)")
+    return 0

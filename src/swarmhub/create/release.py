@@ -1,0 +1,182 @@
+"""One release, one torrent: resolve, list, filter, plan, hash (streamed or local), build.
+
+``create_release_torrent`` is what ``swarmhub create`` (and later ``publish``) calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarmhub.bt.layout import Format, TorrentPlan, auto_piece_size, plan_torrent, valid_piece_size
+from swarmhub.bt.magnet import build_magnet
+from swarmhub.bt.metainfo import Torrent, build_torrent, parse_torrent
+from swarmhub.create.pipeline import ChunkSource, hash_release
+from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, local_release
+from swarmhub.errors import LocalSourceError, UsageError
+from swarmhub.hub.patterns import path_selected
+from swarmhub.hub.repo import RepoRef, RepoType, is_commit
+from swarmhub.origin.client import OriginClient
+
+__all__ = ["CreateRequest", "CreatedTorrent", "create_release_torrent", "magnet_for", "torrent_name"]
+
+LOCAL_CHUNK = 4 * 1024 * 1024
+ORIGIN_CHUNK = 8 * 1024 * 1024
+MEMORY_BUDGET = 96 * 1024 * 1024  # bytes of chunks alive at once
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    repo_type: RepoType
+    repo_id: str
+    revision: str = "main"
+    include: Sequence[str] | None = None
+    exclude: Sequence[str] | None = None
+    webseeds: Sequence[str] = ()
+    trackers: Sequence[str] = ()
+    piece_size: int | None = None
+    format: Format = "hybrid"
+    from_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class CreatedTorrent:
+    data: bytes
+    torrent: Torrent
+    magnet: str
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def torrent_name(ref: RepoRef) -> str:
+    """``org--name--<12 hex of the commit>``: one folder per release for clients that download it."""
+    return f"{ref.repo_id.replace('/', '--')}--{ref.commit[:12]}"
+
+
+def magnet_for(torrent: Torrent) -> str:
+    return build_magnet(torrent.info_hash_v1, torrent.info_hash_v2, torrent.name, torrent.trackers, torrent.webseeds)
+
+
+def _piece_size(request: CreateRequest, total: int) -> int:
+    if request.piece_size is None:
+        return auto_piece_size(total)
+    if not valid_piece_size(request.piece_size):
+        raise UsageError(
+            f"--piece-size {request.piece_size} is not a power of two between 16 KiB and 256 MiB",
+            hint="omit --piece-size to choose automatically, or pass e.g. 4194304 (4 MiB)",
+        )
+    return request.piece_size
+
+
+def _chunk_size(plan: TorrentPlan, target: int) -> int:
+    return max(plan.piece_size, target // plan.piece_size * plan.piece_size)
+
+
+async def create_release_torrent(
+    request: CreateRequest,
+    client: OriginClient | None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> CreatedTorrent:
+    """Create the torrent of a release. ``client`` is needed unless ``from_dir`` says everything."""
+    if request.from_dir is not None:
+        local = local_release(request.from_dir, request.revision)
+        ref = _local_ref(request, local)
+        files = [f for f in local.files if path_selected(f.path, request.include, request.exclude)]
+        sizes = [(f.path, f.size) for f in files]
+        by_path = {f.path: f for f in files}
+        lfs_of = {p: by_path[p].lfs for p, _ in sizes}
+        etag_of: dict[str, str | None] = {p: by_path[p].etag for p, _ in sizes}
+    else:
+        if client is None:
+            raise UsageError("no origin to stream from")
+        commit = await client.resolve_revision(request.repo_type, request.repo_id, request.revision)
+        ref = RepoRef(request.repo_type, request.repo_id, commit)
+        listed = await client.list_files(ref.repo_type, ref.repo_id, commit)
+        chosen = [f for f in listed if path_selected(f.path, request.include, request.exclude)]
+        sizes = [(f.path, f.size) for f in chosen]
+        lfs_of = {f.path: f.is_lfs for f in chosen}
+        etag_of = {f.path: f.etag for f in chosen}
+    if not sizes:
+        raise UsageError(
+            f"no files of {request.repo_id} match the include/exclude patterns",
+            hint="check --include/--exclude (they match whole paths, as huggingface_hub's allow_patterns)",
+        )
+
+    if not any(size for _, size in sizes):
+        raise UsageError(
+            f"every selected file of {request.repo_id} is empty: a torrent needs at least one byte",
+            hint="select some non-empty files with --include/--exclude",
+        )
+    plan = plan_torrent(sizes, _piece_size(request, sum(s for _, s in sizes)), request.format)
+    lfs = [lfs_of[f.path] for f in plan.files]
+    expected = [etag_of[f.path] for f in plan.files]
+    if on_start is not None:
+        on_start(plan.total_size)
+
+    source: ChunkSource
+    if request.from_dir is not None:
+        source = local_source = LocalSource(request.from_dir)
+        chunk = _chunk_size(plan, LOCAL_CHUNK)
+        try:
+            digests = await hash_release(
+                plan,
+                source,
+                lfs=lfs,
+                expected_etags=expected,
+                chunk_size=chunk,
+                in_flight=max(2, MEMORY_BUDGET // chunk // 4 * 3),
+                on_progress=on_progress,
+            )
+        finally:
+            local_source.close()
+    else:
+        assert client is not None
+        source = OriginSource(client, ref)
+        chunk = _chunk_size(plan, ORIGIN_CHUNK)
+        digests = await hash_release(
+            plan,
+            source,
+            lfs=lfs,
+            expected_etags=expected,
+            chunk_size=chunk,
+            in_flight=max(2, MEMORY_BUDGET // chunk),
+            on_progress=on_progress,
+        )
+
+    data = build_torrent(
+        plan,
+        torrent_name(ref),
+        v1_pieces=digests.v1_pieces,
+        v2=[(v.root, v.layer) for v in digests.v2],
+        repo=ref,
+        etags=digests.etags,
+        trackers=request.trackers,
+        webseeds=request.webseeds,
+    )
+    torrent = parse_torrent(data)  # what we wrote must be what we accept
+    return CreatedTorrent(
+        data,
+        torrent,
+        magnet_for(torrent),
+        {"origin_bytes": client.bytes_received if client and not request.from_dir else 0},
+    )
+
+
+def _local_ref(request: CreateRequest, local: LocalRelease) -> RepoRef:
+    if local.repo_id is not None and (local.repo_id, local.repo_type) != (request.repo_id, request.repo_type):
+        raise UsageError(
+            f"{local.root} is a snapshot of {local.repo_type} {local.repo_id}, not {request.repo_type} "
+            f"{request.repo_id}",
+            hint="pass the repo id and --repo-type of the snapshot",
+        )
+    commit = local.commit
+    if commit and is_commit(request.revision) and request.revision != commit:
+        raise UsageError(f"{local.root} holds commit {commit}, not {request.revision}")
+    if commit is None:
+        raise LocalSourceError(
+            f"{local.root} does not say which commit it holds",
+            hint="pass --revision with the full 40-hex commit sha, or point --from-dir at a snapshot in the HF cache",
+        )
+    return RepoRef(request.repo_type, request.repo_id, commit)

@@ -1,0 +1,275 @@
+"""Plain folders seen as Hub repos: file identities, a commit id and tree listings.
+
+Layout of the root folder::
+
+    ROOT/models/ORG/NAME/...      model "ORG/NAME" (also ROOT/models/NAME/ for an id without org)
+    ROOT/datasets/ORG/NAME/...    dataset "ORG/NAME"
+
+A repo folder is the working tree of branch ``main``. Each file gets the identities the Hub gives it:
+
+- LFS files (``filter=lfs`` in the root ``.gitattributes``, or 10 MiB and more, which the Hub refuses to
+  store outside LFS) have an etag equal to the SHA-256 of their content and a ``blobId`` equal to the git
+  blob id of their LFS pointer text;
+- other files have etag = ``blobId`` = the git blob SHA-1 of their content.
+
+The commit of ``main`` is a SHA-1 over the sorted (path, etag) list: not a real git commit, but it changes
+exactly when the content does, which is all a client can observe.
+
+Hashing is lazy and cached per (file, size, mtime_ns), so listing a large repo again after a change only
+hashes what changed. Everything here is blocking I/O; async callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from swarmhub.errors import EntryNotFound, RepoNotFound, UsageError
+from swarmhub.hub.gitattributes import lfs_matcher
+from swarmhub.hub.repo import RepoFile, RepoType, git_blob_hasher, validate_repo_id
+
+__all__ = [
+    "LFS_SIZE_THRESHOLD",
+    "FileHashes",
+    "LfsInfo",
+    "RepoSnapshot",
+    "RepoStore",
+    "ServedFile",
+    "lfs_pointer",
+]
+
+LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub rejects regular (non-LFS) git files of 10 MiB and more
+_CHUNK = 1 << 20
+HashKind = Literal["blob", "sha256"]
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The Git LFS pointer text stored in git in place of the content (git-lfs spec v1)."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def _git_blob_id(data: bytes) -> str:
+    h = git_blob_hasher(len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+class FileHashes:
+    """Thread-safe cache of content hashes keyed by (path, kind), valid while (size, mtime_ns) hold."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, HashKind], tuple[int, int, str]] = {}
+
+    def digest(self, path: Path, size: int, mtime_ns: int, kind: HashKind) -> str:
+        key = (str(path), kind)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[:2] == (size, mtime_ns):
+            return hit[2]
+        # Hash outside the lock: two threads may hash the same file once each, which is harmless.
+        h = git_blob_hasher(size) if kind == "blob" else hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        hexdigest = h.hexdigest()
+        with self._lock:
+            self._cache[key] = (size, mtime_ns, hexdigest)
+        return hexdigest
+
+
+@dataclass(frozen=True)
+class LfsInfo:
+    sha256: str
+    size: int
+    pointer_size: int
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """One file of a repo: where it lives on disk and what the Hub calls it."""
+
+    path: str  # posix, relative to the repo root
+    local: Path
+    size: int
+    blob_id: str  # git blob SHA-1 of the content, or of the LFS pointer for LFS files
+    lfs: LfsInfo | None
+
+    @property
+    def etag(self) -> str:
+        return self.lfs.sha256 if self.lfs is not None else self.blob_id
+
+    def as_repo_file(self) -> RepoFile:
+        return RepoFile(self.path, self.size, self.etag)
+
+
+def _sha1_lines(lines: Iterator[str]) -> str:
+    h = hashlib.sha1()
+    for line in lines:
+        h.update(line.encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RepoSnapshot:
+    """A repo folder at one moment: its files sorted by path and the commit they make."""
+
+    repo_type: RepoType
+    repo_id: str
+    commit: str
+    files: tuple[ServedFile, ...]
+    last_modified_ns: int
+    _by_path: dict[str, ServedFile] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, repo_type: RepoType, repo_id: str, files: list[ServedFile], mtime_ns: int) -> RepoSnapshot:
+        files.sort(key=lambda f: f.path)
+        commit = _sha1_lines(f"{f.path}\0{f.etag}\n" for f in files)
+        return cls(repo_type, repo_id, commit, tuple(files), mtime_ns, {f.path: f for f in files})
+
+    def file(self, path: str) -> ServedFile:
+        found = self._by_path.get(path)
+        if found is None:
+            raise EntryNotFound(f"{path} not found in {self.repo_id}", repo_id=self.repo_id, status=404)
+        return found
+
+    def tree(self, folder: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
+        """The Hub's ``/tree`` entries under ``folder`` (files and folders, sorted by path)."""
+        folder = folder.strip("/")
+        prefix = f"{folder}/" if folder else ""
+        below = [f for f in self.files if f.path.startswith(prefix)]
+        if folder and not below:
+            raise EntryNotFound(f"folder {folder} not found in {self.repo_id}", repo_id=self.repo_id, status=404)
+        entries: dict[str, dict[str, Any]] = {}
+        for f in below:
+            parts = f.path[len(prefix) :].split("/")
+            # Folders on the way down: all of them when recursive, only the first level otherwise.
+            for depth in range(1, len(parts) if recursive else min(2, len(parts))):
+                sub = prefix + "/".join(parts[:depth])
+                entries.setdefault(sub, self._folder_entry(sub))
+            if recursive or len(parts) == 1:
+                entries[f.path] = _file_entry(f)
+        return [entries[p] for p in sorted(entries)]
+
+    def _folder_entry(self, path: str) -> dict[str, Any]:
+        inside = (f for f in self.files if f.path.startswith(path + "/"))
+        oid = _sha1_lines(f"{f.path}\0{f.etag}\n" for f in inside)
+        return {"type": "directory", "oid": oid, "size": 0, "path": path}
+
+
+def _file_entry(f: ServedFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": "file", "oid": f.blob_id, "size": f.size, "path": f.path}
+    if f.lfs is not None:
+        entry["lfs"] = {"oid": f.lfs.sha256, "size": f.lfs.size, "pointerSize": f.lfs.pointer_size}
+    return entry
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """(posix relative path, absolute path, stat) of every regular file, skipping ``.git`` folders."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in filenames:
+            local = Path(dirpath, name)
+            try:
+                st = local.stat()  # follows symlinks: a linked file is served with its target's content
+            except OSError:
+                continue  # a dangling symlink or a file removed while we walk
+            if stat.S_ISREG(st.st_mode):
+                yield local.relative_to(folder).as_posix(), local, st
+
+
+def _read_gitattributes(folder: Path) -> str:
+    try:
+        return (folder / ".gitattributes").read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+class RepoStore:
+    """All repos under a root folder; every lookup re-reads the folder (a stat walk plus cached hashes)."""
+
+    def __init__(self, root: Path | str, hashes: FileHashes | None = None) -> None:
+        self.root = Path(root)
+        self.hashes = hashes or FileHashes()
+        self._lock = threading.Lock()
+        self._lfs_objects: dict[str, Path] = {}  # sha256 -> a file that had it when last listed
+
+    def folder(self, repo_type: RepoType, repo_id: str) -> Path:
+        """The folder of a repo, or RepoNotFound."""
+        missing = RepoNotFound(f"{repo_type} {repo_id} not found", repo_id=repo_id, status=404)
+        try:
+            validate_repo_id(repo_id)
+        except UsageError:
+            raise missing from None
+        folder = self.root / f"{repo_type}s" / repo_id
+        if not folder.is_dir():
+            raise missing
+        # An org folder is not a repo: an id without org must name a folder that holds files itself.
+        if "/" not in repo_id and not any(p.is_file() for p in folder.iterdir()):
+            raise missing
+        return folder
+
+    def snapshot(self, repo_type: RepoType, repo_id: str) -> RepoSnapshot:
+        folder = self.folder(repo_type, repo_id)
+        is_lfs = lfs_matcher(_read_gitattributes(folder))
+        files: list[ServedFile] = []
+        newest = 0
+        for path, local, st in _walk(folder):
+            files.append(self._identify(path, local, st, is_lfs))
+            newest = max(newest, st.st_mtime_ns)
+        with self._lock:
+            self._lfs_objects.update((f.lfs.sha256, f.local) for f in files if f.lfs is not None)
+        return RepoSnapshot.build(repo_type, repo_id, files, newest)
+
+    def _identify(self, path: str, local: Path, st: os.stat_result, is_lfs: Callable[[str], bool]) -> ServedFile:
+        size, mtime = st.st_size, st.st_mtime_ns
+        if not (is_lfs(path) or size >= LFS_SIZE_THRESHOLD):
+            return ServedFile(path, local, size, self.hashes.digest(local, size, mtime, "blob"), None)
+        sha256 = self.hashes.digest(local, size, mtime, "sha256")
+        pointer = lfs_pointer(sha256, size)
+        return ServedFile(path, local, size, _git_blob_id(pointer), LfsInfo(sha256, size, len(pointer)))
+
+    def lfs_object(self, sha256: str) -> tuple[Path, int] | None:
+        """A file whose content has this SHA-256 (as listed before), or None; checked against the disk."""
+        with self._lock:
+            local = self._lfs_objects.get(sha256)
+        if local is None:
+            self._scan_all()
+            with self._lock:
+                local = self._lfs_objects.get(sha256)
+        if local is None:
+            return None
+        try:
+            st = local.stat()
+        except OSError:
+            return None
+        # The file may have changed since it was listed: serve it only if it still has this content.
+        if self.hashes.digest(local, st.st_size, st.st_mtime_ns, "sha256") != sha256:
+            return None
+        return local, st.st_size
+
+    def _scan_all(self) -> None:
+        kinds: tuple[RepoType, ...] = ("model", "dataset")
+        for repo_type in kinds:
+            base = self.root / f"{repo_type}s"
+            for repo_id in _repo_ids(base):
+                try:
+                    self.snapshot(repo_type, repo_id)
+                except RepoNotFound:
+                    continue
+
+
+def _repo_ids(base: Path) -> Iterator[str]:
+    """Candidate repo ids under ``ROOT/models`` or ``ROOT/datasets``: ``NAME`` and ``ORG/NAME``."""
+    if not base.is_dir():
+        return
+    for first in sorted(p for p in base.iterdir() if p.is_dir()):
+        yield first.name
+        for second in sorted(p for p in first.iterdir() if p.is_dir()):
+            yield f"{first.name}/{second.name}"

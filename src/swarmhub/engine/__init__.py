@@ -1,0 +1,1 @@
+"""The one seam to libtorrent: nothing outside this package imports it."""

@@ -1,0 +1,1 @@
+"""Sans-I/O Hugging Face Hub compatibility: repo identity, URLs, listings, patterns, cache layout."""

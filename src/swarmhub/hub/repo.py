@@ -1,0 +1,109 @@
+"""Repo identity and file identity on a Hugging Face Hub, without I/O.
+
+A file's *etag* is what the Hub sends as ``X-Linked-Etag``/``ETag`` and what huggingface_hub names the blob
+in its cache: the LFS object's SHA-256 for LFS files, the git blob SHA-1 for regular files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+from swarmhub.errors import UsageError
+
+__all__ = [
+    "COMMIT_RE",
+    "LFS_ETAG_RE",
+    "REGULAR_ETAG_RE",
+    "RepoFile",
+    "RepoRef",
+    "RepoType",
+    "api_repo_path",
+    "git_blob_hasher",
+    "is_commit",
+    "parse_repo_type",
+    "resolve_path",
+    "validate_repo_id",
+]
+
+RepoType = Literal["model", "dataset", "space"]
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+REGULAR_ETAG_RE = re.compile(r"^[0-9a-f]{40}$")
+LFS_ETAG_RE = re.compile(r"^[0-9a-f]{64}$")
+_REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*$")
+
+
+def parse_repo_type(value: str | None) -> RepoType:
+    if value in (None, "", "model", "models"):
+        return "model"
+    if value in ("dataset", "datasets"):
+        return "dataset"
+    if value in ("space", "spaces"):
+        return "space"
+    raise UsageError(f"unknown repo type {value!r}", hint="use --repo-type model or --repo-type dataset")
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """A repo id is ``name`` or ``org/name`` with the Hub's characters; nothing that escapes a URL path."""
+    if not _REPO_ID_RE.match(repo_id) or ".." in repo_id or len(repo_id) > 96:
+        raise UsageError(
+            f"invalid repo id {repo_id!r}", hint="a repo id looks like org/name, e.g. openai-community/gpt2"
+        )
+    return repo_id
+
+
+def is_commit(revision: str) -> bool:
+    return bool(COMMIT_RE.match(revision))
+
+
+def _plural(repo_type: RepoType) -> str:
+    return repo_type + "s"
+
+
+def api_repo_path(repo_type: RepoType, repo_id: str) -> str:
+    """``/api/models/org/name`` — the Hub's JSON API prefix for a repo."""
+    return f"/api/{_plural(repo_type)}/{repo_id}"
+
+
+def resolve_path(repo_type: RepoType, repo_id: str, revision: str, path: str) -> str:
+    """The Hub's download URL path: ``/org/name/resolve/REV/PATH`` (``/datasets/...`` for datasets)."""
+    prefix = "" if repo_type == "model" else f"/{_plural(repo_type)}"
+    return f"{prefix}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(path, safe='/')}"
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A release: one repo at one commit."""
+
+    repo_type: RepoType
+    repo_id: str
+    commit: str
+
+    @property
+    def cache_folder(self) -> str:
+        """huggingface_hub's folder name in the cache: ``models--org--name``."""
+        return "--".join([_plural(self.repo_type), *self.repo_id.split("/")])
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    """One file of a release as the Hub lists it."""
+
+    path: str
+    size: int
+    etag: str  # LFS sha256 (64 hex) or git blob sha1 (40 hex)
+
+    @property
+    def is_lfs(self) -> bool:
+        return len(self.etag) == 64
+
+
+def git_blob_hasher(size: int) -> hashlib._Hash:
+    """A SHA-1 primed with git's blob header: feed it the content to get the git blob id."""
+    h = hashlib.sha1()
+    h.update(b"blob %d\0" % size)
+    return h

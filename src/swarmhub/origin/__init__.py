@@ -1,0 +1,1 @@
+"""Fetching from Hub-compatible origins: resolving revisions, listing files, ranged reads with retries."""
