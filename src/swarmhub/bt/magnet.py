@@ -7,11 +7,15 @@ import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote
 
 from swarmhub.errors import MagnetError
 
-__all__ = ["Magnet", "build_magnet", "parse_magnet"]
+if TYPE_CHECKING:
+    from swarmhub.bt.metainfo import Torrent
+
+__all__ = ["Magnet", "build_magnet", "magnet_for", "parse_magnet"]
 
 _MULTIHASH_SHA256 = "1220"  # multihash: code 0x12 (sha2-256), length 0x20
 
@@ -44,6 +48,11 @@ def build_magnet(
     parts += [f"tr={quote(t, safe='')}" for t in trackers]
     parts += [f"ws={quote(w, safe='')}" for w in webseeds]
     return "magnet:?" + "&".join(parts)
+
+
+def magnet_for(torrent: Torrent) -> str:
+    """The magnet of a parsed torrent: both info-hashes, name, trackers and web seeds."""
+    return build_magnet(torrent.info_hash_v1, torrent.info_hash_v2, torrent.name, torrent.trackers, torrent.webseeds)
 
 
 def _btih(value: str) -> str:

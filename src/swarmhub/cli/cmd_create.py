@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swarmhub.bt.layout import FORMATS
 from swarmhub.cli.args import add_filter_options, parse_size, split_repo_revision
 from swarmhub.cli.output import Progress, atomic_write, print_json
 from swarmhub.cli.summary import torrent_json, torrent_text
-from swarmhub.create.release import CreatedTorrent, CreateRequest, create_release_torrent
 from swarmhub.hub.repo import parse_repo_type
-from swarmhub.origin.client import OriginClient
 from swarmhub.settings import Settings
+
+if TYPE_CHECKING:
+    from swarmhub.create.release import CreatedTorrent, CreateRequest
 
 __all__ = ["register", "run"]
 
@@ -69,6 +71,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 async def _create(
     request: CreateRequest, settings: Settings, endpoint: str | None, progress: Progress
 ) -> CreatedTorrent:
+    from swarmhub.create.release import create_release_torrent
+    from swarmhub.origin.client import OriginClient
+
     needs_origin = request.from_dir is None
     client = (
         OriginClient(
@@ -89,6 +94,8 @@ async def _create(
 
 
 def run(args: argparse.Namespace) -> int:
+    from swarmhub.create.release import CreateRequest
+
     settings = Settings.from_env()
     repo_id, revision = split_repo_revision(args.repo_id, args.revision)
     request = CreateRequest(

@@ -21,14 +21,15 @@ import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarmhub.bt.layout import Format
 from swarmhub.cli.output import Progress, atomic_write, human_size, print_json
 from swarmhub.cli.summary import torrent_json, torrent_text
-from swarmhub.create.release import CreatedTorrent, CreateRequest, create_release_torrent
 from swarmhub.errors import SwarmhubError
-from swarmhub.origin.client import OriginClient
+
+if TYPE_CHECKING:
+    from swarmhub.create.release import CreatedTorrent, CreateRequest
 
 __all__ = ["make_demo_release", "register", "run"]
 
@@ -98,6 +99,9 @@ def make_demo_release(root: Path, size_mb: int = 24) -> Path:
 
 
 async def _stream(endpoint: str, request: CreateRequest, progress: Progress) -> CreatedTorrent:
+    from swarmhub.create.release import create_release_torrent
+    from swarmhub.origin.client import OriginClient
+
     async with OriginClient(endpoint, None, backoff_base=0.05) as client:
         try:
             return await create_release_torrent(request, client, on_start=progress.start, on_progress=progress.advance)
@@ -106,6 +110,7 @@ async def _stream(endpoint: str, request: CreateRequest, progress: Progress) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    from swarmhub.create.release import CreateRequest, create_release_torrent
     from swarmhub.devhub import DevHub
     from swarmhub.engine.check import check_files
 

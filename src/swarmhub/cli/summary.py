@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from swarmhub.bt.magnet import magnet_for
 from swarmhub.bt.metainfo import Torrent
 from swarmhub.cli.output import human_size
-from swarmhub.create.release import magnet_for
 
 __all__ = ["torrent_json", "torrent_text"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarmhub.bt.layout import Format, TorrentPlan, auto_piece_size, plan_torrent, valid_piece_size
-from swarmhub.bt.magnet import build_magnet
+from swarmhub.bt.magnet import magnet_for
 from swarmhub.bt.metainfo import Torrent, build_torrent, parse_torrent
 from swarmhub.create.pipeline import ChunkSource, hash_release
 from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, local_release
@@ -19,7 +19,7 @@ from swarmhub.hub.patterns import path_selected
 from swarmhub.hub.repo import RepoRef, RepoType, is_commit
 from swarmhub.origin.client import OriginClient
 
-__all__ = ["CreateRequest", "CreatedTorrent", "create_release_torrent", "magnet_for", "torrent_name"]
+__all__ = ["CreateRequest", "CreatedTorrent", "create_release_torrent", "torrent_name"]
 
 LOCAL_CHUNK = 4 * 1024 * 1024
 ORIGIN_CHUNK = 8 * 1024 * 1024
@@ -51,10 +51,6 @@ class CreatedTorrent:
 def torrent_name(ref: RepoRef) -> str:
     """``org--name--<12 hex of the commit>``: one folder per release for clients that download it."""
     return f"{ref.repo_id.replace('/', '--')}--{ref.commit[:12]}"
-
-
-def magnet_for(torrent: Torrent) -> str:
-    return build_magnet(torrent.info_hash_v1, torrent.info_hash_v2, torrent.name, torrent.trackers, torrent.webseeds)
 
 
 def _piece_size(request: CreateRequest, total: int) -> int:

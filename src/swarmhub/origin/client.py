@@ -47,6 +47,9 @@ MAX_REDIRECTS = 5
 MAX_ASKED_WAIT = 300.0  # a Retry-After longer than this is reported, not slept through
 
 
+_sleep = asyncio.sleep  # the backoff's clock; tests replace it to record delays instead of waiting
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, headers: httpx.Headers | None = None) -> None:
         super().__init__(reason)
@@ -115,7 +118,7 @@ class OriginClient:
                     hint="you are rate limited; try again later, or set HF_TOKEN for a higher limit",
                 )
             log.info("%s: %s; retry %d/%d in %.1f s", what, reason, attempt, self.retries - 1, delay)
-            await asyncio.sleep(delay)
+            await _sleep(delay)
         raise OriginUnavailable(
             f"{what}: gave up after {self.retries} attempts ({reason})",
             hint="check the origin (--endpoint / HF_ENDPOINT) is reachable; SWARMHUB_RETRIES raises the limit",
@@ -238,6 +241,9 @@ class OriginClient:
                 url = urljoin(url, location)
                 continue
             try:
+                if response.status_code in (401, 403, 410) and urlsplit(url).netloc != self._host:
+                    # A CDN refusing a signed URL means it expired: resolve again for a fresh one.
+                    raise _Retry(f"CDN answered {response.status_code} (expired signed URL)")
                 self._raise_for_status(response, what, repo_id)
                 yield response
             finally:

@@ -1,0 +1,197 @@
+"""The origin client against a Hub that misbehaves (devhub): redirects, expiry, 429, 5xx, resets, bad bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmhub.create.release import CreateRequest, create_release_torrent
+from swarmhub.devhub import DevHub, DevHubSettings
+from swarmhub.errors import IntegrityError, OriginUnavailable, RepoNotFound
+from swarmhub.hub.repo import git_blob_hasher
+from swarmhub.origin import client as client_module
+from swarmhub.origin.client import OriginClient
+
+WEIGHTS = os.urandom(3 * 1024 * 1024 + 777)
+FILES = {
+    ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    "config.json": b'{"hidden_size": 8}\n',
+    "model.safetensors": WEIGHTS,
+    "nested/deep/tokenizer.json": b'{"v": 1}\n',
+    "empty.txt": b"",
+}
+TOKEN = "hf_secretSECRETsecret123"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[DevHub]:
+    for repo in ("models/org/demo", "models/org/gated"):
+        for path, data in FILES.items():
+            target = tmp_path / "root" / repo / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    with DevHub(tmp_path / "root", settings=DevHubSettings(gated={"org/gated": TOKEN})) as server:
+        yield server
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the client's backoff sleeps and skip them (no test waits on the clock)."""
+    recorded: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def fake_sleep(delay: float) -> None:
+        recorded.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(client_module, "_sleep", fake_sleep)
+    return recorded
+
+
+def _create(hub: DevHub, repo: str = "org/demo", token: str | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    async def go():  # type: ignore[no-untyped-def]
+        async with OriginClient(hub.endpoint, token, retries=kw.pop("retries", 6)) as client:  # type: ignore[arg-type]
+            return await create_release_torrent(CreateRequest("model", repo, "main", piece_size=65536, **kw), client)  # type: ignore[arg-type]
+
+    return asyncio.run(go())
+
+
+def _expected_etag(path: str) -> str:
+    data = FILES[path]
+    if path.endswith(".safetensors"):
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+    h = git_blob_hasher(len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def test_streams_through_relative_307_and_cdn_302_without_leaking_the_token(hub: DevHub) -> None:
+    created = _create(hub, "org/gated", TOKEN)
+    assert {f.path: f.etag for f in created.torrent.files} == {p: _expected_etag(p) for p in FILES}
+    resolves = hub.log.entries("*/resolve/*")
+    assert resolves and all(e.status in (302, 307) and e.token == TOKEN for e in resolves)
+    cdn = [e for e in hub.log.entries() if e.server == "cdn"]
+    assert cdn and all(e.authorization is None for e in cdn)  # the token never goes to the CDN
+    assert all(e.range and e.range.startswith("bytes=") for e in cdn)
+    assert TOKEN.encode() not in created.data
+
+
+def test_gated_repo_without_token_is_a_clear_error(hub: DevHub) -> None:
+    with pytest.raises(Exception) as info:
+        _create(hub, "org/gated")
+    assert "HF_TOKEN" in (getattr(info.value, "hint", "") or "")
+
+
+def test_429_honours_retry_after_and_500_is_retried(hub: DevHub, sleeps: list[float]) -> None:
+    hub.faults.respond("/lfs/*", 429, retry_after=7, times=1)
+    hub.faults.respond("/api/models/org/demo/tree/*", 500, times=2)
+    created = _create(hub)
+    assert created.torrent.total_size == sum(len(b) for b in FILES.values())
+    assert any(d >= 7 for d in sleeps), sleeps  # waited at least what Retry-After asked
+    assert len(hub.log.entries("/api/models/org/demo/tree/*")) == 3
+
+
+def test_reset_mid_body_resumes_from_the_byte_it_stopped_at(hub: DevHub, sleeps: list[float]) -> None:
+    hub.faults.reset("/lfs/*", after_bytes=1_000_000, times=1)
+    created = _create(hub)
+    assert dict((f.path, f.etag) for f in created.torrent.files)["model.safetensors"] == _expected_etag(
+        "model.safetensors"
+    )
+    starts = sorted(int(e.range.split("=")[1].split("-")[0]) for e in hub.log.entries("/lfs/*") if e.range)
+    # one of the retried ranges starts where the reset cut the body, not at a chunk boundary
+    assert any(s % 65536 for s in starts), starts
+
+
+def test_expired_signed_url_is_resolved_again(hub: DevHub, sleeps: list[float]) -> None:
+    hub.settings = dataclasses.replace(hub.settings, url_lifetime=1.0)
+    hub.faults.delay("/lfs/*", 2.2, times=1)  # arrives after its URL expired (expiry is rounded up to 1 s)
+    created = _create(hub)
+    assert created.torrent.total_size > 0
+    assert any(e.status == 403 for e in hub.log.entries("/lfs/*"))
+    assert len(hub.log.entries("/org/demo/resolve/*/model.safetensors")) >= 2
+
+
+def test_wrong_bytes_are_caught_and_name_the_file(hub: DevHub) -> None:
+    hub.faults.corrupt("/lfs/*", offset=100, times=1)
+    with pytest.raises(IntegrityError) as info:
+        _create(hub)
+    assert info.value.path == "model.safetensors" and "model.safetensors" in str(info.value)
+
+
+def test_persistent_failure_gives_up_with_a_clear_error(hub: DevHub, sleeps: list[float]) -> None:
+    hub.faults.respond("/api/models/org/demo/revision/*", 503)
+    with pytest.raises(OriginUnavailable, match="gave up after 6 attempts"):
+        _create(hub)
+    assert len(sleeps) == 5
+
+
+def test_tree_pagination_and_siblings_fallback(hub: DevHub) -> None:
+    hub.settings = dataclasses.replace(hub.settings, page_size=2)
+    paged = _create(hub)
+    assert len(hub.log.entries("/api/models/org/demo/tree/*")) == 4  # 5 files + 2 folders, 2 per page
+    hub.settings = dataclasses.replace(hub.settings, tree_404=True)
+    fallback = _create(hub)
+    assert fallback.data == paged.data
+
+
+def test_unknown_repo(hub: DevHub) -> None:
+    with pytest.raises(RepoNotFound):
+        _create(hub, "org/nope")
+
+
+def test_cli_error_is_one_line_and_writes_nothing(hub: DevHub, tmp_path: Path) -> None:
+    hub.faults.corrupt("/lfs/*", offset=5, times=1)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarmhub",
+            "create",
+            "org/demo",
+            "--endpoint",
+            hub.endpoint,
+            "-o",
+            str(tmp_path / "x.torrent"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert "model.safetensors" in out.stderr and not list(tmp_path.glob("*.torrent*"))
+
+
+def test_cli_token_from_env_reaches_origin_only_and_is_never_printed(hub: DevHub, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarmhub",
+            "-vv",
+            "create",
+            "org/gated",
+            "--endpoint",
+            hub.endpoint,
+            "--json",
+            "-o",
+            str(tmp_path / "g.torrent"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_TOKEN": TOKEN},
+    )
+    assert out.returncode == 0, out.stderr
+    assert TOKEN not in out.stdout and TOKEN not in out.stderr
+    assert TOKEN.encode() not in (tmp_path / "g.torrent").read_bytes()
+    assert json.loads(out.stdout)["repo_id"] == "org/gated"
