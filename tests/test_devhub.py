@@ -176,10 +176,11 @@ def test_lfs_matcher_agrees_with_git_check_attr(tmp_path: Path) -> None:
         "xc1.dat", "xab1.dat", "e.tfevents", "tfevents", "a.7z", "m.safetensors.idx",
     ]  # fmt: skip
     (tmp_path / ".gitattributes").write_text(text)
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}  # no core.attributesFile
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, env=env)
     out = subprocess.run(
         ["git", "-C", str(tmp_path), "check-attr", "--stdin", "filter"],
-        input="\n".join(paths) + "\n", capture_output=True, text=True, check=True,
+        input="\n".join(paths) + "\n", capture_output=True, text=True, check=True, env=env,
     ).stdout  # fmt: skip
     git_says = {line.split(": filter: ")[0]: line.endswith(": filter: lfs") for line in out.splitlines()}
     is_lfs = lfs_matcher(text)

@@ -236,20 +236,22 @@ class RepoStore:
         return ServedFile(path, local, size, _git_blob_id(pointer), LfsInfo(sha256, size, len(pointer)))
 
     def lfs_object(self, sha256: str) -> tuple[Path, int] | None:
-        """A file whose content has this SHA-256 (as listed before), or None; checked against the disk."""
-        with self._lock:
-            local = self._lfs_objects.get(sha256)
-        if local is None:
-            self._scan_all()
+        """A file whose content has this SHA-256, and its size; None if no repo holds it any more."""
+        for attempt in range(2):
             with self._lock:
                 local = self._lfs_objects.get(sha256)
-        if local is None:
-            return None
+            found = None if local is None else self._still_holds(local, sha256)
+            if found is not None:
+                return found
+            if attempt == 0:
+                self._scan_all()  # not listed yet, or the file changed since: look everywhere once
+        return None
+
+    def _still_holds(self, local: Path, sha256: str) -> tuple[Path, int] | None:
         try:
             st = local.stat()
         except OSError:
             return None
-        # The file may have changed since it was listed: serve it only if it still has this content.
         if self.hashes.digest(local, st.st_size, st.st_mtime_ns, "sha256") != sha256:
             return None
         return local, st.st_size

@@ -90,6 +90,7 @@ class DevHub:
         self._ports = (port, cdn_port)
         self._access_log = access_log
         self._sockets: list[socket.socket] = []
+        self._bound: list[int] = []  # the ports actually bound (kept after stop())
         self._servers: list[uvicorn.Server] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -111,13 +112,18 @@ class DevHub:
     def settings(self, value: DevHubSettings) -> None:
         self.state.settings = value
 
+    def _bound_port(self, which: int) -> int:
+        if not self._bound:
+            raise RuntimeError("DevHub not started: call start() or use it as a context manager")
+        return self._bound[which]
+
     @property
     def port(self) -> int:
-        return int(self._sockets[0].getsockname()[1])
+        return self._bound_port(0)
 
     @property
     def cdn_port(self) -> int:
-        return int(self._sockets[1].getsockname()[1])
+        return self._bound_port(1)
 
     @property
     def endpoint(self) -> str:
@@ -137,6 +143,7 @@ class DevHub:
             raise RuntimeError("DevHub already started")
         _quiet_injected_resets()
         self._sockets = [_bind(self.host, p) for p in self._ports]
+        self._bound = [int(sock.getsockname()[1]) for sock in self._sockets]
         self.state.cdn_port = self.cdn_port
         apps = (origin_app(self.state), cdn_app(self.state))
         self._servers = [uvicorn.Server(self._config(app)) for app in apps]
