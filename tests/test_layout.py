@@ -60,7 +60,8 @@ def test_sort_is_per_path_component() -> None:
 
 def test_auto_piece_size_keeps_big_torrents_small() -> None:
     assert auto_piece_size(0) == 256 * 1024
-    assert auto_piece_size(2 * 10**9) == 256 * 1024
+    assert auto_piece_size(5 * 10**8) == 256 * 1024
+    assert auto_piece_size(2 * 10**9) == 1024 * 1024
     for total in (10**9, 10**10, 10**11, 5 * 10**11, 2 * 10**12):
         piece = auto_piece_size(total)
         assert valid_piece_size(piece)

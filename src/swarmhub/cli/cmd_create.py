@@ -72,9 +72,10 @@ async def _create(
     request: CreateRequest, settings: Settings, endpoint: str | None, progress: Progress
 ) -> CreatedTorrent:
     from swarmhub.create.release import create_release_torrent
-    from swarmhub.origin.client import OriginClient
 
     needs_origin = request.from_dir is None
+    if needs_origin:
+        from swarmhub.origin.client import OriginClient
     client = (
         OriginClient(
             endpoint or settings.endpoint,

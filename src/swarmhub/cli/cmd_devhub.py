@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from swarmhub.devhub.app import DevHubSettings
-from swarmhub.devhub.server import DevHub, serve_forever
 from swarmhub.errors import UsageError
+
+if TYPE_CHECKING:  # the server stack (uvicorn, starlette) loads only when the command runs
+    from swarmhub.devhub.server import DevHub
 
 __all__ = ["register", "run"]
 
@@ -61,6 +63,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="REPO=TOKEN",
         help="require 'Authorization: Bearer TOKEN' for REPO (org/name, or datasets/org/name); repeatable",
     )
+    serve.add_argument(
+        "--cdn-url",
+        metavar="URL",
+        help="send LFS redirects to URL/lfs/<sha256> (e.g. a static server) instead of the built-in CDN",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn access log)")
     serve.set_defaults(func=run)
 
@@ -70,12 +77,17 @@ def _announce(hub: DevHub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from swarmhub.devhub.app import DevHubSettings
+    from swarmhub.devhub.server import serve_forever
+
     root: Path = args.root
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder", hint="create ROOT/models/ORG/NAME/ with some files in it")
     if args.page_size < 1:
         raise UsageError("--page-size must be at least 1")
-    settings = DevHubSettings(page_size=args.page_size, url_lifetime=args.url_lifetime, gated=dict(args.gated))
+    settings = DevHubSettings(
+        page_size=args.page_size, url_lifetime=args.url_lifetime, gated=dict(args.gated), cdn_url=args.cdn_url
+    )
     serve_forever(
         root,
         host=args.host,

@@ -15,11 +15,11 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from swarmhub.bt.layout import Chunk, TorrentPlan
 from swarmhub.create.hashing import FileDigests, ReleaseHasher, hash_chunk
+from swarmhub.create.workers import PriorityPool
 from swarmhub.errors import SwarmhubError
 
 __all__ = ["ChunkSource", "hash_release"]
@@ -38,7 +38,7 @@ class ChunkSource(Protocol):
 
 
 def default_workers() -> int:
-    return max(2, os.cpu_count() or 2) + 2  # measured: a little oversubscription keeps both cores busy
+    return max(2, os.cpu_count() or 2)
 
 
 async def hash_release(
@@ -55,12 +55,9 @@ async def hash_release(
     hasher = ReleaseHasher(plan, lfs, expected_etags)
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(max(1, in_flight))
-    # Whole-file digests are the critical path (sequential per file): they get their own threads so they
-    # never queue behind piece hashing; the OS shares the cores between both pools.
-    with (
-        ThreadPoolExecutor(max_workers=workers or default_workers(), thread_name_prefix="swarmhub-hash") as pool,
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="swarmhub-etag") as whole_pool,
-    ):
+    # Whole-file digests are sequential per file and so the critical path: they are urgent jobs, taken
+    # before any piece hashing by threads that are exactly as many as the cores.
+    with PriorityPool(workers or default_workers(), "swarmhub-hash") as pool:
 
         async def fetch_and_hash(
             chunk: Chunk, data_ready: asyncio.Future[bytes | memoryview], fed: asyncio.Future[None]
@@ -68,23 +65,21 @@ async def hash_release(
             try:
                 data = await source.read(chunk.file.path, chunk.file_offset, chunk.length)
                 data_ready.set_result(data)
-                digest = await loop.run_in_executor(pool, hash_chunk, plan, chunk, data)
+                digest = await asyncio.wrap_future(pool.submit(hash_chunk, plan, chunk, data))
                 for piece, joined in hasher.add_chunk(digest):
-                    hasher.set_v1_piece(piece, await loop.run_in_executor(pool, _sha1, joined))
+                    hasher.set_v1_piece(piece, await asyncio.wrap_future(pool.submit(_sha1, joined)))
                 await fed
                 source.release(data)
             finally:
                 slots.release()
 
         async def feed_whole(
-            chunk: Chunk,
-            data_ready: asyncio.Future[bytes | memoryview],
-            previous: asyncio.Future[None] | None,
+            chunk: Chunk, data_ready: asyncio.Future[bytes | memoryview], previous: asyncio.Future[None] | None
         ) -> None:
             if previous is not None:
                 await previous
             data = await data_ready
-            await loop.run_in_executor(whole_pool, hasher.feed_whole, chunk.file, data)
+            await asyncio.wrap_future(pool.submit(hasher.feed_whole, chunk.file, data, urgent=True))
             if on_progress is not None:
                 on_progress(len(data))
 

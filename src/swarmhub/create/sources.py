@@ -18,11 +18,14 @@ import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swarmhub.errors import LocalSourceError
 from swarmhub.hub.gitattributes import lfs_matcher
 from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoRef, RepoType
-from swarmhub.origin.client import OriginClient
+
+if TYPE_CHECKING:
+    from swarmhub.origin.client import OriginClient
 
 __all__ = ["LocalFile", "LocalRelease", "LocalSource", "OriginSource", "local_release"]
 
@@ -180,15 +183,22 @@ class LocalSource:
 
 
 class OriginSource:
-    """Streams chunks from the origin with ranged GETs."""
+    """Streams chunks from the origin with ranged GETs into reused buffers."""
 
     def __init__(self, client: OriginClient, ref: RepoRef) -> None:
         self.client = client
         self.ref = ref
+        self._free: list[bytearray] = []
+
+    async def read(self, path: str, offset: int, length: int) -> memoryview:
+        buffer = self._free.pop() if self._free else None
+        if buffer is None or len(buffer) < length:
+            buffer = bytearray(length)
+        view = memoryview(buffer)[:length]
+        ref = self.ref
+        await self.client.read_range_into(ref.repo_type, ref.repo_id, ref.commit, path, offset, view)
+        return view
 
     def release(self, data: bytes | memoryview) -> None:
-        pass
-
-    async def read(self, path: str, offset: int, length: int) -> bytes:
-        ref = self.ref
-        return await self.client.read_range(ref.repo_type, ref.repo_id, ref.commit, path, offset, length)
+        if isinstance(data, memoryview) and isinstance(data.obj, bytearray) and len(self._free) < 64:
+            self._free.append(data.obj)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -37,6 +38,7 @@ from swarmhub.hub.listing import (
     size_from_headers,
 )
 from swarmhub.hub.repo import RepoFile, RepoType, api_repo_path, resolve_path
+from swarmhub.origin.bulk import BulkAttempt, Connections, RedirectCache, RetryableError, fetch_range_once
 from swarmhub.origin.retry import RETRY_STATUSES, retry_delay
 
 __all__ = ["OriginClient"]
@@ -48,12 +50,6 @@ MAX_ASKED_WAIT = 300.0  # a Retry-After longer than this is reported, not slept 
 
 
 _sleep = asyncio.sleep  # the backoff's clock; tests replace it to record delays instead of waiting
-
-
-class _Retry(Exception):
-    def __init__(self, reason: str, headers: httpx.Headers | None = None) -> None:
-        super().__init__(reason)
-        self.headers = headers
 
 
 class OriginClient:
@@ -83,9 +79,14 @@ class OriginClient:
             headers={"user-agent": f"swarmhub/{__version__}"},
             follow_redirects=False,
         )
+        self._connections = Connections(timeout)
+        self._redirects = RedirectCache()
+        self._bulk_pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="swarmhub-fetch")
+        self._count_lock = threading.Lock()
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        self._bulk_pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> OriginClient:
         return self
@@ -105,7 +106,7 @@ class OriginClient:
         for attempt in range(1, self.retries + 1):
             try:
                 return await attempt_once()
-            except _Retry as retry:
+            except RetryableError as retry:
                 reason, headers = str(retry), retry.headers
             except httpx.TransportError as exc:
                 reason, headers = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None
@@ -125,15 +126,18 @@ class OriginClient:
         )
 
     def _raise_for_status(self, response: httpx.Response, what: str, repo_id: str) -> None:
-        status = response.status_code
+        self._check_status(response.status_code, response.headers, str(response.request.url), what, repo_id)
+
+    def _check_status(self, status: int, headers: Mapping[str, str], url: str, what: str, repo_id: str) -> None:
+        """Raise the error an HTTP status means: retryable, or one of ours (repo/revision/file/gated)."""
         if status < 400:
             return
         if status in RETRY_STATUSES:
-            raise _Retry(f"HTTP {status}", response.headers)
-        code = response.headers.get("x-error-code", "")
-        message = response.headers.get("x-error-message", "")
+            raise RetryableError(f"HTTP {status}", headers)
+        code = headers.get("x-error-code", "")
+        message = headers.get("x-error-message", "")
         detail = f"{what}: HTTP {status}" + (f" ({message})" if message else "")
-        url, repo = str(response.request.url), repo_id
+        repo = repo_id
         if code == "RevisionNotFound":
             raise RevisionNotFound(
                 detail,
@@ -229,72 +233,37 @@ class OriginClient:
 
         return await self._with_retries(what, once)
 
-    @asynccontextmanager
-    async def _open(self, url: str, headers: dict[str, str], what: str, repo_id: str) -> AsyncIterator[httpx.Response]:
-        """GET ``url`` following redirects by hand; Authorization only on the origin's host."""
-        for _ in range(MAX_REDIRECTS):
-            request = self._http.build_request("GET", url, headers=self._headers_for(url, headers))
-            response = await self._http.send(request, stream=True)
-            location = response.headers.get("location")
-            if response.is_redirect and location:
-                await response.aclose()
-                url = urljoin(url, location)
-                continue
+    async def read_range_into(
+        self, repo_type: RepoType, repo_id: str, commit: str, path: str, start: int, view: memoryview
+    ) -> None:
+        """Fill ``view`` with ``path`` from byte ``start``: resumes after resets, re-resolves redirects."""
+        attempt = BulkAttempt(self.endpoint + resolve_path(repo_type, repo_id, commit, path), start, view)
+        what = f"downloading {path}"
+        loop = asyncio.get_running_loop()
+
+        def check(status: int, headers: Mapping[str, str], url: str) -> None:
+            self._check_status(status, headers, url, what, repo_id)
+
+        def once_in_thread() -> None:
+            before = attempt.received
             try:
-                if response.status_code in (401, 403, 410) and urlsplit(url).netloc != self._host:
-                    # A CDN refusing a signed URL means it expired: resolve again for a fresh one.
-                    raise _Retry(f"CDN answered {response.status_code} (expired signed URL)")
-                self._raise_for_status(response, what, repo_id)
-                yield response
+                fetch_range_once(attempt, self._connections, self._headers_for, check, self._redirects)
             finally:
-                await response.aclose()
-            return
-        raise OriginProtocolError(f"{what}: too many redirects", url=url)
+                with self._count_lock:
+                    self.bytes_received += attempt.received - before
+                    if attempt.ranges_ignored and not self.ranges_ignored:
+                        self.ranges_ignored = True
+                        log.warning("%s ignores Range requests; reading from the start of each file", self.endpoint)
+
+        async def once() -> None:
+            await loop.run_in_executor(self._bulk_pool, once_in_thread)
+
+        await self._with_retries(what, once)
 
     async def read_range(
         self, repo_type: RepoType, repo_id: str, commit: str, path: str, start: int, length: int
     ) -> bytes:
-        """Exactly ``length`` bytes of ``path`` from ``start``: resumes after resets, re-resolves redirects."""
-        buffer = bytearray()
-        resolve_url = self.endpoint + resolve_path(repo_type, repo_id, commit, path)
-        what = f"downloading {path}"
-
-        async def once() -> bytes:
-            position = start + len(buffer)
-            want = length - len(buffer)
-            headers = {"range": f"bytes={position}-{position + want - 1}", "accept-encoding": "identity"}
-            async with self._open(resolve_url, headers, what, repo_id) as response:
-                skip = 0
-                if response.status_code == 200:  # the origin ignored Range (olah does): skip to our offset
-                    if position and not self.ranges_ignored:
-                        log.warning("%s ignores Range requests; reading from the start of each file", self.endpoint)
-                    self.ranges_ignored = True
-                    skip = position
-                elif response.status_code == 206:
-                    _check_content_range(response, position, want, what)
-                else:
-                    raise OriginProtocolError(f"{what}: unexpected HTTP {response.status_code}", url=resolve_url)
-                async for piece in response.aiter_raw():
-                    self.bytes_received += len(piece)
-                    if skip:
-                        cut = min(skip, len(piece))
-                        piece, skip = piece[cut:], skip - cut
-                    buffer.extend(piece[: length - len(buffer)])
-                    if len(buffer) == length:
-                        break
-            if len(buffer) < length:
-                raise _Retry(f"body ended after {len(buffer)} of {length} bytes")
-            return bytes(buffer)
-
-        try:
-            return await self._with_retries(what, once)
-        except (httpx.HTTPError, OSError) as exc:  # anything the transport raised that is not retryable
-            raise OriginUnavailable(f"{what}: {exc}") from exc
-
-
-def _check_content_range(response: httpx.Response, start: int, length: int, what: str) -> None:
-    expected = f"bytes {start}-{start + length - 1}/"
-    if not response.headers.get("content-range", "").startswith(expected):
-        raise OriginProtocolError(
-            f"{what}: asked for {expected[6:-1]}, origin sent {response.headers.get('content-range')!r}"
-        )
+        """Exactly ``length`` bytes of ``path`` from ``start``."""
+        buffer = bytearray(length)
+        await self.read_range_into(repo_type, repo_id, commit, path, start, memoryview(buffer))
+        return bytes(buffer)
