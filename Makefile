@@ -37,7 +37,10 @@ lint: setup
 test: setup system-deps lint
 	$(BIN)/pytest
 
+# The benchmark serves LFS bytes with nginx (a static CDN, as the Hub's is); it falls back to devhub without.
 bench: setup
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) || true
 	$(BIN)/python bench/create.py
 
 lock:

@@ -58,7 +58,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 def _create(hub: DevHub, repo: str = "org/demo", token: str | None = None, **kw: object):  # type: ignore[no-untyped-def]
     async def go():  # type: ignore[no-untyped-def]
-        async with OriginClient(hub.endpoint, token, retries=kw.pop("retries", 6)) as client:  # type: ignore[arg-type]
+        retries, connections = kw.pop("retries", 6), kw.pop("connections", 8)
+        async with OriginClient(hub.endpoint, token, retries=retries, connections=connections) as client:  # type: ignore[arg-type]
             return await create_release_torrent(CreateRequest("model", repo, "main", piece_size=65536, **kw), client)  # type: ignore[arg-type]
 
     return asyncio.run(go())
@@ -195,3 +196,46 @@ def test_cli_token_from_env_reaches_origin_only_and_is_never_printed(hub: DevHub
     assert TOKEN not in out.stdout and TOKEN not in out.stderr
     assert TOKEN.encode() not in (tmp_path / "g.torrent").read_bytes()
     assert json.loads(out.stdout)["repo_id"] == "org/gated"
+
+
+def test_chunks_of_a_file_cost_one_resolve(hub: DevHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk is a ranged GET, but the CDN target of a file is reused until it fails."""
+    import swarmhub.create.release as release
+
+    monkeypatch.setattr(release, "ORIGIN_CHUNK", 256 * 1024)  # many chunks for the 3 MiB file
+    _create(hub, connections=1)
+    cdn = [e for e in hub.log.entries("/lfs/*") if e.status == 206]
+    assert len(cdn) >= 12
+    assert len(hub.log.entries("/org/demo/resolve/*/model.safetensors")) == 1
+    hub.log.clear()
+    _create(hub, connections=4)  # concurrent first chunks may each resolve, but no more than the connections
+    assert len(hub.log.entries("/org/demo/resolve/*/model.safetensors")) <= 4
+
+
+def test_local_dir_download_gives_the_same_torrent_without_revision(hub: DevHub, tmp_path: Path) -> None:
+    """huggingface_hub's local_dir records commit and etags; --from-dir needs nothing else."""
+    from huggingface_hub import snapshot_download
+
+    streamed = _create(hub)
+    local = tmp_path / "local"
+    snapshot_download("org/demo", endpoint=hub.endpoint, local_dir=local, token=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swarmhub",
+            "create",
+            "org/demo",
+            "--from-dir",
+            str(local),
+            "--piece-size",
+            "64k",
+            "-o",
+            str(tmp_path / "l.torrent"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "l.torrent").read_bytes() == streamed.data

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from swarmhub import __version__
 from swarmhub.cli import cmd_create, cmd_demo, cmd_inspect
@@ -30,8 +31,16 @@ def _optional_commands() -> list[object]:
     return [cmd_devhub]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line with the way out, like every other error (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"swarmhub: error: {message} — see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="swarmhub",
         description="Distribute open model weights over BitTorrent, with Hugging Face as the fallback.",
         epilog=describe_settings(),

@@ -7,11 +7,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, TextIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, TextIO
 
 from swarmhub.errors import SwarmhubError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["Progress", "atomic_write", "error_line", "human_size", "print_json"]
 
@@ -46,6 +47,8 @@ class Progress:
 
     def start(self, total: int) -> None:
         if self.enabled:
+            from tqdm import tqdm  # only on a terminal: it costs 40 ms of start-up
+
             self._bar = tqdm(
                 total=total,
                 unit="B",

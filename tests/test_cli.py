@@ -1,0 +1,95 @@
+"""The command line as a user meets it: entry points, usage errors, and a full disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmhub import __version__
+
+COMMIT = "ab" * 20
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swarmhub", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
+
+
+def test_version_help_and_entry_points() -> None:
+    out = _run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"swarmhub {__version__}"
+    script = Path(sys.executable).with_name("swarmhub")
+    assert subprocess.run([str(script), "--version"], capture_output=True, text=True).stdout == out.stdout
+    help_text = _run("--help").stdout
+    for word in ("create", "inspect", "demo", "devhub", "HF_TOKEN", "HF_ENDPOINT"):
+        assert word in help_text
+    assert _run().returncode == 2  # no command: help and a usage exit code
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}\n")
+    (tmp_path / "m" / "weights.bin").write_bytes(os.urandom(300_000))
+    return tmp_path / "m"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--piece-size", "3000"], "not a power of two"),
+        (["--piece-size", "4X"], "is not a size"),
+        (["--include", "*.gguf"], "no files of org/x match"),
+        (["--revision", "main"], "does not say which commit"),
+    ],
+)
+def test_usage_errors_are_one_line(folder: Path, tmp_path: Path, args: list[str], needle: str) -> None:
+    extra = [] if "--revision" in args else ["--revision", COMMIT]
+    out = _run("create", "org/x", "--from-dir", str(folder), *extra, *args, "-o", str(tmp_path / "o.torrent"))
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and out.stderr.count("\n") == 1
+    assert not (tmp_path / "o.torrent").exists()
+
+
+def test_default_output_name_in_cwd(folder: Path, tmp_path: Path) -> None:
+    out = _run("create", f"org/x@{COMMIT}", "--from-dir", str(folder), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / f"org--x--{COMMIT[:12]}.torrent").is_file()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "full"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_is_a_clear_error_and_leaves_nothing(folder: Path, tiny_disk: Path) -> None:
+    (folder / "more.bin").write_bytes(os.urandom(3_000_000))  # a torrent bigger than the 8 KiB disk
+    out = _run(
+        "create",
+        "org/x",
+        "--from-dir",
+        str(folder),
+        "--revision",
+        COMMIT,
+        "--piece-size",
+        "16k",
+        "-o",
+        str(tiny_disk / "x.torrent"),
+    )
+    assert out.returncode == 1
+    assert "No space left on device" in out.stderr and out.stderr.count("\n") == 1
+    assert list(tiny_disk.iterdir()) == []  # no partial torrent, no temp file
