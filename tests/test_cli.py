@@ -93,3 +93,9 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(folder: Path, tiny_disk: 
     assert out.returncode == 1
     assert "No space left on device" in out.stderr and out.stderr.count("\n") == 1
     assert list(tiny_disk.iterdir()) == []  # no partial torrent, no temp file
+
+
+def test_unreachable_origin_fails_fast_with_the_fix(tmp_path: Path) -> None:
+    out = _run("create", "org/x", "--endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / "x.torrent"))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "cannot reach http://127.0.0.1:9" in out.stderr and "HF_ENDPOINT" in out.stderr

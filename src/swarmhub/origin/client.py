@@ -9,14 +9,13 @@ stalls; issues #6402, #7682). The token is only ever sent to the origin's own ho
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
-
-import httpx
 
 from swarmhub import __version__
 from swarmhub.errors import (
@@ -38,12 +37,21 @@ from swarmhub.hub.listing import (
     size_from_headers,
 )
 from swarmhub.hub.repo import RepoFile, RepoType, api_repo_path, resolve_path
-from swarmhub.origin.bulk import BulkAttempt, Connections, RedirectCache, RetryableError, fetch_range_once
 from swarmhub.origin.retry import RETRY_STATUSES, retry_delay
+from swarmhub.origin.transport import (
+    BulkAttempt,
+    Connections,
+    RedirectCache,
+    Reply,
+    RetryableError,
+    fetch_range_once,
+    request_once,
+)
 
 __all__ = ["OriginClient"]
 
 log = logging.getLogger(__name__)
+USER_AGENT = f"swarmhub/{__version__}"
 T = TypeVar("T")
 MAX_REDIRECTS = 5
 MAX_ASKED_WAIT = 300.0  # a Retry-After longer than this is reported, not slept through
@@ -62,7 +70,6 @@ class OriginClient:
         connections: int = 8,
         timeout: float = 60.0,
         backoff_base: float = 0.25,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._host = urlsplit(self.endpoint).netloc
@@ -71,21 +78,13 @@ class OriginClient:
         self.backoff_base = backoff_base
         self.bytes_received = 0
         self.ranges_ignored = False
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-            limits=limits,
-            transport=transport,
-            headers={"user-agent": f"swarmhub/{__version__}"},
-            follow_redirects=False,
-        )
         self._connections = Connections(timeout)
         self._redirects = RedirectCache()
         self._bulk_pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="swarmhub-fetch")
         self._count_lock = threading.Lock()
+        self._answered = False  # has the origin ever answered? (fail fast on a wrong endpoint)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
         self._bulk_pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> OriginClient:
@@ -97,7 +96,7 @@ class OriginClient:
     # ------------------------------------------------------------------------------------------ plumbing
 
     def _headers_for(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = dict(extra or {})
+        headers = {"User-Agent": USER_AGENT, **(extra or {})}
         if self._token and urlsplit(url).netloc == self._host:
             headers["authorization"] = f"Bearer {self._token}"
         return headers
@@ -108,8 +107,11 @@ class OriginClient:
                 return await attempt_once()
             except RetryableError as retry:
                 reason, headers = str(retry), retry.headers
-            except httpx.TransportError as exc:
-                reason, headers = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, None
+                if retry.unreachable and not self._answered:
+                    raise OriginUnavailable(
+                        f"{what}: cannot reach {self.endpoint} ({reason})",
+                        hint="check --endpoint / HF_ENDPOINT / SWARMHUB_UPSTREAM and your network",
+                    ) from None
             if attempt == self.retries:
                 break
             delay = retry_delay(attempt, headers, base=self.backoff_base)
@@ -125,8 +127,13 @@ class OriginClient:
             hint="check the origin (--endpoint / HF_ENDPOINT) is reachable; SWARMHUB_RETRIES raises the limit",
         )
 
-    def _raise_for_status(self, response: httpx.Response, what: str, repo_id: str) -> None:
-        self._check_status(response.status_code, response.headers, str(response.request.url), what, repo_id)
+    async def _call(self, method: str, url: str, extra: dict[str, str] | None = None) -> Reply:
+        loop = asyncio.get_running_loop()
+        reply = await loop.run_in_executor(
+            self._bulk_pool, request_once, self._connections, method, url, self._headers_for(url, extra)
+        )
+        self._answered = True
+        return reply
 
     def _check_status(self, status: int, headers: Mapping[str, str], url: str, what: str, repo_id: str) -> None:
         """Raise the error an HTTP status means: retryable, or one of ours (repo/revision/file/gated)."""
@@ -161,18 +168,18 @@ class OriginClient:
             raise RepoNotFound(detail, hint=hint, url=url, status=status, repo_id=repo)
         raise OriginError(detail, url=url, status=status, repo_id=repo)
 
-    async def _get_json(self, url: str, what: str, repo_id: str) -> tuple[object, httpx.Headers]:
-        async def once() -> tuple[object, httpx.Headers]:
+    async def _get_json(self, url: str, what: str, repo_id: str) -> tuple[object, dict[str, str]]:
+        async def once() -> tuple[object, dict[str, str]]:
             target = url
             for _ in range(MAX_REDIRECTS):  # mirrors redirect API paths (olah: /tree/rev -> /tree/rev/)
-                response = await self._http.get(target, headers=self._headers_for(target))
-                location = response.headers.get("location")
-                if not (response.is_redirect and location):
+                reply = await self._call("GET", target)
+                location = reply.headers.get("location")
+                if not (300 <= reply.status < 400 and location):
                     break
                 target = urljoin(target, location)
-            self._raise_for_status(response, what, repo_id)
+            self._check_status(reply.status, reply.headers, target, what, repo_id)
             try:
-                return response.json(), response.headers
+                return json.loads(reply.body), reply.headers
             except ValueError as exc:
                 raise OriginProtocolError(f"{what}: the origin did not answer JSON", url=url) from exc
 
@@ -219,13 +226,13 @@ class OriginClient:
         async def once() -> RepoFile:
             url = self.endpoint + resolve_path(repo_type, repo_id, commit, path)
             for _ in range(MAX_REDIRECTS):
-                response = await self._http.head(url, headers=self._headers_for(url, {"accept-encoding": "identity"}))
-                self._raise_for_status(response, what, repo_id)
-                location = response.headers.get("location")
-                if response.is_redirect and location and not urlsplit(location).netloc:
+                reply = await self._call("HEAD", url, {"Accept-Encoding": "identity"})
+                self._check_status(reply.status, reply.headers, url, what, repo_id)
+                location = reply.headers.get("location")
+                if 300 <= reply.status < 400 and location and not urlsplit(location).netloc:
                     url = urljoin(url, location)
                     continue
-                etag, size = etag_from_headers(response.headers), size_from_headers(response.headers)
+                etag, size = etag_from_headers(reply.headers), size_from_headers(reply.headers)
                 if etag is None or size is None:
                     raise OriginProtocolError(f"{what}: no etag or size in the origin's answer", url=url)
                 return RepoFile(path, size, etag)

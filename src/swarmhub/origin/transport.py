@@ -1,15 +1,16 @@
-"""One attempt at a ranged GET of file bytes, straight into the caller's buffer, in a worker thread.
+"""The origin client's HTTP: one attempt per call, on kept-alive connections, run in worker threads.
 
 Measured on 2 cores: httpx streaming 2 GB cost ~15 s of CPU (h11 parsing and an event-loop hop per 64 KiB,
-fighting the hashing threads for the GIL); ``http.client`` + ``readinto`` lands the body in our buffer with
-``recv_into`` and the GIL released, a few percent of that. The API calls stay on httpx; only the bulk bytes
-come this way. Retrying is the async caller's job (``OriginClient.read_range``): this module makes one
-attempt, records how far it got, and says whether to retry.
+fighting the hashing threads for the GIL), and importing it pulled in 0.3-0.5 s of modules. ``http.client``
+with ``readinto`` lands a body in our buffer with ``recv_into`` and the GIL released, a few percent of that.
+Retrying is the async caller's job (``OriginClient``): this module makes one attempt, records how far a
+ranged read got, and raises ``RetryableError`` when another attempt is worth it.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import threading
 import time
@@ -19,9 +20,10 @@ from urllib.parse import urljoin, urlsplit
 
 from swarmhub.errors import OriginError, OriginProtocolError
 
-__all__ = ["BulkAttempt", "Connections", "RedirectCache", "RetryableError", "fetch_range_once"]
+__all__ = ["BulkAttempt", "Connections", "RedirectCache", "Reply", "RetryableError", "fetch_range_once", "request_once"]
 
 MAX_REDIRECTS = 5
+MAX_API_BODY = 64 * 1024 * 1024  # a JSON listing page or error body; more is not an answer we want
 REDIRECT_MAX_AGE = 300.0  # seconds we reuse where a resolve URL redirected to (signed URLs last longer)
 
 
@@ -50,11 +52,21 @@ class RedirectCache:
 
 
 class RetryableError(Exception):
-    """This attempt failed in a way worth another try (reset, timeout, 5xx/429, expired CDN link)."""
+    """This attempt failed in a way worth another try (reset, timeout, 5xx/429, expired CDN link).
 
-    def __init__(self, reason: str, headers: Mapping[str, str] | None = None) -> None:
+    ``unreachable`` marks failures to reach the host at all (refused, unknown name): retried only once the
+    origin has answered before, so a wrong ``--endpoint`` fails in seconds, not after the whole backoff.
+    """
+
+    def __init__(self, reason: str, headers: Mapping[str, str] | None = None, *, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.headers = dict(headers or {})
+        self.unreachable = unreachable
+
+
+def _transport_error(exc: BaseException) -> RetryableError:
+    unreachable = isinstance(exc, ConnectionRefusedError | socket.gaierror)
+    return RetryableError(f"{type(exc).__name__}: {exc}", unreachable=unreachable)
 
 
 @dataclass
@@ -95,6 +107,33 @@ class Connections:
         conn = pool.pop((scheme, netloc), None)
         if conn is not None:
             conn.close()
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+def request_once(connections: Connections, method: str, url: str, headers: Mapping[str, str]) -> Reply:
+    """One small request (API call, HEAD) on a kept-alive connection; transport errors are retryable."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    conn = connections.get(parts.scheme, parts.netloc)
+    try:
+        conn.request(method, target, headers=dict(headers))
+        response = conn.getresponse()
+        body = response.read(MAX_API_BODY + 1)
+    except (OSError, http.client.HTTPException) as exc:
+        connections.drop(parts.scheme, parts.netloc)
+        raise _transport_error(exc) from exc
+    if len(body) > MAX_API_BODY:
+        connections.drop(parts.scheme, parts.netloc)
+        raise OriginProtocolError(f"the origin's answer is larger than {MAX_API_BODY >> 20} MiB", url=url)
+    if response.will_close:
+        connections.drop(parts.scheme, parts.netloc)
+    return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
 
 
 def fetch_range_once(
@@ -141,7 +180,7 @@ def _fetch(
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             connections.drop(parts.scheme, parts.netloc)
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+            raise _transport_error(exc) from exc
         status = response.status
         response_headers = {k.lower(): v for k, v in response.getheaders()}
         location = response_headers.get("location")
