@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from support.cli import run_cli
 from swarmhub import __version__
 
 COMMIT = "ab" * 20
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmhub", *args], capture_output=True, text=True, timeout=60, cwd=cwd
-    )
+    return run_cli(*args, cwd=cwd, timeout=60)
 
 
 def test_version_help_and_entry_points() -> None:

@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from support.cli import run_cli
 from support.lt import recheck_is_seed
 from support.olah import OlahServer, git_blob_sha1, sha256_hex
 
@@ -30,14 +30,8 @@ FILES = {
 LFS = {"model.safetensors", "vae/x.bin", "vae-ft.bin"}
 
 
-def _swarmhub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmhub", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def _swarmhub(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.cli import run_cli
 from support.torrents import COMMIT, make_torrent
 from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.magnet import build_magnet, parse_magnet
@@ -26,14 +26,8 @@ FILES = {
 }
 
 
-def _swarmhub(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmhub", *args],
-        capture_output=True,
-        text=stdin is None,
-        input=stdin,
-        timeout=60,
-    )
+def _swarmhub(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, timeout=60)
 
 
 @pytest.fixture(scope="module")

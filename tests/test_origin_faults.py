@@ -6,13 +6,12 @@ import asyncio
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from support.cli import run_cli
 from swarmhub.create.release import CreateRequest, create_release_torrent
 from swarmhub.devhub import DevHub, DevHubSettings
 from swarmhub.errors import IntegrityError, OriginUnavailable, RepoNotFound
@@ -152,45 +151,22 @@ def test_unknown_repo(hub: DevHub) -> None:
 
 def test_cli_error_is_one_line_and_writes_nothing(hub: DevHub, tmp_path: Path) -> None:
     hub.faults.corrupt("/lfs/*", offset=5, times=1)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swarmhub",
-            "create",
-            "org/demo",
-            "--endpoint",
-            hub.endpoint,
-            "-o",
-            str(tmp_path / "x.torrent"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_cli("create", "org/demo", "--endpoint", hub.endpoint, "-o", tmp_path / "x.torrent")
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
     assert "model.safetensors" in out.stderr and not list(tmp_path.glob("*.torrent*"))
 
 
 def test_cli_token_from_env_reaches_origin_only_and_is_never_printed(hub: DevHub, tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swarmhub",
-            "-vv",
-            "create",
-            "org/gated",
-            "--endpoint",
-            hub.endpoint,
-            "--json",
-            "-o",
-            str(tmp_path / "g.torrent"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_TOKEN": TOKEN},
+    out = run_cli(
+        "-vv",
+        "create",
+        "org/gated",
+        "--endpoint",
+        hub.endpoint,
+        "--json",
+        "-o",
+        tmp_path / "g.torrent",
+        env={"HF_TOKEN": TOKEN},
     )
     assert out.returncode == 0, out.stderr
     assert TOKEN not in out.stdout and TOKEN not in out.stderr
@@ -219,23 +195,6 @@ def test_local_dir_download_gives_the_same_torrent_without_revision(hub: DevHub,
     streamed = _create(hub)
     local = tmp_path / "local"
     snapshot_download("org/demo", endpoint=hub.endpoint, local_dir=local, token=False)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swarmhub",
-            "create",
-            "org/demo",
-            "--from-dir",
-            str(local),
-            "--piece-size",
-            "64k",
-            "-o",
-            str(tmp_path / "l.torrent"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_cli("create", "org/demo", "--from-dir", local, "--piece-size", "64k", "-o", tmp_path / "l.torrent")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "l.torrent").read_bytes() == streamed.data

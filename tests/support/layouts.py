@@ -17,8 +17,6 @@ import asyncio
 import hashlib
 import json
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -254,15 +252,7 @@ def libtorrent_check(torrent: bytes, save_path: Path, timeout: float = 20.0) -> 
 
 # ------------------------------------------------------------------------------------------------ CLI
 
-
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "swarmhub", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from support.cli import run_cli  # noqa: E402 - shared with the other CLI tests
 
 
 def create_json(folder: Path, output: Path, *extra: str | Path) -> dict[str, Any]:
