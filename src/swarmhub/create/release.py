@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from swarmhub.bt.layout import Format, TorrentPlan, auto_piece_size, plan_torrent, valid_piece_size
 from swarmhub.bt.magnet import magnet_for
 from swarmhub.bt.metainfo import Torrent, build_torrent, parse_torrent
-from swarmhub.create.pipeline import ChunkSource, hash_release
-from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, local_release
+from swarmhub.create.pipeline import hash_release
+from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, SourceFile, local_release
 from swarmhub.errors import LocalSourceError, UsageError
 from swarmhub.hub.patterns import path_selected
 from swarmhub.hub.repo import RepoRef, RepoType, is_commit
@@ -75,6 +75,13 @@ def _chunk_size(plan: TorrentPlan, target: int) -> int:
     return max(plan.piece_size, target // plan.piece_size * plan.piece_size)
 
 
+async def _origin_files(request: CreateRequest, client: OriginClient) -> tuple[RepoRef, list[SourceFile]]:
+    commit = await client.resolve_revision(request.repo_type, request.repo_id, request.revision)
+    ref = RepoRef(request.repo_type, request.repo_id, commit)
+    listed = await client.list_files(ref.repo_type, ref.repo_id, commit)
+    return ref, [SourceFile(f.path, f.size, f.is_lfs, f.etag) for f in listed]
+
+
 async def create_release_torrent(
     request: CreateRequest,
     client: OriginClient | None,
@@ -83,70 +90,44 @@ async def create_release_torrent(
     on_progress: Callable[[int], None] | None = None,
 ) -> CreatedTorrent:
     """Create the torrent of a release. ``client`` is needed unless ``from_dir`` says everything."""
+    source: LocalSource | OriginSource
     if request.from_dir is not None:
         local = local_release(request.from_dir, request.revision)
-        ref = _local_ref(request, local)
-        files = [f for f in local.files if path_selected(f.path, request.include, request.exclude)]
-        sizes = [(f.path, f.size) for f in files]
-        by_path = {f.path: f for f in files}
-        lfs_of = {p: by_path[p].lfs for p, _ in sizes}
-        etag_of: dict[str, str | None] = {p: by_path[p].etag for p, _ in sizes}
+        ref, candidates = _local_ref(request, local), list(local.files)
+        source, target_chunk, budget = LocalSource(request.from_dir), LOCAL_CHUNK, LOCAL_BUDGET
+    elif client is not None:
+        ref, candidates = await _origin_files(request, client)
+        source, target_chunk, budget = OriginSource(client, ref), ORIGIN_CHUNK, ORIGIN_BUDGET
     else:
-        if client is None:
-            raise UsageError("no origin to stream from")
-        commit = await client.resolve_revision(request.repo_type, request.repo_id, request.revision)
-        ref = RepoRef(request.repo_type, request.repo_id, commit)
-        listed = await client.list_files(ref.repo_type, ref.repo_id, commit)
-        chosen = [f for f in listed if path_selected(f.path, request.include, request.exclude)]
-        sizes = [(f.path, f.size) for f in chosen]
-        lfs_of = {f.path: f.is_lfs for f in chosen}
-        etag_of = {f.path: f.etag for f in chosen}
-    if not sizes:
+        raise UsageError("no origin to stream from")
+    chosen = {f.path: f for f in candidates if path_selected(f.path, request.include, request.exclude)}
+    if not chosen:
         raise UsageError(
             f"no files of {request.repo_id} match the include/exclude patterns",
             hint="check --include/--exclude (they match whole paths, as huggingface_hub's allow_patterns)",
         )
-
-    if not any(size for _, size in sizes):
+    if not any(f.size for f in chosen.values()):
         raise UsageError(
             f"every selected file of {request.repo_id} is empty: a torrent needs at least one byte",
             hint="select some non-empty files with --include/--exclude",
         )
+    sizes = [(f.path, f.size) for f in chosen.values()]
     plan = plan_torrent(sizes, _piece_size(request, sum(s for _, s in sizes)), request.format)
-    lfs = [lfs_of[f.path] for f in plan.files]
-    expected = [etag_of[f.path] for f in plan.files]
     if on_start is not None:
         on_start(plan.total_size)
-
-    source: ChunkSource
-    if request.from_dir is not None:
-        source = local_source = LocalSource(request.from_dir)
-        chunk = _chunk_size(plan, LOCAL_CHUNK)
-        try:
-            digests = await hash_release(
-                plan,
-                source,
-                lfs=lfs,
-                expected_etags=expected,
-                chunk_size=chunk,
-                in_flight=max(2, LOCAL_BUDGET // chunk),
-                on_progress=on_progress,
-            )
-        finally:
-            local_source.close()
-    else:
-        assert client is not None
-        source = OriginSource(client, ref)
-        chunk = _chunk_size(plan, ORIGIN_CHUNK)
+    chunk = _chunk_size(plan, target_chunk)
+    try:
         digests = await hash_release(
             plan,
             source,
-            lfs=lfs,
-            expected_etags=expected,
+            lfs=[chosen[f.path].lfs for f in plan.files],
+            expected_etags=[chosen[f.path].etag for f in plan.files],
             chunk_size=chunk,
-            in_flight=max(2, ORIGIN_BUDGET // chunk),
+            in_flight=max(2, budget // chunk),
             on_progress=on_progress,
         )
+    finally:
+        source.close()
 
     data = build_torrent(
         plan,
@@ -159,12 +140,8 @@ async def create_release_torrent(
         webseeds=request.webseeds,
     )
     torrent = parse_torrent(data)  # what we wrote must be what we accept
-    return CreatedTorrent(
-        data,
-        torrent,
-        magnet_for(torrent),
-        {"origin_bytes": client.bytes_received if client and not request.from_dir else 0},
-    )
+    origin_bytes = client.bytes_received if client is not None and request.from_dir is None else 0
+    return CreatedTorrent(data, torrent, magnet_for(torrent), {"origin_bytes": origin_bytes})
 
 
 def _local_ref(request: CreateRequest, local: LocalRelease) -> RepoRef:

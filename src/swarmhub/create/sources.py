@@ -27,25 +27,27 @@ from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoRef, 
 if TYPE_CHECKING:
     from swarmhub.origin.client import OriginClient
 
-__all__ = ["LocalFile", "LocalRelease", "LocalSource", "OriginSource", "local_release"]
+__all__ = ["LocalRelease", "LocalSource", "OriginSource", "SourceFile", "local_release"]
 
 LFS_THRESHOLD = 10 * 1024 * 1024
 _SNAPSHOT_RE = re.compile(r"^(models|datasets|spaces)--(.+)$")
 
 
 @dataclass(frozen=True)
-class LocalFile:
+class SourceFile:
+    """A file to hash, from a folder or a listing: its size, and its etag when known beforehand."""
+
     path: str  # in the repo
     size: int
     lfs: bool
-    etag: str | None  # known from the cache or local_dir metadata; verified while hashing
+    etag: str | None  # from the listing, the cache or local_dir metadata; verified while hashing
 
 
 @dataclass(frozen=True)
 class LocalRelease:
     root: Path
     commit: str | None
-    files: tuple[LocalFile, ...]
+    files: tuple[SourceFile, ...]
     repo_type: RepoType | None = None  # known for cache snapshots
     repo_id: str | None = None
 
@@ -94,7 +96,7 @@ def local_release(root: Path, revision: str | None) -> LocalRelease:
             blob = os.path.basename(os.readlink(root / path)) if (root / path).is_symlink() else ""
             etag = blob if REGULAR_ETAG_RE.match(blob) or LFS_ETAG_RE.match(blob) else None
             size = _stat(root, path)
-            files.append(LocalFile(path, size, len(etag) == 64 if etag else size >= LFS_THRESHOLD, etag))
+            files.append(SourceFile(path, size, len(etag) == 64 if etag else size >= LFS_THRESHOLD, etag))
         return LocalRelease(root, commit, tuple(files), repo_type, repo_id)
 
     try:
@@ -110,7 +112,7 @@ def local_release(root: Path, revision: str | None) -> LocalRelease:
         if file_commit:
             commits.add(file_commit)
         lfs = len(etag) == 64 if etag else is_lfs(path) or size >= LFS_THRESHOLD
-        files.append(LocalFile(path, size, lfs, etag))
+        files.append(SourceFile(path, size, lfs, etag))
     given = revision if revision and COMMIT_RE.match(revision) else None
     found = commits.pop() if len(commits) == 1 else None
     return LocalRelease(root, given or found, tuple(files))
@@ -202,3 +204,6 @@ class OriginSource:
     def release(self, data: bytes | memoryview) -> None:
         if isinstance(data, memoryview) and isinstance(data.obj, bytearray) and len(self._free) < 64:
             self._free.append(data.obj)
+
+    def close(self) -> None:
+        self._free.clear()
