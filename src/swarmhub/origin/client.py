@@ -1,9 +1,11 @@
 """An async client for Hub-compatible origins (huggingface.co, mirrors, our devhub).
 
-Redirects are followed by hand: a relative 307 (regular files) stays on the origin, a 302 to a CDN host
-(LFS/Xet files) gets no ``Authorization`` header, and every retry starts again from the ``resolve`` URL so a
-signed CDN link that expired is replaced by a fresh one (libtorrent's web-seed client caches redirects and
-stalls; issues #6402, #7682). The token is only ever sent to the origin's own host and never logged.
+The coroutines here decide (retries with backoff, error mapping, listing logic); the HTTP itself runs in
+worker threads (``origin.transport``). Redirects are followed by hand: a relative 307 (regular files) stays
+on the origin, a 302 to a CDN host (LFS/Xet files) gets no ``Authorization`` header. A file's CDN target is
+reused for its next ranges until it fails; then the retry starts again from the ``resolve`` URL, so a signed
+CDN link that expired is replaced by a fresh one (libtorrent's web-seed client caches redirects and stalls
+for good; issues #6402, #7682). The token is only ever sent to the origin's own host and never logged.
 """
 
 from __future__ import annotations
@@ -80,12 +82,12 @@ class OriginClient:
         self.ranges_ignored = False
         self._connections = Connections(timeout)
         self._redirects = RedirectCache()
-        self._bulk_pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="swarmhub-fetch")
+        self._http_pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="swarmhub-fetch")
         self._count_lock = threading.Lock()
         self._answered = False  # has the origin ever answered? (fail fast on a wrong endpoint)
 
     async def aclose(self) -> None:
-        self._bulk_pool.shutdown(wait=False, cancel_futures=True)
+        self._http_pool.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> OriginClient:
         return self
@@ -130,7 +132,7 @@ class OriginClient:
     async def _call(self, method: str, url: str, extra: dict[str, str] | None = None) -> Reply:
         loop = asyncio.get_running_loop()
         reply = await loop.run_in_executor(
-            self._bulk_pool, request_once, self._connections, method, url, self._headers_for(url, extra)
+            self._http_pool, request_once, self._connections, method, url, self._headers_for(url, extra)
         )
         self._answered = True
         return reply
@@ -263,7 +265,7 @@ class OriginClient:
                         log.warning("%s ignores Range requests; reading from the start of each file", self.endpoint)
 
         async def once() -> None:
-            await loop.run_in_executor(self._bulk_pool, once_in_thread)
+            await loop.run_in_executor(self._http_pool, once_in_thread)
 
         await self._with_retries(what, once)
 

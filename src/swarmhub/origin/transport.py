@@ -202,7 +202,7 @@ def _fetch(
             connections.drop(parts.scheme, parts.netloc)
             raise
         finally:
-            if not response.isclosed() and response.length:  # a body we did not finish: unusable connection
+            if not response.isclosed():  # a body we did not finish (e.g. 200 to a Range): unusable connection
                 connections.drop(parts.scheme, parts.netloc)
         return
     raise OriginProtocolError("too many redirects", url=attempt.url)
