@@ -198,3 +198,26 @@ def test_local_dir_download_gives_the_same_torrent_without_revision(hub: DevHub,
     out = run_cli("create", "org/demo", "--from-dir", local, "--piece-size", "64k", "-o", tmp_path / "l.torrent")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "l.torrent").read_bytes() == streamed.data
+
+
+def test_dataset_repo_streams_through_the_datasets_paths(hub: DevHub, tmp_path: Path) -> None:
+    for path, data in {"data/train.parquet": os.urandom(200_000), "README.md": b"# data\n"}.items():
+        target = hub.root / "datasets" / "org" / "corpus" / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    out = run_cli(
+        "create",
+        "org/corpus",
+        "--repo-type",
+        "dataset",
+        "--endpoint",
+        hub.endpoint,
+        "--json",
+        "-o",
+        tmp_path / "d.torrent",
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["repo_type"] == "dataset" and summary["name"].startswith("org--corpus--")
+    assert {f["path"] for f in summary["files"]} == {"data/train.parquet", "README.md"}
+    assert hub.log.entries("/api/datasets/org/corpus/revision/*") and hub.log.entries("/datasets/org/corpus/resolve/*")
