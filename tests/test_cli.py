@@ -98,3 +98,16 @@ def test_unreachable_origin_fails_fast_with_the_fix(tmp_path: Path) -> None:
     out = _run("create", "org/x", "--endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / "x.torrent"))
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert "cannot reach http://127.0.0.1:9" in out.stderr and "HF_ENDPOINT" in out.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The quick start's first command: generated release, local origin with faults, both torrents, checks."""
+    import json
+
+    out = run_cli("demo", "--dir", tmp_path, "--size-mb", "4", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["ok"] and result["from_dir_identical"] and result["origin_429s"] == 1
+    assert result["libtorrent_check"]["valid"] == result["libtorrent_check"]["pieces"] > 0
+    assert Path(result["hybrid"]["path"]).is_file() and Path(result["v1"]["path"]).is_file()
+    assert result["v1"]["info_hash_v2"] is None and result["hybrid"]["info_hash_v2"]
