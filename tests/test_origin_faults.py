@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +222,112 @@ def test_dataset_repo_streams_through_the_datasets_paths(hub: DevHub, tmp_path: 
     assert summary["repo_type"] == "dataset" and summary["name"].startswith("org--corpus--")
     assert {f["path"] for f in summary["files"]} == {"data/train.parquet", "README.md"}
     assert hub.log.entries("/api/datasets/org/corpus/revision/*") and hub.log.entries("/datasets/org/corpus/resolve/*")
+
+
+def test_http_proxy_from_the_environment_is_used_and_no_proxy_respected(hub: DevHub, tmp_path: Path) -> None:
+    from support.proxy import forward_proxy
+
+    with forward_proxy() as proxy:
+        url = f"http://user:pa%40ss@127.0.0.1:{proxy.server_address[1]}"
+        out = run_cli(
+            "create",
+            "org/demo",
+            "--endpoint",
+            hub.endpoint,
+            "--json",
+            "-o",
+            tmp_path / "p.torrent",
+            env={"HTTP_PROXY": url, "NO_PROXY": ""},
+        )
+        assert out.returncode == 0, out.stderr
+        targets = [t for _, t, _ in proxy.log]
+        assert any("/api/models/org/demo/revision/main" in t for t in targets)
+        assert any("/lfs/" in t for t in targets)  # the CDN bytes went through it too
+        assert all(auth == "Basic dXNlcjpwYUBzcw==" for _, _, auth in proxy.log)  # user:pa@ss
+        proxied = len(proxy.log)
+        out = run_cli(
+            "create",
+            "org/demo",
+            "--endpoint",
+            hub.endpoint,
+            "-o",
+            tmp_path / "n.torrent",
+            env={"HTTP_PROXY": url, "NO_PROXY": "127.0.0.1"},
+        )
+        assert out.returncode == 0, out.stderr
+        assert len(proxy.log) == proxied
+    assert (tmp_path / "p.torrent").read_bytes() == (tmp_path / "n.torrent").read_bytes()
+
+
+def test_https_goes_through_a_connect_tunnel(tmp_path: Path) -> None:
+    """TLS end to end through the proxy: it sees CONNECT host:port, never the path or the token."""
+    import http.server
+    import ssl
+    import threading
+
+    from support.proxy import forward_proxy
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+    )
+    if made.returncode:
+        pytest.skip("openssl cannot make a test certificate here")
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with forward_proxy() as proxy:
+            endpoint = f"https://127.0.0.1:{server.server_address[1]}"
+            out = run_cli(
+                "create",
+                "org/x",
+                "--endpoint",
+                endpoint,
+                "-o",
+                tmp_path / "x.torrent",
+                env={
+                    "HTTPS_PROXY": f"127.0.0.1:{proxy.server_address[1]}",
+                    "NO_PROXY": "",
+                    "SSL_CERT_FILE": str(cert),
+                    "HF_TOKEN": TOKEN,
+                },
+            )
+            assert out.returncode == 1 and "RepoNotFound" not in out.stdout
+            assert "HTTP 404" in out.stderr and "org/x" in out.stderr, out.stderr
+            assert proxy.log and all(
+                m == "CONNECT" and t == f"127.0.0.1:{server.server_address[1]}" for m, t, _ in proxy.log
+            )
+    finally:
+        server.shutdown()

@@ -9,14 +9,17 @@ ranged read got, and raises ``RetryableError`` when another attempt is worth it.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from urllib.request import getproxies_environment
 
 from swarmhub.errors import OriginError, OriginProtocolError
 
@@ -82,31 +85,70 @@ class BulkAttempt:
 
 
 class Connections:
-    """Keep-alive HTTP(S) connections, one set per worker thread."""
+    """Keep-alive HTTP(S) connections, one set per worker thread, through the user's proxy when set.
+
+    Proxies come from the environment as for requests/httpx (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``):
+    HTTPS goes through a ``CONNECT`` tunnel, plain HTTP sends absolute URLs to the proxy.
+    """
 
     def __init__(self, timeout: float, context: ssl.SSLContext | None = None) -> None:
         self.timeout = timeout
         self.context = context
+        self.proxies = {  # "no" is NO_PROXY's host list; the others are proxy URLs, maybe without a scheme
+            k: v if k == "no" or "://" in v else f"http://{v}" for k, v in getproxies_environment().items()
+        }
         self._local = threading.local()
 
-    def get(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        pool: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
-        conn = pool.get((scheme, netloc))
-        if conn is None:
-            if scheme == "https":
-                if self.context is None:
-                    self.context = ssl.create_default_context()
-                conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.context)
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
-            pool[(scheme, netloc)] = conn
-        return conn
+    def _pool(self) -> dict[tuple[str, str], tuple[http.client.HTTPConnection, bool, dict[str, str]]]:
+        pool: dict[tuple[str, str], tuple[http.client.HTTPConnection, bool, dict[str, str]]]
+        pool = self._local.__dict__.setdefault("pool", {})
+        return pool
 
-    def drop(self, scheme: str, netloc: str) -> None:
-        pool: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
-        conn = pool.pop((scheme, netloc), None)
-        if conn is not None:
-            conn.close()
+    def _proxy_for(self, scheme: str, host: str) -> str | None:
+        proxy = self.proxies.get(scheme)
+        if proxy is None or urllib.request.proxy_bypass_environment(host, self.proxies):  # type: ignore[attr-defined]
+            return None
+        return proxy
+
+    def open(self, url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+        """A connection for ``url``, the request target to send on it, and headers the proxy needs."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        entry = self._pool().get(key)
+        if entry is None:
+            entry = self._pool()[key] = self._connect(parts.scheme, parts.netloc, parts.hostname or "", parts.port)
+        conn, absolute, proxy_headers = entry
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return conn, urlunsplit((parts.scheme, parts.netloc, target, "", "")) if absolute else target, proxy_headers
+
+    def _connect(
+        self, scheme: str, netloc: str, host: str, port: int | None
+    ) -> tuple[http.client.HTTPConnection, bool, dict[str, str]]:
+        if scheme == "https" and self.context is None:
+            self.context = ssl.create_default_context()
+        proxy = self._proxy_for(scheme, host)
+        if proxy is None:
+            if scheme == "https":
+                return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.context), False, {}
+            return http.client.HTTPConnection(netloc, timeout=self.timeout), False, {}
+        p = urlsplit(proxy)
+        auth = {}
+        if p.username:
+            credentials = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+            auth = {"Proxy-Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        if scheme == "https":  # tunnel: the proxy sees only host:port, TLS is end to end
+            conn = http.client.HTTPSConnection(
+                p.hostname or "", p.port or 80, timeout=self.timeout, context=self.context
+            )
+            conn.set_tunnel(host, port or 443, headers=auth)
+            return conn, False, {}
+        return http.client.HTTPConnection(p.hostname or "", p.port or 80, timeout=self.timeout), True, auth
+
+    def drop(self, url: str) -> None:
+        parts = urlsplit(url)
+        entry = self._pool().pop((parts.scheme, parts.netloc), None)
+        if entry is not None:
+            entry[0].close()
 
 
 @dataclass(frozen=True)
@@ -118,21 +160,19 @@ class Reply:
 
 def request_once(connections: Connections, method: str, url: str, headers: Mapping[str, str]) -> Reply:
     """One small request (API call, HEAD) on a kept-alive connection; transport errors are retryable."""
-    parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    conn = connections.get(parts.scheme, parts.netloc)
+    conn, target, proxy_headers = connections.open(url)
     try:
-        conn.request(method, target, headers=dict(headers))
+        conn.request(method, target, headers={**headers, **proxy_headers})
         response = conn.getresponse()
         body = response.read(MAX_API_BODY + 1)
     except (OSError, http.client.HTTPException) as exc:
-        connections.drop(parts.scheme, parts.netloc)
+        connections.drop(url)
         raise _transport_error(exc) from exc
     if len(body) > MAX_API_BODY:
-        connections.drop(parts.scheme, parts.netloc)
+        connections.drop(url)
         raise OriginProtocolError(f"the origin's answer is larger than {MAX_API_BODY >> 20} MiB", url=url)
     if response.will_close:
-        connections.drop(parts.scheme, parts.netloc)
+        connections.drop(url)
     return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
 
 
@@ -172,14 +212,13 @@ def _fetch(
     want = len(attempt.view) - attempt.done
     headers = {"Range": f"bytes={position}-{position + want - 1}", "Accept-Encoding": "identity"}
     for _ in range(MAX_REDIRECTS):
-        parts = urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        conn = connections.get(parts.scheme, parts.netloc)
+        netloc = urlsplit(url).netloc
+        conn, target, proxy_headers = connections.open(url)
         try:
-            conn.request("GET", target, headers={**headers, **headers_for(url)})
+            conn.request("GET", target, headers={**headers, **headers_for(url), **proxy_headers})
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            connections.drop(parts.scheme, parts.netloc)
+            connections.drop(url)
             raise _transport_error(exc) from exc
         status = response.status
         response_headers = {k.lower(): v for k, v in response.getheaders()}
@@ -189,21 +228,21 @@ def _fetch(
             url = urljoin(url, location)
             continue
         try:
-            if status in (401, 403, 410) and parts.netloc != origin_netloc:
+            if status in (401, 403, 410) and netloc != origin_netloc:
                 # a CDN refusing a signed URL means it expired: the caller resolves again
                 raise RetryableError(f"CDN answered {status} (expired signed URL)")
             if status >= 400:
                 check_status(status, response_headers, url)
-                raise OriginError(f"HTTP {status} from {parts.netloc}", url=url, status=status)
+                raise OriginError(f"HTTP {status} from {netloc}", url=url, status=status)
             if redirects is not None and url != attempt.url:
                 redirects.put(attempt.url, url)
             _read_body(response, status, response_headers, attempt, position, want)
         except BaseException:
-            connections.drop(parts.scheme, parts.netloc)
+            connections.drop(url)
             raise
         finally:
             if not response.isclosed():  # a body we did not finish (e.g. 200 to a Range): unusable connection
-                connections.drop(parts.scheme, parts.netloc)
+                connections.drop(url)
         return
     raise OriginProtocolError("too many redirects", url=attempt.url)
 
