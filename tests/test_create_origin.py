@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from support.cli import run_cli
-from support.lt import recheck_is_seed
 from support.olah import OlahServer, git_blob_sha1, sha256_hex
+from swarmhub.engine.check import check_files
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_streamed_from_olah_equals_from_dir_of_the_hf_snapshot(olah, tmp_path: P
     # libtorrent checks our torrent against the real bytes and finds every piece valid.
     data_dir = tmp_path / "data" / summary["name"]
     shutil.copytree(snapshot, data_dir, symlinks=False)
-    assert recheck_is_seed(streamed, tmp_path / "data")
+    assert check_files(streamed, tmp_path / "data").complete
 
 
 def test_streamed_v1_and_v2_formats_and_filters(olah, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

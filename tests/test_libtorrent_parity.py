@@ -78,8 +78,8 @@ def _assert_matches_libtorrent(
         with pytest.raises(RuntimeError, match="v1 and v2 file metadata does not match"):
             lt.torrent_info(reference)
         check = libtorrent_check(released, parent)
-        assert check.is_seeding and all(check.pieces), check
-        assert len(check.pieces) == parse_torrent(released).num_pieces
+        assert check.complete, check
+        assert check.pieces == parse_torrent(released).num_pieces
     else:
         assert libtorrent_info_hashes(reference) == by_hashing
 
@@ -199,8 +199,8 @@ def test_cli_torrent_of_vae_case_passes_libtorrent_recheck(tmp_path: Path, fmt: 
     assert libtorrent_info_hashes(data) == (summary["info_hash_v1"], summary["info_hash_v2"])
 
     check = libtorrent_check(data, tmp_path)
-    assert check.is_seeding, check
-    assert check.pieces == [True] * summary["num_pieces"]
+    assert check.complete, check
+    assert check.valid == (True,) * summary["num_pieces"]
 
     # Negative control: the check is real. One flipped byte fails exactly the piece that holds it.
     plan = plan_torrent(VAE.items(), 16384, fmt)
@@ -209,8 +209,8 @@ def test_cli_torrent_of_vae_case_passes_libtorrent_recheck(tmp_path: Path, fmt: 
     raw[0] ^= 0xFF
     (folder / victim.path).write_bytes(raw)
     check = libtorrent_check(data, tmp_path)
-    assert not check.is_seeding
-    assert [i for i, ok in enumerate(check.pieces) if not ok] == [victim.offset // 16384]
+    assert not check.complete
+    assert [i for i, ok in enumerate(check.valid) if not ok] == [victim.offset // 16384]
 
 
 def test_cli_json_matches_inspect(tmp_path: Path) -> None:

@@ -17,9 +17,7 @@ import asyncio
 import hashlib
 import json
 import random
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +28,13 @@ from swarmhub.bt.layout import Format, path_sort_key, plan_torrent
 from swarmhub.bt.metainfo import build_torrent, parse_torrent
 from swarmhub.create.hashing import ReleaseHasher, hash_chunk
 from swarmhub.create.release import CreateRequest, create_release_torrent
+from swarmhub.engine.check import CheckResult, check_files
 
 __all__ = [
     "COMMIT",
-    "ISOLATED_SESSION",
     "LT_FLAGS",
     "NAME",
     "REPO_ID",
-    "CheckResult",
     "Layout",
     "content",
     "create_json",
@@ -209,45 +206,9 @@ def libtorrent_info_hashes(torrent: bytes) -> tuple[str | None, str | None]:
     return (str(hashes.v1) if hashes.has_v1() else None, str(hashes.v2) if hashes.has_v2() else None)
 
 
-ISOLATED_SESSION = {
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "alert_mask": lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage,
-}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    pieces: list[bool]
-    is_seeding: bool
-    state: str
-
-
 def libtorrent_check(torrent: bytes, save_path: Path, timeout: float = 20.0) -> CheckResult:
-    """Let libtorrent check the files under ``save_path`` against ``torrent`` (full hash check, no peers)."""
-    session = lt.session(ISOLATED_SESSION)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(torrent)
-    params.save_path = str(save_path)
-    # start now rather than wait in the session's queue; no resume data, so every piece is hashed
-    params.flags &= ~(lt.torrent_flags.paused | lt.torrent_flags.auto_managed | lt.torrent_flags.seed_mode)
-    handle = session.add_torrent(params)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            session.wait_for_alert(100)
-            for alert in session.pop_alerts():
-                if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
-                    raise AssertionError(f"libtorrent: {alert.message()}")
-                if isinstance(alert, lt.torrent_checked_alert):
-                    status = handle.status()
-                    return CheckResult(list(status.pieces), status.is_seeding, str(status.state))
-        raise TimeoutError(f"libtorrent did not finish checking within {timeout} s")
-    finally:
-        session.remove_torrent(handle)
+    """libtorrent's full hash check of the files under ``save_path`` (the project's own engine seam)."""
+    return check_files(torrent, save_path, timeout)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -25,14 +25,21 @@ ISOLATED_SETTINGS: dict[str, object] = {
 
 @dataclass(frozen=True)
 class CheckResult:
-    pieces: int
-    valid_pieces: int
+    valid: tuple[bool, ...]  # per piece: did the bytes on disk hash right?
     info_hash_v1: str | None
     info_hash_v2: str | None
 
     @property
+    def pieces(self) -> int:
+        return len(self.valid)
+
+    @property
+    def valid_pieces(self) -> int:
+        return sum(self.valid)
+
+    @property
     def complete(self) -> bool:
-        return self.pieces == self.valid_pieces
+        return all(self.valid) and bool(self.valid)
 
 
 def libtorrent_version() -> str:
@@ -53,7 +60,8 @@ def check_files(torrent: bytes, save_path: Path, timeout: float = 300.0) -> Chec
     params = lt.add_torrent_params()
     params.ti = info
     params.save_path = str(save_path)
-    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    # start now rather than queue; no resume data and no seed_mode, so every piece is hashed
+    params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused | lt.torrent_flags.seed_mode)
     handle = session.add_torrent(params)
     deadline = time.monotonic() + timeout
     try:
@@ -70,8 +78,7 @@ def check_files(torrent: bytes, save_path: Path, timeout: float = 300.0) -> Chec
         status = handle.status()
         hashes = info.info_hashes()
         return CheckResult(
-            pieces=info.num_pieces(),
-            valid_pieces=status.num_pieces,
+            valid=tuple(bool(p) for p in status.pieces),
             info_hash_v1=str(hashes.v1) if hashes.has_v1() else None,
             info_hash_v2=str(hashes.v2) if hashes.has_v2() else None,
         )
