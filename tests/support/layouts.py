@@ -23,6 +23,7 @@ from typing import Any
 
 import libtorrent as lt
 
+from support.olah import git_blob_sha1  # the tests' own oracle, independent of swarmhub.hub
 from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.layout import Format, path_sort_key, plan_torrent
 from swarmhub.bt.metainfo import build_torrent, parse_torrent
@@ -122,10 +123,6 @@ def write_layout(root: Path, layout: Layout, seed: int = 0) -> dict[str, bytes]:
         target.write_bytes(data := content(path, size, seed))
         files[path] = data
     return files
-
-
-def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- ours
