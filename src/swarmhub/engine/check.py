@@ -8,19 +8,10 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from swarmhub.engine.session import settings_for
 from swarmhub.errors import MetainfoError
 
 __all__ = ["CheckResult", "check_files", "libtorrent_version"]
-
-# Tests and checks: loopback only, no DHT/LSD/UPnP/NAT-PMP (nothing leaves the machine).
-ISOLATED_SETTINGS: dict[str, object] = {
-    "listen_interfaces": "127.0.0.1:0",
-    "enable_dht": False,
-    "enable_lsd": False,
-    "enable_upnp": False,
-    "enable_natpmp": False,
-    "alert_mask": lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage,
-}
 
 
 @dataclass(frozen=True)
@@ -56,7 +47,7 @@ def load_torrent(data: bytes) -> lt.torrent_info:
 def check_files(torrent: bytes, save_path: Path, timeout: float = 300.0) -> CheckResult:
     """Hash the files under ``save_path/<torrent name>/`` with libtorrent and count valid pieces."""
     info = load_torrent(torrent)
-    session = lt.session(ISOLATED_SETTINGS)  # type: ignore[call-overload]
+    session = lt.session(settings_for("isolated"))  # type: ignore[call-overload]
     params = lt.add_torrent_params()
     params.ti = info
     params.save_path = str(save_path)

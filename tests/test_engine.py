@@ -1,0 +1,92 @@
+"""The engine seam: two isolated libtorrent sessions on 127.0.0.1 swap a hybrid torrent over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from support.torrents import make_torrent
+from swarmhub.bt.metainfo import parse_torrent
+from swarmhub.engine.session import (
+    Engine,
+    Event,
+    HashFailed,
+    PieceFinished,
+    TorrentChecked,
+    TorrentFinished,
+    settings_for,
+)
+
+FILES = {"model.safetensors": os.urandom(3_000_000), "config.json": b"{}\n", "sub/tokenizer.json": os.urandom(70_000)}
+PIECE = 65536
+
+
+def _write(root: Path, name: str) -> None:
+    for path, data in FILES.items():
+        target = root / name / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+async def _until(engine: Engine, want: type[Event], key: str, timeout: float = 30.0) -> list[Event]:
+    seen: list[Event] = []
+
+    async def consume() -> None:
+        async for event in engine.events():
+            seen.append(event)
+            if isinstance(event, want) and event.info_hash == key:
+                return
+
+    await asyncio.wait_for(consume(), timeout)
+    return seen
+
+
+def test_profiles_avoid_the_measured_traps() -> None:
+    for profile in ("isolated", "public", "cluster"):
+        s = settings_for(profile)  # type: ignore[arg-type]
+        assert not s["enable_outgoing_utp"] and not s["enable_incoming_utp"]
+        assert s["allow_multiple_connections_per_ip"] and not s["close_redundant_connections"]
+    isolated = settings_for("isolated")
+    assert isolated["listen_interfaces"].startswith("127.0.0.1:")
+    assert not (
+        isolated["enable_dht"] or isolated["enable_lsd"] or isolated["enable_upnp"] or isolated["enable_natpmp"]
+    )
+
+
+def test_seed_to_leecher_over_tcp(tmp_path: Path) -> None:
+    torrent = make_torrent(FILES, piece_size=PIECE, name="release")
+    _write(tmp_path / "seed", "release")
+    with Engine() as seeder, Engine() as leecher:
+        key = seeder.add(torrent, tmp_path / "seed", seed_mode=True)
+        assert leecher.add(torrent, tmp_path / "leech") == key == parse_torrent(torrent).info_hash_v2
+        leecher.connect_peer(key, "127.0.0.1", seeder.listen_port)
+        events = asyncio.run(_until(leecher, TorrentFinished, key))
+        pieces = {e.piece for e in events if isinstance(e, PieceFinished)}
+        assert pieces == set(range(parse_torrent(torrent).num_pieces))
+        status = leecher.status(key)
+        assert status.progress == 1.0 and all(status.pieces) and status.error is None
+    for path, data in FILES.items():
+        assert (tmp_path / "leech" / "release" / path).read_bytes() == data
+
+
+def test_add_piece_verifies_like_any_peer(tmp_path: Path) -> None:
+    torrent = make_torrent(FILES, piece_size=PIECE, name="release")
+    with Engine() as engine:
+        key = engine.add(torrent, tmp_path)
+        asyncio.run(_until(engine, TorrentChecked, key))  # libtorrent ignores add_piece while checking
+        engine.add_piece(key, 0, b"\0" * PIECE)  # wrong bytes for piece 0
+        events = asyncio.run(_until(engine, HashFailed, key))
+        assert any(isinstance(e, HashFailed) and e.piece == 0 for e in events)
+        engine.add_piece(key, 0, FILES["config.json"] + b"\0" * (PIECE - len(FILES["config.json"])))
+        asyncio.run(_until(engine, PieceFinished, key))
+        assert engine.status(key).pieces[0]
+
+
+def test_refuses_garbage() -> None:
+    from swarmhub.errors import MetainfoError
+
+    with Engine() as engine, pytest.raises(MetainfoError):
+        engine.add(b"not a torrent", Path("/tmp"))
