@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -331,3 +332,37 @@ def test_https_goes_through_a_connect_tunnel(tmp_path: Path) -> None:
             )
     finally:
         server.shutdown()
+
+
+def test_ctrl_c_stops_at_once_and_writes_nothing(hub: DevHub, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    hub.faults.delay("/lfs/*", 30)  # the download hangs; Ctrl-C must not wait for it
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "swarmhub",
+            "create",
+            "org/demo",
+            "--endpoint",
+            hub.endpoint,
+            "-o",
+            str(out_dir / "x.torrent"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not hub.log.entries("/org/demo/resolve/*/model.safetensors") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the redirect is logged; the CDN request now hangs in the delay
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and err.strip() == "swarmhub: interrupted"
+    assert list(out_dir.iterdir()) == []
+    hub.faults.clear()

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from swarmhub.create.workers import PriorityPool
+from swarmhub.workers import PriorityPool
 
 
 def test_urgent_jobs_run_before_queued_normal_jobs() -> None:

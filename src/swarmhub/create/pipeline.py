@@ -19,8 +19,8 @@ from typing import Protocol
 
 from swarmhub.bt.layout import Chunk, TorrentPlan
 from swarmhub.create.hashing import FileDigests, ReleaseHasher, hash_chunk
-from swarmhub.create.workers import PriorityPool
 from swarmhub.errors import SwarmhubError
+from swarmhub.workers import PriorityPool
 
 __all__ = ["ChunkSource", "hash_release"]
 

@@ -15,7 +15,6 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -49,6 +48,7 @@ from swarmhub.origin.transport import (
     fetch_range_once,
     request_once,
 )
+from swarmhub.workers import PriorityPool
 
 __all__ = ["OriginClient"]
 
@@ -82,12 +82,12 @@ class OriginClient:
         self.ranges_ignored = False
         self._connections = Connections(timeout)
         self._redirects = RedirectCache()
-        self._http_pool = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="swarmhub-fetch")
+        self._http_pool = PriorityPool(connections, "swarmhub-http")
         self._count_lock = threading.Lock()
         self._answered = False  # has the origin ever answered? (fail fast on a wrong endpoint)
 
     async def aclose(self) -> None:
-        self._http_pool.shutdown(wait=False, cancel_futures=True)
+        self._http_pool.shutdown(wait=False)
 
     async def __aenter__(self) -> OriginClient:
         return self
@@ -130,9 +130,8 @@ class OriginClient:
         )
 
     async def _call(self, method: str, url: str, extra: dict[str, str] | None = None) -> Reply:
-        loop = asyncio.get_running_loop()
-        reply = await loop.run_in_executor(
-            self._http_pool, request_once, self._connections, method, url, self._headers_for(url, extra)
+        reply = await asyncio.wrap_future(
+            self._http_pool.submit(request_once, self._connections, method, url, self._headers_for(url, extra))
         )
         self._answered = True
         return reply
@@ -248,7 +247,6 @@ class OriginClient:
         """Fill ``view`` with ``path`` from byte ``start``: resumes after resets, re-resolves redirects."""
         attempt = BulkAttempt(self.endpoint + resolve_path(repo_type, repo_id, commit, path), start, view)
         what = f"downloading {path}"
-        loop = asyncio.get_running_loop()
 
         def check(status: int, headers: Mapping[str, str], url: str) -> None:
             self._check_status(status, headers, url, what, repo_id)
@@ -265,7 +263,7 @@ class OriginClient:
                         log.warning("%s ignores Range requests; reading from the start of each file", self.endpoint)
 
         async def once() -> None:
-            await loop.run_in_executor(self._http_pool, once_in_thread)
+            await asyncio.wrap_future(self._http_pool.submit(once_in_thread))
 
         await self._with_retries(what, once)
 

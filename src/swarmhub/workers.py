@@ -60,13 +60,15 @@ class PriorityPool:
             except BaseException as exc:  # handed to whoever awaits the future
                 future.set_exception(exc)
 
-    def shutdown(self) -> None:
-        """Let queued jobs finish, then stop the threads."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs; queued ones still run. ``wait`` joins the threads (they are daemons: a thread
+        stuck in a network read never holds up the process's exit, e.g. after Ctrl-C)."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
-        for thread in self._threads:
-            thread.join()
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
     def __enter__(self) -> PriorityPool:
         return self
