@@ -244,7 +244,7 @@ class RepoStore:
             if found is not None:
                 return found
             if attempt == 0:
-                self._scan_all()  # not listed yet, or the file changed since: look everywhere once
+                self.warm()  # not listed yet, or the file changed since: look everywhere once
         return None
 
     def _still_holds(self, local: Path, sha256: str) -> tuple[Path, int] | None:
@@ -256,7 +256,8 @@ class RepoStore:
             return None
         return local, st.st_size
 
-    def _scan_all(self) -> None:
+    def warm(self) -> None:
+        """Hash every repo's files now, so the first request does not (clients time out after ~10 s)."""
         kinds: tuple[RepoType, ...] = ("model", "dataset")
         for repo_type in kinds:
             base = self.root / f"{repo_type}s"

@@ -222,6 +222,7 @@ def serve_forever(
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         with hub:
+            hub.state.store.warm()  # before announcing: the first client request must not wait on hashing
             if ready is not None:
                 ready(hub)
             while hub.running:
