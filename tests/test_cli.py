@@ -46,6 +46,7 @@ def folder(tmp_path: Path) -> Path:
         (["--piece-size", "4X"], "is not a size"),
         (["--include", "*.gguf"], "no files of org/x match"),
         (["--revision", "main"], "does not say which commit"),
+        (["--endpoint", "localhost:8080"], "is not an http(s) URL"),
     ],
 )
 def test_usage_errors_are_one_line(folder: Path, tmp_path: Path, args: list[str], needle: str) -> None:

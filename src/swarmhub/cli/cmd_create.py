@@ -12,6 +12,7 @@ from swarmhub.bt.layout import FORMATS
 from swarmhub.cli.args import add_filter_options, parse_size, split_repo_revision
 from swarmhub.cli.output import Progress, atomic_write, print_json
 from swarmhub.cli.summary import torrent_json, torrent_text
+from swarmhub.errors import UsageError
 from swarmhub.hub.repo import parse_repo_type
 from swarmhub.settings import Settings
 
@@ -113,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = Progress(f"hashing {repo_id}", enabled=None if not (args.json or args.no_progress) else False)
     started = time.monotonic()
-    created = asyncio.run(_create(request, settings, args.endpoint, progress))
+    endpoint = args.endpoint.rstrip("/") if args.endpoint else None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--endpoint {endpoint!r} is not an http(s) URL", hint="e.g. --endpoint https://huggingface.co"
+        )
+    created = asyncio.run(_create(request, settings, endpoint, progress))
     output: Path = args.output or Path(f"{created.torrent.name}.torrent")
     atomic_write(output, created.data)
     if args.json:
