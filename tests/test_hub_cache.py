@@ -52,3 +52,48 @@ def test_layout_matches_huggingface_hub(tmp_path: Path) -> None:
 def test_unsafe_paths_are_refused(bad: str) -> None:
     with pytest.raises(UsageError):
         safe_repo_path(bad)
+
+
+def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) -> None:
+    """Bytes in blobs/<etag>.incomplete, verified, landed: huggingface_hub finds them with local_files_only."""
+    import hashlib
+
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    from swarmhub.errors import IntegrityError
+    from swarmhub.hub.repo import RepoFile, git_blob_hasher
+    from swarmhub.node.landing import incomplete_blob, land_file, write_ref
+
+    def etag(path: str, data: bytes) -> str:
+        if path.endswith(".bin"):
+            return hashlib.sha256(data).hexdigest()
+        h = git_blob_hasher(len(data))
+        h.update(data)
+        return h.hexdigest()
+
+    commit = "c0ffee" + "0" * 34
+    layout = CacheLayout(RepoRef("model", "org/landed", commit))
+    repo_dir = tmp_path / "hub" / str(layout.folder)
+    (repo_dir / "blobs").mkdir(parents=True)
+    placed = layout.files([RepoFile(p, len(d), etag(p, d)) for p, d in FILES.items()])
+    for f in placed:
+        if f.first_of_blob:
+            incomplete_blob(repo_dir, f).write_bytes(FILES[f.path])
+    corrupt = next(f for f in placed if f.path == "a/b/weights.bin")
+    incomplete_blob(repo_dir, corrupt).write_bytes(b"x" + FILES[corrupt.path][1:])
+    with pytest.raises(IntegrityError, match=r"a/b/weights\.bin"):
+        land_file(repo_dir, corrupt, len(FILES[corrupt.path]))
+    assert not (repo_dir / corrupt.blob).exists() and not (repo_dir / corrupt.link).is_symlink()
+    incomplete_blob(repo_dir, corrupt).write_bytes(FILES[corrupt.path])  # the right bytes arrive later
+    for f in placed:
+        land_file(repo_dir, f, len(FILES[f.path]))
+    write_ref(repo_dir, layout, "main")
+    assert not list((repo_dir / "blobs").glob("*.incomplete"))
+
+    cache = tmp_path / "hub"
+    got = hf_hub_download("org/landed", "a/b/weights.bin", cache_dir=cache, local_files_only=True)
+    assert Path(got).read_bytes() == FILES["a/b/weights.bin"]
+    folder = Path(snapshot_download("org/landed", cache_dir=cache, local_files_only=True))
+    assert folder.name == commit
+    assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == set(FILES)
+    assert land_file(repo_dir, placed[0], len(FILES[placed[0].path])).is_symlink()  # idempotent
