@@ -40,6 +40,7 @@ from swarmhub.hub.listing import (
 from swarmhub.hub.repo import RepoFile, RepoType, api_repo_path, resolve_path
 from swarmhub.origin.retry import RETRY_STATUSES, retry_delay
 from swarmhub.origin.transport import (
+    MAX_REDIRECTS,
     BulkAttempt,
     Connections,
     RedirectCache,
@@ -55,7 +56,6 @@ __all__ = ["OriginClient"]
 log = logging.getLogger(__name__)
 USER_AGENT = f"swarmhub/{__version__}"
 T = TypeVar("T")
-MAX_REDIRECTS = 5
 MAX_ASKED_WAIT = 300.0  # a Retry-After longer than this is reported, not slept through
 
 
@@ -266,11 +266,3 @@ class OriginClient:
             await asyncio.wrap_future(self._http_pool.submit(once_in_thread))
 
         await self._with_retries(what, once)
-
-    async def read_range(
-        self, repo_type: RepoType, repo_id: str, commit: str, path: str, start: int, length: int
-    ) -> bytes:
-        """Exactly ``length`` bytes of ``path`` from ``start``."""
-        buffer = bytearray(length)
-        await self.read_range_into(repo_type, repo_id, commit, path, start, memoryview(buffer))
-        return bytes(buffer)

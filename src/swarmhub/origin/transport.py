@@ -23,7 +23,16 @@ from urllib.request import getproxies_environment
 
 from swarmhub.errors import OriginError, OriginProtocolError
 
-__all__ = ["BulkAttempt", "Connections", "RedirectCache", "Reply", "RetryableError", "fetch_range_once", "request_once"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "BulkAttempt",
+    "Connections",
+    "RedirectCache",
+    "Reply",
+    "RetryableError",
+    "fetch_range_once",
+    "request_once",
+]
 
 MAX_REDIRECTS = 5
 MAX_API_BODY = 64 * 1024 * 1024  # a JSON listing page or error body; more is not an answer we want
@@ -158,12 +167,21 @@ class Reply:
     body: bytes
 
 
-def request_once(connections: Connections, method: str, url: str, headers: Mapping[str, str]) -> Reply:
-    """One small request (API call, HEAD) on a kept-alive connection; transport errors are retryable."""
+def _send(connections: Connections, method: str, url: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+    """Send a request on the kept-alive connection for ``url``; transport errors are retryable."""
     conn, target, proxy_headers = connections.open(url)
     try:
         conn.request(method, target, headers={**headers, **proxy_headers})
-        response = conn.getresponse()
+        return conn.getresponse()
+    except (OSError, http.client.HTTPException) as exc:
+        connections.drop(url)
+        raise _transport_error(exc) from exc
+
+
+def request_once(connections: Connections, method: str, url: str, headers: Mapping[str, str]) -> Reply:
+    """One small request (API call, HEAD) on a kept-alive connection; transport errors are retryable."""
+    response = _send(connections, method, url, headers)
+    try:
         body = response.read(MAX_API_BODY + 1)
     except (OSError, http.client.HTTPException) as exc:
         connections.drop(url)
@@ -213,13 +231,7 @@ def _fetch(
     headers = {"Range": f"bytes={position}-{position + want - 1}", "Accept-Encoding": "identity"}
     for _ in range(MAX_REDIRECTS):
         netloc = urlsplit(url).netloc
-        conn, target, proxy_headers = connections.open(url)
-        try:
-            conn.request("GET", target, headers={**headers, **headers_for(url), **proxy_headers})
-            response = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            connections.drop(url)
-            raise _transport_error(exc) from exc
+        response = _send(connections, "GET", url, {**headers, **headers_for(url)})
         status = response.status
         response_headers = {k.lower(): v for k, v in response.getheaders()}
         location = response_headers.get("location")
