@@ -17,7 +17,7 @@ from pathlib import Path
 
 from swarmhub.errors import ConfigError
 
-__all__ = ["DEFAULT_ENDPOINT", "SETTINGS", "Setting", "Settings", "describe_settings"]
+__all__ = ["DEFAULT_ENDPOINT", "SETTINGS", "Setting", "Settings", "check_endpoint", "describe_settings"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -63,6 +63,17 @@ def describe_settings() -> str:
     return "\n".join(lines)
 
 
+def check_endpoint(url: str, what: str) -> str:
+    """An origin URL without its trailing slash; anything but http(s) is a one-line error."""
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{what} {url!r} is not an http(s) URL",
+            hint="set --endpoint (or HF_ENDPOINT) to a URL such as https://huggingface.co",
+        )
+    return url
+
+
 def _first(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     for name in names:
         value = env.get(name)
@@ -103,12 +114,7 @@ class Settings:
         env = os.environ if env is None else env
         hf_home = Path(os.path.expanduser(env.get("HF_HOME") or "~/.cache/huggingface"))
         hub_cache = Path(os.path.expanduser(env.get("HF_HUB_CACHE") or str(hf_home / "hub")))
-        endpoint = (_first(env, _setting("endpoint").env) or DEFAULT_ENDPOINT).rstrip("/")
-        if not endpoint.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"endpoint {endpoint!r} is not an http(s) URL",
-                hint="set HF_ENDPOINT (or --endpoint) to a URL such as https://huggingface.co",
-            )
+        endpoint = check_endpoint(_first(env, _setting("endpoint").env) or DEFAULT_ENDPOINT, "endpoint")
         token = _first(env, _setting("token").env)
         if token is None:
             token_path = Path(os.path.expanduser(env.get("HF_TOKEN_PATH") or str(hf_home / "token")))

@@ -12,9 +12,8 @@ from swarmhub.bt.layout import FORMATS
 from swarmhub.cli.args import add_filter_options, parse_size, split_repo_revision
 from swarmhub.cli.output import Progress, atomic_write, print_json
 from swarmhub.cli.summary import torrent_json, torrent_text
-from swarmhub.errors import UsageError
 from swarmhub.hub.repo import parse_repo_type
-from swarmhub.settings import Settings
+from swarmhub.settings import Settings, check_endpoint
 
 if TYPE_CHECKING:
     from swarmhub.create.release import CreatedTorrent, CreateRequest
@@ -114,11 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = Progress(f"hashing {repo_id}", enabled=None if not (args.json or args.no_progress) else False)
     started = time.monotonic()
-    endpoint = args.endpoint.rstrip("/") if args.endpoint else None
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise UsageError(
-            f"--endpoint {endpoint!r} is not an http(s) URL", hint="e.g. --endpoint https://huggingface.co"
-        )
+    endpoint = check_endpoint(args.endpoint, "--endpoint") if args.endpoint else None
     created = asyncio.run(_create(request, settings, endpoint, progress))
     output: Path = args.output or Path(f"{created.torrent.name}.torrent")
     atomic_write(output, created.data)
