@@ -19,7 +19,6 @@ from swarmhub.bt.merkle import (
     file_root_from_leaves,
     file_root_from_piece_layer,
     leaf_hashes,
-    merkle_root,
     piece_roots,
 )
 from swarmhub.errors import IntegrityError
@@ -41,9 +40,6 @@ def hash_chunk(plan: TorrentPlan, chunk: Chunk, data: bytes | memoryview) -> Chu
         raise ValueError(f"chunk of {chunk.file.path} has {len(data)} bytes, expected {chunk.length}")
     digest = ChunkDigest(chunk)
     view = memoryview(data)
-    if plan.format == "hybrid":
-        _hybrid(plan, chunk, view, digest)
-        return digest
     if plan.has_v1:
         _v1(plan, chunk, view, digest)
     if plan.has_v2:
@@ -53,28 +49,6 @@ def hash_chunk(plan: TorrentPlan, chunk: Chunk, data: bytes | memoryview) -> Chu
         else:
             digest.v2_hashes = leaves
     return digest
-
-
-def _hybrid(plan: TorrentPlan, chunk: Chunk, view: memoryview, digest: ChunkDigest) -> None:
-    """v1 and v2 pieces coincide in a hybrid (files are piece-aligned): hash each piece's bytes for both
-    while they are still in the CPU cache, instead of one pass over the chunk per hash."""
-    size = plan.piece_size
-    first = chunk.stream_offset // size
-    big_file = chunk.file.size > size
-    leaves_per_piece = size // BLOCK_SIZE
-    sha1 = hashlib.sha1
-    for i, offset in enumerate(range(0, len(view), size)):
-        part = view[offset : offset + size]
-        h = sha1(part)
-        missing = plan.piece_length(first + i) - len(part)
-        if missing:  # the file's last piece continues into its BEP 47 pad: zeros
-            h.update(bytes(missing))
-        digest.v1_pieces.append((first + i, h.digest()))
-        leaves = leaf_hashes(part)
-        if big_file:
-            digest.v2_hashes.append(merkle_root(leaves, leaves_per_piece))
-        else:
-            digest.v2_hashes.extend(leaves)
 
 
 def _v1(plan: TorrentPlan, chunk: Chunk, view: memoryview, digest: ChunkDigest) -> None:
