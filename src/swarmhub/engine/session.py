@@ -210,6 +210,11 @@ class Engine:
         except KeyError:
             raise SwarmhubError(f"no torrent {key} in this session") from None
 
+    def info_hashes(self, key: str) -> tuple[str | None, str | None]:
+        """(v1, v2) as libtorrent computes them."""
+        hashes = self._handle(key).info_hashes()
+        return (str(hashes.v1) if hashes.has_v1() else None, str(hashes.v2) if hashes.has_v2() else None)
+
     def connect_peer(self, key: str, host: str, port: int) -> None:
         self._handle(key).connect_peer((host, port))
 
