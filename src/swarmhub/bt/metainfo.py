@@ -26,6 +26,7 @@ from swarmhub.hub.repo import (
     REGULAR_ETAG_RE,
     RepoRef,
     parse_repo_type,
+    path_problem,
     validate_repo_id,
 )
 
@@ -144,9 +145,7 @@ def _int(value: object, what: str, low: int = 0, high: int = MAX_FILE_SIZE) -> i
 
 def _component(raw: object, where: str) -> str:
     part = _text(raw, f"a path component in {where}")
-    if part in ("", ".", "..") or any(c in part for c in "/\\\0") or len(part.encode()) > 255:
-        raise MetainfoError(f"unsafe path component {part[:60]!r} in {where}")
-    if len(part) >= 2 and part[1] == ":":  # a Windows drive letter
+    if "/" in part or path_problem(part):
         raise MetainfoError(f"unsafe path component {part[:60]!r} in {where}")
     return part
 

@@ -22,7 +22,7 @@ from swarmhub.bt.merkle import (
     piece_roots,
 )
 from swarmhub.errors import IntegrityError
-from swarmhub.hub.repo import git_blob_hasher
+from swarmhub.hub.repo import etag_hasher
 
 __all__ = ["ChunkDigest", "FileDigests", "ReleaseHasher", "V2File", "hash_chunk"]
 
@@ -87,7 +87,7 @@ class _WholeFile:
     """The digest a file's etag is made of: SHA-256 for LFS files, git blob SHA-1 for the rest."""
 
     def __init__(self, file: PlannedFile, lfs: bool) -> None:
-        self.hash = hashlib.sha256() if lfs else git_blob_hasher(file.size)
+        self.hash = etag_hasher(file.size, lfs)
         self.fed = 0
 
 

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from swarmhub.errors import UsageError
-from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoFile, RepoRef
+from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoFile, RepoRef, path_problem
 
 __all__ = ["CacheLayout", "CachedFile", "ref_path_for", "safe_repo_path"]
 
 
 def safe_repo_path(path: str) -> PurePosixPath:
     """A repo path that stays inside its snapshot folder (no ``..``, no absolute path, no empty part)."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path or "\0" in path:
-        raise UsageError(f"unsafe path in repo: {path!r}")
+    problem = path_problem(path)
+    if problem:
+        raise UsageError(f"unsafe path in repo: {path!r} ({problem})")
     return PurePosixPath(path)
 
 

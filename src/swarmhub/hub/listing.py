@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarmhub.errors import OriginProtocolError
-from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoFile
+from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoFile, path_problem
 
 __all__ = [
     "ListedFile",
@@ -54,7 +54,7 @@ def _size(value: object) -> int | None:
 
 
 def _path(value: object) -> str:
-    if not isinstance(value, str) or not value or value.startswith("/") or ".." in value.split("/"):
+    if not isinstance(value, str) or path_problem(value):
         raise OriginProtocolError(f"origin listed an unsafe path {value!r}")
     return value
 

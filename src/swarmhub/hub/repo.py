@@ -22,9 +22,11 @@ __all__ = [
     "RepoRef",
     "RepoType",
     "api_repo_path",
+    "etag_hasher",
     "git_blob_hasher",
     "is_commit",
     "parse_repo_type",
+    "path_problem",
     "resolve_path",
     "validate_repo_id",
 ]
@@ -100,6 +102,32 @@ class RepoFile:
     @property
     def is_lfs(self) -> bool:
         return len(self.etag) == 64
+
+
+def path_problem(path: str) -> str | None:
+    """Why a repo path could escape its folder or fail on disk (None when it is safe).
+
+    One rule for every path we take from outside: torrents, origin listings, the cache layout.
+    """
+    if not path:
+        return "empty path"
+    if "\\" in path or "\0" in path:
+        return "backslash or NUL byte"
+    if path.startswith("/"):
+        return "absolute path"
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            return f"{part!r} component"
+        if len(part) >= 2 and part[1] == ":":
+            return "Windows drive letter"
+        if len(part.encode()) > 255:
+            return "component longer than 255 bytes"
+    return None
+
+
+def etag_hasher(size: int, lfs: bool) -> hashlib._Hash:
+    """The digest a file's etag is: SHA-256 of the content for LFS files, the git blob SHA-1 otherwise."""
+    return hashlib.sha256() if lfs else git_blob_hasher(size)
 
 
 def git_blob_hasher(size: int) -> hashlib._Hash:

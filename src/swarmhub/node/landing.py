@@ -9,14 +9,13 @@ as complete, which is why nothing is ever written to that name directly.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from swarmhub.errors import IntegrityError, LocalSourceError
 from swarmhub.hub.cache import CachedFile, CacheLayout, ref_path_for
-from swarmhub.hub.repo import git_blob_hasher
+from swarmhub.hub.repo import etag_hasher
 
 __all__ = ["incomplete_blob", "land_file", "write_ref"]
 
@@ -29,7 +28,7 @@ def incomplete_blob(repo_dir: Path, file: CachedFile) -> Path:
 
 
 def _etag_of(path: Path, size: int, lfs: bool) -> str:
-    digest = hashlib.sha256() if lfs else git_blob_hasher(size)
+    digest = etag_hasher(size, lfs)
     with path.open("rb") as f:
         while block := f.read(_READ):
             digest.update(block)
