@@ -42,13 +42,12 @@ def land_file(repo_dir: Path, file: CachedFile, size: int) -> Path:
     if not blob.exists():
         pending = incomplete_blob(repo_dir, file)
         try:
-            if pending.stat().st_size != size:
-                raise IntegrityError(
-                    f"{file.path}: {pending.stat().st_size} bytes arrived, {size} expected", path=file.path
-                )
-            actual = _etag_of(pending, size, lfs=len(etag) == 64)
+            arrived = pending.stat().st_size
         except FileNotFoundError as exc:
             raise LocalSourceError(f"{file.path}: no bytes to land ({pending} is missing)", path=file.path) from exc
+        if arrived != size:
+            raise IntegrityError(f"{file.path}: {arrived} bytes arrived, {size} expected", path=file.path)
+        actual = _etag_of(pending, size, lfs=len(etag) == 64)
         if actual != etag:
             raise IntegrityError(
                 f"{file.path}: the bytes hash to {actual}, expected {etag}",
