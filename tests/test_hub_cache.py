@@ -62,7 +62,7 @@ def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) ->
 
     from swarmhub.errors import IntegrityError
     from swarmhub.hub.repo import RepoFile, git_blob_hasher
-    from swarmhub.node.landing import incomplete_blob, land_file, write_ref
+    from swarmhub.node.landing import CacheDestination, verify_etag
 
     def etag(path: str, data: bytes) -> str:
         if path.endswith(".bin"):
@@ -72,23 +72,28 @@ def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) ->
         return h.hexdigest()
 
     commit = "c0ffee" + "0" * 34
-    layout = CacheLayout(RepoRef("model", "org/landed", commit))
-    repo_dir = tmp_path / "hub" / str(layout.folder)
-    (repo_dir / "blobs").mkdir(parents=True)
-    placed = layout.files([RepoFile(p, len(d), etag(p, d)) for p, d in FILES.items()])
-    for f in placed:
-        if f.first_of_blob:
-            incomplete_blob(repo_dir, f).write_bytes(FILES[f.path])
-    corrupt = next(f for f in placed if f.path == "a/b/weights.bin")
-    incomplete_blob(repo_dir, corrupt).write_bytes(b"x" + FILES[corrupt.path][1:])
+    dest = CacheDestination(tmp_path / "hub", RepoRef("model", "org/landed", commit))
+    placed = dest.placements([RepoFile(p, len(d), etag(p, d)) for p, d in FILES.items()])
+    assert all(p.pending.name == p.final.name + ".incomplete" and p.final.parent.name == "blobs" for p in placed)
+    for p in placed:
+        if p.primary:
+            (dest.root / p.pending).parent.mkdir(parents=True, exist_ok=True)
+            (dest.root / p.pending).write_bytes(FILES[p.file.path])
+    corrupt = next(p for p in placed if p.file.path == "a/b/weights.bin")
+    (dest.root / corrupt.pending).write_bytes(b"x" + FILES[corrupt.file.path][1:])
     with pytest.raises(IntegrityError, match=r"a/b/weights\.bin"):
-        land_file(repo_dir, corrupt, len(FILES[corrupt.path]))
-    assert not (repo_dir / corrupt.blob).exists() and not (repo_dir / corrupt.link).is_symlink()
-    incomplete_blob(repo_dir, corrupt).write_bytes(FILES[corrupt.path])  # the right bytes arrive later
-    for f in placed:
-        land_file(repo_dir, f, len(FILES[f.path]))
-    write_ref(repo_dir, layout, "main")
+        verify_etag(dest.root / corrupt.pending, corrupt.file)
+    (dest.root / corrupt.pending).write_bytes(FILES[corrupt.file.path])  # the right bytes arrive later
+    for p in placed:
+        if p.primary:
+            verify_etag(dest.root / p.pending, p.file)
+            (dest.root / p.pending).rename(dest.root / p.final)  # what libtorrent's rename_file does
+        assert dest.landed(p)
+        dest.publish(p)
+    assert dest.finish("main") == dest.snapshot
+    repo_dir = dest.root
     assert not list((repo_dir / "blobs").glob("*.incomplete"))
+    assert (repo_dir / "refs" / "main").read_text() == commit
 
     cache = tmp_path / "hub"
     got = hf_hub_download("org/landed", "a/b/weights.bin", cache_dir=cache, local_files_only=True)
@@ -96,4 +101,5 @@ def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) ->
     folder = Path(snapshot_download("org/landed", cache_dir=cache, local_files_only=True))
     assert folder.name == commit
     assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == set(FILES)
-    assert land_file(repo_dir, placed[0], len(FILES[placed[0].path])).is_symlink()  # idempotent
+    dest.publish(placed[0])  # idempotent
+    assert (dest.snapshot / placed[0].file.path).is_symlink()

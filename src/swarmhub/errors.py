@@ -8,6 +8,7 @@ The tree::
     ├── BencodeError (ValueError)     bytes that are not valid bencode (exit 2)
     ├── MetainfoError (ValueError)    valid bencode, but not a torrent we accept: bad paths, sizes, hashes (exit 2)
     ├── MagnetError (ValueError)      a magnet URI we cannot read (exit 2)
+    ├── TrackerRequestError (ValueError)  an announce or scrape query we refuse (sent back as ``failure reason``)
     ├── OriginError                   talking to a Hub-compatible origin failed
     │   ├── OriginUnavailable         network errors, resets, 5xx/429 that outlived our retries
     │   ├── RepoNotFound (FileNotFoundError)       404 on a repo (or 401 on a private one without a token)
@@ -16,7 +17,9 @@ The tree::
     │   ├── GatedRepoError (PermissionError)       401/403 on a gated or private repo
     │   └── OriginProtocolError       the origin answered something no Hub would (bad JSON, wrong range)
     ├── IntegrityError                bytes do not match the hash they must have (a file's etag, a piece)
-    └── LocalSourceError              a --from-dir folder is missing files or holds unreadable ones
+    ├── LocalSourceError              a --from-dir folder is missing files or holds unreadable ones
+    ├── StorageError                  writing or moving downloaded bytes failed (disk full, permissions)
+    └── StalledError                  a download made no progress: no peer and no origin gave a byte
 
 Errors carry structured attributes (``repo_id``, ``path``, ``status``) so callers need not parse messages.
 Foreign exceptions (httpx, OSError, libtorrent) are translated where they enter: ``raise Ours(...) from exc``.
@@ -38,7 +41,10 @@ __all__ = [
     "OriginUnavailable",
     "RepoNotFound",
     "RevisionNotFound",
+    "StalledError",
+    "StorageError",
     "SwarmhubError",
+    "TrackerRequestError",
     "UsageError",
 ]
 
@@ -90,6 +96,19 @@ class MagnetError(SwarmhubError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"invalid magnet URI: {message}")
+
+
+class TrackerRequestError(SwarmhubError, ValueError):
+    """An announce or scrape query the tracker refuses. ``field`` names the query parameter at fault.
+
+    The message is one line: the tracker sends it back as the bencoded ``failure reason`` (BEP 3).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class OriginError(SwarmhubError):
@@ -150,3 +169,11 @@ class LocalSourceError(SwarmhubError):
     def __init__(self, message: str, *, path: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.path = path
+
+
+class StorageError(SwarmhubError):
+    """Downloaded bytes could not be written or moved; what was verified stays, nothing half-made is visible."""
+
+
+class StalledError(SwarmhubError):
+    """No progress for too long; the message says what was tried (peers, trackers, the origin)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from swarmhub.errors import ConfigError
@@ -45,6 +45,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("hf_home", ("HF_HOME",), "~/.cache/huggingface", "Hugging Face home folder"),
     Setting("hub_cache", ("HF_HUB_CACHE",), "$HF_HOME/hub", "Hugging Face cache that releases land in"),
+    Setting(
+        "state_dir",
+        ("SWARMHUB_HOME",),
+        "<cache>/../swarmhub",
+        "swarmhub's own files next to the cache: the torrents of pulled releases, part files",
+    ),
     Setting(
         "connections",
         ("SWARMHUB_CONNECTIONS",),
@@ -96,6 +102,11 @@ def _positive_int(env: Mapping[str, str], setting: Setting) -> int:
     return value
 
 
+def _state_dir(env: Mapping[str, str], hub_cache: Path) -> Path:
+    explicit = env.get("SWARMHUB_HOME")
+    return (Path(os.path.expanduser(explicit)) if explicit else hub_cache.parent / "swarmhub").absolute()
+
+
 def _setting(name: str) -> Setting:
     return next(s for s in SETTINGS if s.name == name)
 
@@ -106,8 +117,16 @@ class Settings:
     token: str | None
     hf_home: Path
     hub_cache: Path
+    state_dir: Path
     connections: int
     retries: int
+
+    def with_cache(self, cache_dir: Path | None, env: Mapping[str, str] | None = None) -> Settings:
+        """These settings with ``--cache-dir`` applied (the state folder follows the cache)."""
+        if cache_dir is None:
+            return self
+        cache_dir = cache_dir.expanduser().absolute()
+        return replace(self, hub_cache=cache_dir, state_dir=_state_dir(os.environ if env is None else env, cache_dir))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +146,7 @@ class Settings:
             token=token,
             hf_home=hf_home,
             hub_cache=hub_cache,
+            state_dir=_state_dir(env, hub_cache),
             connections=_positive_int(env, _setting("connections")),
             retries=_positive_int(env, _setting("retries")),
         )

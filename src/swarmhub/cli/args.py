@@ -8,7 +8,7 @@ import re
 from swarmhub.errors import UsageError
 from swarmhub.hub.repo import validate_repo_id
 
-__all__ = ["add_filter_options", "parse_size", "split_repo_revision"]
+__all__ = ["add_filter_options", "parse_address", "parse_port", "parse_size", "split_repo_revision"]
 
 _UNITS = {
     "": 1,
@@ -30,6 +30,22 @@ def parse_size(text: str) -> int:
     if not match or match.group(2).lower() not in _UNITS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 4194304, 4M or 4MiB")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def parse_port(text: str) -> int:
+    """A TCP port for ``--port`` options; 0 lets the system pick a free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 picks a free one)")
+    return int(text)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) for ``--peer`` and ``--listen``."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:6881")
+    return host, int(port)
 
 
 def split_repo_revision(value: str, revision: str | None) -> tuple[str, str]:

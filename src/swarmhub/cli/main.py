@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from swarmhub import __version__
-from swarmhub.cli import cmd_create, cmd_demo, cmd_inspect
+from swarmhub.cli import cmd_create, cmd_demo, cmd_inspect, cmd_pull, cmd_seed
 from swarmhub.cli.output import error_line
 from swarmhub.errors import SwarmhubError
 from swarmhub.settings import describe_settings
@@ -25,10 +25,10 @@ __all__ = ["build_parser", "main"]
 
 def _optional_commands() -> list[object]:
     try:
-        from swarmhub.cli import cmd_devhub
-    except ImportError:  # pragma: no cover - devhub is part of the package; guard for partial installs
+        from swarmhub.cli import cmd_devhub, cmd_tracker
+    except ImportError:  # pragma: no cover - both are part of the package; guard for partial installs
         return []
-    return [cmd_devhub]
+    return [cmd_devhub, cmd_tracker]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (cmd_demo, cmd_create, cmd_inspect, *_optional_commands()):
+    for module in (cmd_demo, cmd_create, cmd_inspect, cmd_pull, cmd_seed, *_optional_commands()):
         module.register(sub)  # type: ignore[attr-defined]
     return parser
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,14 +31,21 @@ from swarmhub.errors import MetainfoError, SwarmhubError
 __all__ = [
     "Engine",
     "Event",
+    "FileRenamed",
+    "Flushed",
     "HashFailed",
+    "MetadataReceived",
+    "PeerBanned",
     "PieceFinished",
     "Profile",
+    "StorageFile",
+    "StorageLayout",
     "TorrentChecked",
     "TorrentError",
     "TorrentFinished",
     "TorrentStatus",
     "settings_for",
+    "storage_layout",
 ]
 
 Profile = Literal["isolated", "public", "cluster"]
@@ -47,6 +54,7 @@ _ALERTS = (
     lt.alert_category.status
     | lt.alert_category.error
     | lt.alert_category.storage
+    | lt.alert_category.peer
     | getattr(lt.alert_category, "piece_progress", 0)
 )
 
@@ -119,6 +127,27 @@ class TorrentError(Event):
 
 
 @dataclass(frozen=True)
+class FileRenamed(Event):
+    index: int  # libtorrent file index (pads counted)
+    error: str | None  # None: renamed; else why not
+
+
+@dataclass(frozen=True)
+class PeerBanned(Event):
+    peer: str  # host:port
+
+
+@dataclass(frozen=True)
+class MetadataReceived(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class Flushed(Event):
+    """Every write queued before the matching ``Engine.flush`` is on disk (one event per call, in order)."""
+
+
+@dataclass(frozen=True)
 class TorrentStatus:
     info_hash: str
     state: str
@@ -129,6 +158,80 @@ class TorrentStatus:
     upload_rate: int
     pieces: tuple[bool, ...]
     error: str | None
+    payload_download: int  # bytes of pieces received from peers this session (not add_piece)
+    payload_upload: int
+    total_wanted: int
+    total_wanted_done: int
+    is_seeding: bool
+
+
+@dataclass(frozen=True)
+class StorageFile:
+    index: int  # libtorrent's file index (pad files counted)
+    path: str  # as in the torrent, below its name
+    size: int
+    offset: int  # in the piece stream
+    pad: bool
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass(frozen=True)
+class StorageLayout:
+    """How libtorrent lays a torrent's files over its pieces (hybrid and v2: pad files included)."""
+
+    piece_size: int
+    num_pieces: int
+    total_size: int
+    files: tuple[StorageFile, ...]
+
+    def piece_length(self, piece: int) -> int:
+        return min(self.piece_size, self.total_size - piece * self.piece_size)
+
+    def pieces_of(self, file: StorageFile) -> range:
+        """The pieces holding any byte of ``file`` (empty for an empty file)."""
+        if not file.size:
+            return range(0)
+        return range(file.offset // self.piece_size, (file.end - 1) // self.piece_size + 1)
+
+    def segments(self, piece: int) -> list[tuple[StorageFile, int, int]]:
+        """(file, offset in file, length) for each run of bytes of ``piece``, pads included, in order."""
+        start = piece * self.piece_size
+        end = start + self.piece_length(piece)
+        out: list[tuple[StorageFile, int, int]] = []
+        for f in self.files:  # a release has few files; a bisect is not worth it
+            lo, hi = max(start, f.offset), min(end, f.end)
+            if lo < hi:
+                out.append((f, lo - f.offset, hi - lo))
+        return out
+
+
+def _torrent_info(torrent: bytes) -> Any:
+    try:
+        return lt.torrent_info(torrent)
+    except RuntimeError as exc:
+        raise MetainfoError(f"libtorrent refuses it: {exc}") from exc
+
+
+def storage_layout(torrent: bytes) -> StorageLayout:
+    """libtorrent's file storage of a torrent, pads included: the truth for renames and piece maps."""
+    fs = _torrent_info(torrent).files()
+    name_prefix = fs.name() + "/"
+    files = []
+    for i in range(fs.num_files()):
+        path = fs.file_path(i)
+        files.append(
+            StorageFile(
+                index=i,
+                path=path[len(name_prefix) :] if path.startswith(name_prefix) else path,
+                size=int(fs.file_size(i)),
+                offset=int(fs.file_offset(i)),
+                pad=bool(fs.file_flags(i) & lt.file_storage.flag_pad_file),
+            )
+        )
+    return StorageLayout(int(fs.piece_length()), int(fs.num_pieces()), int(fs.total_size()), tuple(files))
 
 
 def _key(hashes: Any) -> str:
@@ -150,6 +253,17 @@ def _translate(alert: Any) -> Event | None:
         return TorrentFinished(key)
     if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
         return TorrentError(key, alert.message())
+    if isinstance(alert, lt.file_renamed_alert):
+        return FileRenamed(key, int(alert.index), None)
+    if isinstance(alert, lt.file_rename_failed_alert):
+        return FileRenamed(key, int(alert.index), alert.error.message())
+    if isinstance(alert, lt.peer_ban_alert):
+        host, port = alert.endpoint
+        return PeerBanned(key, f"{host}:{port}")
+    if isinstance(alert, lt.metadata_received_alert):
+        return MetadataReceived(key)
+    if isinstance(alert, lt.cache_flushed_alert):
+        return Flushed(key)
     return None
 
 
@@ -185,24 +299,69 @@ class Engine:
         *,
         seed_mode: bool = False,
         file_priorities: Sequence[int] | None = None,
+        renamed: Mapping[int, str] | None = None,
+        have: Sequence[bool] | None = None,
+        part_file_dir: Path | None = None,
+        upload_only: bool = False,
     ) -> str:
-        """Start a torrent; returns its key (v2 info-hash, else v1). ``seed_mode`` trusts the files."""
-        try:
-            info = lt.torrent_info(torrent)
-        except RuntimeError as exc:
-            raise MetainfoError(f"libtorrent refuses it: {exc}") from exc
+        """Start a torrent; returns its key (v2 info-hash, else v1).
+
+        ``seed_mode`` trusts every file; ``have`` trusts exactly those pieces (no check at all: the caller
+        verified them, e.g. whole files against their etags). ``renamed`` maps file indices to paths
+        (relative to ``save_path``, or absolute); ``part_file_dir`` keeps libtorrent's part file (bytes of
+        unwanted files that share a piece with wanted ones) out of ``save_path``. ``upload_only`` never
+        downloads (a seeder of verified files that must not be written to).
+        """
         params = lt.add_torrent_params()
-        params.ti = info
+        params.ti = _torrent_info(torrent)
         params.save_path = str(save_path)
         params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
         if seed_mode:
             params.flags |= lt.torrent_flags.seed_mode
+        if upload_only:
+            params.flags |= lt.torrent_flags.upload_mode
+        if have is not None:
+            params.have_pieces = list(have)
+            params.verified_pieces = list(have)
+            params.flags |= lt.torrent_flags.no_verify_files
         if file_priorities is not None:
             params.file_priorities = list(file_priorities)
+        if renamed:
+            params.renamed_files = {int(i): str(p) for i, p in renamed.items()}
+        if part_file_dir is not None:
+            params.part_file_dir = str(part_file_dir)
         handle = self._session.add_torrent(params)
         key = _key(handle.info_hashes())
         self._handles[key] = handle
         return key
+
+    def add_magnet(self, uri: str, save_path: Path) -> str:
+        """Join a swarm by magnet link to fetch the torrent's metadata only (nothing else is downloaded)."""
+        try:
+            params = lt.parse_magnet_uri(uri)
+        except RuntimeError as exc:
+            raise MetainfoError(f"libtorrent refuses the magnet link: {exc}") from exc
+        params.save_path = str(save_path)
+        params.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+        params.flags |= lt.torrent_flags.upload_mode
+        handle = self._session.add_torrent(params)
+        key = _key(handle.info_hashes())
+        self._handles[key] = handle
+        return key
+
+    def metadata(self, key: str) -> bytes | None:
+        """The torrent as libtorrent now knows it (``info`` and trackers), or None before the metadata came.
+
+        For v2 the piece layers are included once libtorrent has them (after a complete download).
+        """
+        handle = self._handle(key)
+        info = handle.torrent_file()
+        if info is None:
+            return None
+        try:
+            return bytes(lt.bencode(lt.create_torrent(info).generate()))
+        except RuntimeError:
+            return bytes(lt.bencode({"info": lt.bdecode(info.info_section())}))
 
     def _handle(self, key: str) -> Any:
         try:
@@ -225,6 +384,25 @@ class Engine:
         """
         self._handle(key).add_piece(piece, data, 0)
 
+    def flush(self, key: str) -> None:
+        """Ask for every queued write to reach the disk; a ``Flushed`` event follows.
+
+        ``PieceFinished`` can come before the piece is written (libtorrent hashes from its store buffer),
+        so anything that reads a file from disk must flush first.
+        """
+        self._handle(key).flush_cache()
+
+    def rename_file(self, key: str, index: int, path: str) -> None:
+        """Move one file in storage (libtorrent moves it on disk); a ``FileRenamed`` event follows."""
+        self._handle(key).rename_file(index, path)
+
+    def availability(self, key: str) -> list[int]:
+        """Per piece: how many connected peers have it."""
+        return [int(n) for n in self._handle(key).piece_availability()]
+
+    def peers(self, key: str) -> list[str]:
+        return [f"{p.ip[0]}:{p.ip[1]}" for p in self._handle(key).get_peer_info()]
+
     def status(self, key: str) -> TorrentStatus:
         s = self._handle(key).status()
         return TorrentStatus(
@@ -237,6 +415,11 @@ class Engine:
             upload_rate=int(s.upload_rate),
             pieces=tuple(bool(p) for p in s.pieces),
             error=s.errc.message() if s.errc.value() else None,
+            payload_download=int(s.total_payload_download),
+            payload_upload=int(s.total_payload_upload),
+            total_wanted=int(s.total_wanted),
+            total_wanted_done=int(s.total_wanted_done),
+            is_seeding=bool(s.is_seeding),
         )
 
     def remove(self, key: str) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "etag_hasher",
     "git_blob_hasher",
     "is_commit",
+    "is_commit_prefix",
     "parse_repo_type",
     "path_problem",
     "resolve_path",
@@ -60,6 +61,11 @@ def validate_repo_id(repo_id: str) -> str:
 
 def is_commit(revision: str) -> bool:
     return bool(COMMIT_RE.match(revision))
+
+
+def is_commit_prefix(revision: str) -> bool:
+    """A full commit or an abbreviation of one (7+ lowercase hex digits, as ``git log --oneline`` shows)."""
+    return 7 <= len(revision) <= 40 and all(c in "0123456789abcdef" for c in revision)
 
 
 def _plural(repo_type: RepoType) -> str:

@@ -1,78 +1,191 @@
-"""Landing verified files in the Hugging Face cache, so no program ever sees a partial one.
+"""Where a release's bytes arrive and where they land, so no program ever sees a partial file.
 
-Bytes arrive in ``blobs/<etag>.incomplete`` (huggingface_hub's own name for a blob being written). A file is
-landed only once its whole content hashes to its etag: the blob is renamed into place, then the snapshot
-symlink appears (made under a temporary name and renamed over, so it is never half-made), and ``refs/<rev>``
-is written atomically once the release is complete. ``hf_hub_download`` treats an existing ``blobs/<etag>``
-as complete, which is why nothing is ever written to that name directly.
+Two destinations, one protocol (``Destination``):
+
+- ``CacheDestination``: the Hugging Face cache. Bytes arrive in ``blobs/<etag>.incomplete`` (huggingface_hub's
+  own name for a blob being written). ``hf_hub_download`` treats an existing ``blobs/<etag>`` as complete,
+  which is why nothing is ever written to that name directly: a file becomes ``blobs/<etag>`` by a rename
+  only once its whole content hashes to its etag, then its snapshot symlink appears (made under a temporary
+  name and renamed over, so it is never half-made), and ``refs/<rev>`` is written once the release is there.
+- ``LocalDirDestination``: a plain folder, as huggingface_hub's ``local_dir``: bytes arrive under
+  ``.cache/huggingface/download/``, the verified file is renamed to ``<dir>/<path>`` and its ``.metadata``
+  (commit, etag, time) written, so huggingface_hub itself later sees the file as up to date.
+
+The rename itself is done by whoever holds the file open (libtorrent's ``rename_file``); this module says
+which names, verifies the bytes, and makes everything that points at a landed file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from swarmhub.errors import IntegrityError, LocalSourceError
-from swarmhub.hub.cache import CachedFile, CacheLayout, ref_path_for
-from swarmhub.hub.repo import etag_hasher
+from swarmhub.hub.cache import CachedFile, CacheLayout, ref_path_for, safe_repo_path
+from swarmhub.hub.repo import RepoFile, RepoRef, etag_hasher, is_commit
 
-__all__ = ["incomplete_blob", "land_file", "write_ref"]
+__all__ = [
+    "CacheDestination",
+    "Destination",
+    "LocalDirDestination",
+    "Placement",
+    "atomic_text",
+    "verify_etag",
+]
 
 _READ = 8 * 1024 * 1024
 
 
-def incomplete_blob(repo_dir: Path, file: CachedFile) -> Path:
-    """Where a file's bytes are written while they arrive."""
-    return repo_dir / f"{file.blob}.incomplete"
+@dataclass(frozen=True)
+class Placement:
+    file: RepoFile
+    pending: Path  # relative to the destination's root: where bytes arrive
+    final: Path  # relative to the root: where the verified file lives
+    primary: bool  # False: an earlier file has the same etag, and its bytes serve this one
 
 
-def _etag_of(path: Path, size: int, lfs: bool) -> str:
-    digest = etag_hasher(size, lfs)
+def atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _atomic_symlink(link: Path, target: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def verify_etag(path: Path, file: RepoFile) -> None:
+    """Raise unless ``path`` holds exactly the file whose etag is ``file.etag`` (SHA-256 or git blob id)."""
+    try:
+        arrived = path.stat().st_size
+    except FileNotFoundError as exc:
+        raise LocalSourceError(f"{file.path}: no bytes to land ({path} is missing)", path=file.path) from exc
+    if arrived != file.size:
+        raise IntegrityError(f"{file.path}: {arrived} bytes arrived, {file.size} expected", path=file.path)
+    digest: hashlib._Hash = etag_hasher(file.size, file.is_lfs)
     with path.open("rb") as f:
         while block := f.read(_READ):
             digest.update(block)
-    return digest.hexdigest()
+    if digest.hexdigest() != file.etag:
+        raise IntegrityError(
+            f"{file.path}: the bytes hash to {digest.hexdigest()}, expected {file.etag}",
+            path=file.path,
+            expected=file.etag,
+            actual=digest.hexdigest(),
+        )
 
 
-def land_file(repo_dir: Path, file: CachedFile, size: int) -> Path:
-    """Verify and land one file; returns its snapshot path. Idempotent: a landed file is only re-linked."""
-    blob = repo_dir / file.blob
-    etag = file.blob.name
-    if not blob.exists():
-        pending = incomplete_blob(repo_dir, file)
+class Destination(Protocol):
+    root: Path  # libtorrent's save path; every Placement path is relative to it
+
+    def placements(self, files: list[RepoFile]) -> list[Placement]: ...
+
+    def landed(self, placement: Placement) -> bool:
+        """Is the verified file already at its final place (a previous pull, or an earlier run)?"""
+        ...
+
+    def publish(self, placement: Placement) -> None:
+        """Make the landed file visible where programs look (snapshot link, local_dir file + metadata)."""
+        ...
+
+    def finish(self, revision: str | None) -> Path:
+        """The release is complete: record the revision; returns the folder a program should load."""
+        ...
+
+
+class CacheDestination:
+    def __init__(self, cache_dir: Path, ref: RepoRef) -> None:
+        self.layout = CacheLayout(ref)
+        self.root = cache_dir.absolute() / str(self.layout.folder)
+        self._cached: dict[str, CachedFile] = {}  # repo path -> where it goes
+
+    def placements(self, files: list[RepoFile]) -> list[Placement]:
+        out = []
+        for f, cached in zip(files, self.layout.files(files), strict=True):
+            self._cached[f.path] = cached
+            blob = Path(cached.blob)
+            out.append(Placement(f, blob.with_name(blob.name + ".incomplete"), blob, cached.first_of_blob))
+        return out
+
+    def landed(self, placement: Placement) -> bool:
         try:
-            arrived = pending.stat().st_size
-        except FileNotFoundError as exc:
-            raise LocalSourceError(f"{file.path}: no bytes to land ({pending} is missing)", path=file.path) from exc
-        if arrived != size:
-            raise IntegrityError(f"{file.path}: {arrived} bytes arrived, {size} expected", path=file.path)
-        actual = _etag_of(pending, size, lfs=len(etag) == 64)
-        if actual != etag:
-            raise IntegrityError(
-                f"{file.path}: the bytes hash to {actual}, expected {etag}",
-                path=file.path,
-                expected=etag,
-                actual=actual,
-            )
-        os.replace(pending, blob)
-    link = repo_dir / file.link
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not (link.is_symlink() and os.readlink(link) == file.link_target):
-        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        os.symlink(file.link_target, tmp)
-        os.replace(tmp, link)
-    return link
+            return (self.root / placement.final).stat().st_size == placement.file.size
+        except FileNotFoundError:
+            return False
+
+    def publish(self, placement: Placement) -> None:
+        cached = self._cached[placement.file.path]
+        _atomic_symlink(self.root / cached.link, cached.link_target)
+
+    @property
+    def snapshot(self) -> Path:
+        return self.root / self.layout.snapshot
+
+    def finish(self, revision: str | None) -> Path:
+        """``refs/<revision>`` -> the commit, atomically (only for branch or tag names, as huggingface_hub)."""
+        self.snapshot.mkdir(parents=True, exist_ok=True)  # a release whose files were all filtered out
+        if revision and not is_commit(revision):
+            atomic_text(self.root / ref_path_for(revision), self.layout.ref.commit)
+        return self.snapshot
 
 
-def write_ref(repo_dir: Path, layout: CacheLayout, revision: str) -> None:
-    """``refs/<revision>`` -> the commit, atomically (only for branch or tag names, as huggingface_hub)."""
-    if revision == layout.ref.commit:
-        return
-    ref = repo_dir / ref_path_for(revision)
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ref.parent, prefix=f".{ref.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(layout.ref.commit)
-    os.replace(tmp, ref)
+class LocalDirDestination:
+    """huggingface_hub's ``local_dir`` layout: real files, plus ``.cache/huggingface/download/<path>.metadata``."""
+
+    def __init__(self, local_dir: Path, ref: RepoRef) -> None:
+        self.root = local_dir.absolute()
+        self.ref = ref
+        self._meta = Path(".cache/huggingface/download")
+        self._first: dict[str, Placement] = {}
+
+    def placements(self, files: list[RepoFile]) -> list[Placement]:
+        out = []
+        for f in files:
+            path = Path(safe_repo_path(f.path))
+            pending = self._meta / path.parent / f"{path.name}.{f.etag}.incomplete"
+            primary = f.etag not in self._first
+            placement = Placement(f, pending, path, primary)
+            if primary:
+                self._first[f.etag] = placement
+            out.append(placement)
+        return out
+
+    def _metadata_path(self, placement: Placement) -> Path:
+        return self.root / self._meta / f"{placement.final}.metadata"
+
+    def landed(self, placement: Placement) -> bool:
+        try:
+            commit, etag = self._metadata_path(placement).read_text().splitlines()[:2]
+            size = (self.root / placement.final).stat().st_size
+        except (OSError, ValueError):
+            return False
+        return etag == placement.file.etag and size == placement.file.size and bool(commit)
+
+    def publish(self, placement: Placement) -> None:
+        final = self.root / placement.final
+        if not placement.primary:
+            source = self.root / self._first[placement.file.etag].final
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, final)
+        # huggingface_hub's format (``_huggingface_dir`` metadata): commit, etag, timestamp
+        atomic_text(self._metadata_path(placement), f"{self.ref.commit}\n{placement.file.etag}\n{time.time()}\n")
+
+    def finish(self, revision: str | None) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root

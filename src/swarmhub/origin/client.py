@@ -82,6 +82,7 @@ class OriginClient:
         self.ranges_ignored = False
         self._connections = Connections(timeout)
         self._redirects = RedirectCache()
+        self.connections = connections
         self._http_pool = PriorityPool(connections, "swarmhub-http")
         self._count_lock = threading.Lock()
         self._answered = False  # has the origin ever answered? (fail fast on a wrong endpoint)

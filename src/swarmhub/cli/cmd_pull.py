@@ -1,0 +1,300 @@
+"""``swarmhub pull``: a release from the swarm (the origin only for what no peer has) into the HF cache."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from swarmhub.cli.args import add_filter_options, parse_address, split_repo_revision
+from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
+from swarmhub.cli.output import human_size, print_json
+from swarmhub.errors import OriginError, UsageError
+from swarmhub.hub.repo import RepoType, is_commit_prefix, parse_repo_type
+from swarmhub.settings import Settings, check_endpoint
+
+if TYPE_CHECKING:
+    from swarmhub.bt.metainfo import Torrent
+    from swarmhub.engine.session import Engine
+    from swarmhub.node.pull import PullProgress, PullResult
+    from swarmhub.origin.client import OriginClient
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "pull",
+        help="download a release from peers (the origin only for what no peer has) into the HF cache",
+        description="Download a Hub release through BitTorrent straight into the Hugging Face cache (or a "
+        "--local-dir). Pieces come from peers; what no peer has comes from the origin. A file appears in the "
+        "snapshot only once it is verified, so programs never load a partial file. Run it again after an "
+        "interruption: it resumes.",
+    )
+    p.add_argument("repo_id", metavar="REPO_ID[@REV]", help="e.g. org/name, org/name@main or org/name@<commit>")
+    p.add_argument("--revision", help="branch, tag or commit (default: the torrent's commit)")
+    p.add_argument("--repo-type", default="model", choices=["model", "dataset"], help="default: model")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--torrent", type=Path, metavar="FILE", help="the release's .torrent")
+    source.add_argument("--magnet", metavar="URI", help="the release's magnet link (metadata comes from peers)")
+    p.add_argument(
+        "--endpoint",
+        help="origin for pieces no peer has (default: $SWARMHUB_UPSTREAM, $HF_ENDPOINT, https://huggingface.co)",
+    )
+    p.add_argument("--no-origin", action="store_true", help="peers only: never fetch from the origin")
+    p.add_argument(
+        "--origin-after",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long peers get before the origin serves pieces none of them has (default: 3)",
+    )
+    p.add_argument("--cache-dir", type=Path, metavar="DIR", help="HF cache (default: $HF_HUB_CACHE, $HF_HOME/hub)")
+    p.add_argument("--local-dir", type=Path, metavar="DIR", help="a plain folder instead (huggingface_hub local_dir)")
+    add_filter_options(p)
+    p.add_argument(
+        "--peer", action="append", default=[], type=parse_address, metavar="HOST:PORT", help="a peer to connect to"
+    )
+    add_engine_options(p, default_port=0)
+    p.add_argument("--seed", action="store_true", help="keep seeding the release after the pull (until Ctrl-C)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up after this long without progress (default: 120)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.set_defaults(func=run)
+
+
+# ------------------------------------------------------------------------------------------ the torrent
+
+
+def _torrent_bytes(args: argparse.Namespace, settings: Settings, repo_type: RepoType, repo_id: str) -> bytes:
+    from swarmhub.node.store import TorrentStore
+
+    if args.torrent is not None:
+        try:
+            return bytes(args.torrent.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.torrent}: {exc.strerror or exc}") from exc
+    found = TorrentStore(settings.state_dir).find(repo_type, repo_id, args.revision)
+    if not found:
+        raise UsageError(
+            f"no torrent known for {repo_id}" + (f"@{args.revision}" if args.revision else ""),
+            hint="pass --torrent FILE or --magnet URI (torrents of pulled releases are kept in "
+            f"{settings.state_dir / 'torrents'})",
+        )
+    return max(found, key=lambda s: s.path.stat().st_mtime).data
+
+
+async def _magnet_torrent(engine: Engine, uri: str, peers: list[tuple[str, int]], state_dir: Path) -> bytes:
+    from swarmhub.engine.session import MetadataReceived
+
+    key = engine.add_magnet(uri, state_dir / "metadata")
+    for host, port in peers:
+        engine.connect_peer(key, host, port)
+    try:
+        async with asyncio.timeout(60):
+            async for event in engine.events():
+                if isinstance(event, MetadataReceived) and event.info_hash == key:
+                    break
+    except TimeoutError:
+        raise UsageError(
+            "no peer sent the torrent's metadata within 60 s",
+            hint="check the magnet's trackers, or pass --peer HOST:PORT, or use --torrent FILE",
+        ) from None
+    data = engine.metadata(key)
+    engine.remove(key)
+    assert data is not None
+    return data
+
+
+def _check_release(torrent: Torrent, repo_type: RepoType, repo_id: str, revision: str | None) -> None:
+    repo = torrent.repo
+    if repo is None:
+        raise UsageError(f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)")
+    if (repo.repo_type, repo.repo_id) != (repo_type, repo_id):
+        raise UsageError(
+            f"the torrent is for {repo.repo_type} {repo.repo_id}, not {repo_type} {repo_id}",
+            hint="pass the torrent of the repo you asked for (swarmhub inspect FILE shows what a torrent holds)",
+        )
+    if revision and is_commit_prefix(revision) and not repo.commit.startswith(revision):
+        raise UsageError(f"the torrent is for commit {repo.commit}, not {revision}")
+
+
+async def _branch_checked(
+    origin: OriginClient | None, torrent: Torrent, revision: str | None
+) -> tuple[str | None, str | None]:
+    """(ref to write, warning): a branch or tag is recorded only when the origin confirms the torrent's commit."""
+    assert torrent.repo is not None
+    if not revision or is_commit_prefix(revision):
+        return None, None
+    if origin is None:
+        return None, f"not recording refs/{revision}: no origin to confirm it points at {torrent.repo.commit[:12]}"
+    try:
+        commit = await origin.resolve_revision(torrent.repo.repo_type, torrent.repo.repo_id, revision)
+    except OriginError as exc:
+        return None, f"not recording refs/{revision}: the origin could not confirm it ({exc})"
+    if commit != torrent.repo.commit:
+        raise UsageError(
+            f"{torrent.repo.repo_id}@{revision} is now {commit[:12]}, the torrent is for {torrent.repo.commit[:12]}",
+            hint=f"pull @{torrent.repo.commit} to get the torrent's release, or get the torrent of {commit[:12]}",
+        )
+    return revision, None
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+class _Bar:
+    def __init__(self, repo_id: str, enabled: bool) -> None:
+        self.repo_id = repo_id
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def update(self, p: PullProgress) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=p.total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"pull {self.repo_id}",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        self._bar.total = p.total
+        self._bar.update(p.done - self._bar.n)
+        self._bar.set_postfix_str(
+            f"{p.peers} peers, peers {human_size(p.peer_bytes)}, origin {human_size(p.origin_bytes)}", refresh=False
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+async def _pull(args: argparse.Namespace, settings: Settings) -> int:
+    from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.node.landing import CacheDestination, Destination, LocalDirDestination
+    from swarmhub.node.pull import Pull
+    from swarmhub.node.seeding import seed_release
+    from swarmhub.node.store import TorrentStore
+    from swarmhub.origin.client import OriginClient
+
+    repo_type = parse_repo_type(args.repo_type)
+    explicit = "@" in args.repo_id or args.revision is not None
+    repo_id, revision = split_repo_revision(args.repo_id, args.revision)
+    args.revision = revision if explicit else None
+    endpoint = check_endpoint(args.endpoint, "--endpoint") if args.endpoint else settings.endpoint
+    origin = (
+        None
+        if args.no_origin
+        else OriginClient(endpoint, settings.token, retries=settings.retries, connections=settings.connections)
+    )
+    engine = engine_from_args(args)
+    try:
+        if args.magnet:
+            data = await _magnet_torrent(engine, args.magnet, args.peer, settings.state_dir)
+        else:
+            data = _torrent_bytes(args, settings, repo_type, repo_id)
+        torrent = parse_torrent(data)
+        _check_release(torrent, repo_type, repo_id, args.revision)
+        assert torrent.repo is not None
+        ref, warning = await _branch_checked(origin, torrent, args.revision)
+        if warning:
+            log.warning("%s", warning)
+        destination: Destination = (
+            LocalDirDestination(args.local_dir, torrent.repo)
+            if args.local_dir
+            else CacheDestination(settings.hub_cache, torrent.repo)
+        )
+        bar = _Bar(repo_id, enabled=sys.stderr.isatty() and not (args.json or args.no_progress))
+        pull = Pull(
+            engine,
+            torrent,
+            data,
+            destination,
+            include=args.include,
+            exclude=args.exclude,
+            origin=origin,
+            peers=args.peer,
+            part_file_dir=settings.state_dir / "parts",
+            peer_grace=args.origin_after,
+            stall_timeout=args.timeout,
+            on_progress=bar.update,
+        )
+        try:
+            result = await pull.run()
+        finally:
+            bar.close()
+        if isinstance(destination, CacheDestination):
+            torrent_path = TorrentStore(settings.state_dir).save(torrent, data)
+            destination.finish(ref)
+        else:
+            torrent_path = None
+        _report(args, result, torrent, torrent_path)
+        if args.seed:
+            if result.key:
+                engine.remove(result.key)
+            key = seed_release(engine, torrent, data, settings.hub_cache, settings.state_dir / "parts")
+            if key is None:
+                raise UsageError("nothing of the release is in the cache to seed")
+            print(f"seeding {repo_id}@{torrent.repo.commit[:12]} on port {engine.listen_port} (Ctrl-C stops)")
+            sys.stdout.flush()
+            await until_signal()
+        return 0
+    finally:
+        engine.close()
+        if origin is not None:
+            await origin.aclose()
+
+
+def _report(args: argparse.Namespace, result: PullResult, torrent: Torrent, torrent_path: Path | None) -> None:
+    if args.json:
+        print_json(
+            {
+                "repo_id": result.ref.repo_id,
+                "repo_type": result.ref.repo_type,
+                "commit": result.ref.commit,
+                "revision": args.revision,
+                "snapshot_path": str(result.path),
+                "files": result.files,
+                "files_downloaded": result.files_downloaded,
+                "bytes": result.bytes,
+                "peer_bytes": result.peer_bytes,
+                "origin_bytes": result.origin_bytes,
+                "seconds": round(result.seconds, 3),
+                "banned_peers": list(result.banned_peers),
+                "info_hash_v1": torrent.info_hash_v1,
+                "info_hash_v2": torrent.info_hash_v2,
+                "torrent_path": str(torrent_path) if torrent_path else None,
+            }
+        )
+        sys.stdout.flush()
+        return
+    rate = result.bytes / result.seconds if result.seconds else 0.0
+    print(
+        f"{result.ref.repo_id}@{result.ref.commit[:12]}: {result.files} files, {human_size(result.bytes)} "
+        f"in {result.seconds:.1f} s ({human_size(rate)}/s); from peers {human_size(result.peer_bytes)}, "
+        f"from the origin {human_size(result.origin_bytes)}"
+    )
+    print(result.path)
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_cache(args.cache_dir)
+    return asyncio.run(_pull(args, settings))

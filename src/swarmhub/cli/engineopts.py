@@ -1,0 +1,54 @@
+"""Options every command that runs a libtorrent session shares: where it listens, which profile, until when."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from swarmhub.cli.args import parse_address
+from swarmhub.engine.session import Engine
+
+__all__ = ["add_engine_options", "engine_from_args", "until_signal"]
+
+
+def add_engine_options(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+    parser.add_argument(
+        "--listen",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help=f"where peers connect (default: 127.0.0.1:{default_port}; --public: 0.0.0.0:{default_port})",
+    )
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        help="join the public swarm: listen on every interface, DHT, local peer discovery, port mapping",
+    )
+    parser.set_defaults(default_port=default_port)
+
+
+def engine_from_args(args: argparse.Namespace) -> Engine:
+    if args.listen is not None:
+        host, port = args.listen
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    else:
+        listen = f"{'0.0.0.0' if args.public else '127.0.0.1'}:{args.default_port}"
+    return Engine("public" if args.public else "isolated", listen=listen)
+
+
+async def until_signal() -> int:
+    """Wait for SIGINT/SIGTERM; returns the signal number (for a clean shutdown)."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[int] = loop.create_future()
+
+    def stop(sig: int) -> None:
+        if not got.done():
+            got.set_result(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, int(sig))
+    try:
+        return await got
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,474 @@
+"""Pulling one release: pieces from peers, from the origin what no peer has, each file landed once verified.
+
+The flow of ``Pull.run``:
+
+1. Map the torrent's files (libtorrent's storage, pads included) onto the destination: every wanted file
+   is renamed in storage to its ``.incomplete`` name, already-landed and unwanted files get priority 0, so
+   libtorrent writes only what is missing and never touches a landed file.
+2. libtorrent checks what is on disk (this is the resume after a kill: verified pieces are kept).
+3. Peers (trackers in the torrent, ``peers`` given) send pieces. After ``peer_grace`` seconds, any wanted
+   piece that no connected peer has (or every missing piece when peers send nothing) is fetched by the node
+   itself from the origin with ranged GETs and handed to libtorrent, which verifies it like a peer's.
+4. When all pieces of a file are in, its whole content is checked against its etag, libtorrent renames it
+   to its final name, and the destination makes it visible (snapshot link / local_dir file).
+5. No progress for ``stall_timeout`` seconds is an error saying what was tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarmhub.bt.metainfo import Torrent
+from swarmhub.engine.session import (
+    Engine,
+    FileRenamed,
+    Flushed,
+    HashFailed,
+    PeerBanned,
+    PieceFinished,
+    StorageFile,
+    StorageLayout,
+    TorrentChecked,
+    TorrentError,
+    storage_layout,
+)
+from swarmhub.errors import (
+    IntegrityError,
+    MetainfoError,
+    OriginError,
+    StalledError,
+    StorageError,
+    SwarmhubError,
+)
+from swarmhub.hub.patterns import path_selected
+from swarmhub.hub.repo import RepoFile, RepoRef
+from swarmhub.node.landing import Destination, Placement, verify_etag
+from swarmhub.origin.client import OriginClient
+
+__all__ = ["Pull", "PullProgress", "PullResult", "release_files"]
+
+log = logging.getLogger(__name__)
+
+ORIGIN_HASH_FAILURES = 2  # the origin's bytes failed a piece hash this often: it serves another release
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    done: int  # bytes of wanted pieces verified
+    total: int
+    peer_bytes: int
+    origin_bytes: int
+    peers: int
+    files_landed: int
+    files_total: int
+
+
+@dataclass(frozen=True)
+class PullResult:
+    ref: RepoRef
+    key: str  # the torrent's key in the engine
+    path: Path  # the snapshot folder (or local_dir)
+    files: int  # files of the release now in place
+    files_downloaded: int  # of which this pull landed
+    bytes: int  # size of the wanted files
+    peer_bytes: int
+    origin_bytes: int
+    seconds: float
+    banned_peers: tuple[str, ...]
+
+
+def release_files(torrent: Torrent) -> list[RepoFile]:
+    """The Hub files a torrent carries (``info.hf``); a torrent without them cannot land in a cache."""
+    if torrent.repo is None or any(f.etag is None for f in torrent.files):
+        raise MetainfoError(
+            f"{torrent.name}: the torrent carries no Hub identity (info.hf), so its files cannot land in the cache"
+        )
+    return [RepoFile(f.path, f.size, f.etag or "") for f in torrent.files]
+
+
+@dataclass
+class _File:
+    placement: Placement
+    storage: StorageFile
+    pieces: range
+    landed: bool = False
+
+
+@dataclass
+class _State:
+    have: set[int] = field(default_factory=set)
+    renamed: dict[int, asyncio.Future[str | None]] = field(default_factory=dict)
+    flushes: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+    origin_sent: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # piece -> passed its hash?
+    banned: list[str] = field(default_factory=list)
+    error: SwarmhubError | None = None
+    checked: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Pull:
+    def __init__(
+        self,
+        engine: Engine,
+        torrent: Torrent,
+        torrent_bytes: bytes,
+        destination: Destination,
+        *,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        origin: OriginClient | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+        part_file_dir: Path | None = None,
+        peer_grace: float = 3.0,
+        stall_timeout: float = 60.0,
+        on_progress: Callable[[PullProgress], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.torrent = torrent
+        self.torrent_bytes = torrent_bytes
+        self.dest = destination
+        self.origin = origin
+        self.peers = tuple(peers)
+        self.part_file_dir = part_file_dir
+        self.peer_grace = peer_grace
+        self.stall_timeout = stall_timeout
+        self.on_progress = on_progress
+        assert torrent.repo is not None
+        self.ref: RepoRef = torrent.repo
+        every = release_files(torrent)
+        self.wanted = [f for f in every if path_selected(f.path, include, exclude)]
+        self.layout: StorageLayout = storage_layout(torrent_bytes)
+        self._files = self._map_files(every)
+        self._origin_failed: str | None = None if origin is not None else "not used"
+        self._origin_start = 0
+        self._state = _State()
+        self.key = ""
+
+    # -------------------------------------------------------------------------------------------- planning
+
+    def _map_files(self, every: list[RepoFile]) -> list[_File]:
+        real = [f for f in self.layout.files if not f.pad]
+        if [(f.path, f.size) for f in real] != [(f.path, f.size) for f in every]:
+            raise MetainfoError(f"{self.torrent.name}: libtorrent reads other files than info.hf lists")
+        by_path = {f.path: f for f in real}
+        placements = self.dest.placements(self.wanted)
+        return [
+            _File(p, by_path[p.file.path], self.layout.pieces_of(by_path[p.file.path]), self.dest.landed(p))
+            for p in placements
+        ]
+
+    def _to_fetch(self) -> list[_File]:
+        return [f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size]
+
+    def _wanted_pieces(self) -> set[int]:
+        return {p for f in self._to_fetch() for p in f.pieces}
+
+    def _storage_plan(self) -> tuple[list[int], dict[int, str]]:
+        priorities = [0] * len(self.layout.files)
+        renamed: dict[int, str] = {}
+        for f in self._files:
+            p = f.placement
+            renamed[f.storage.index] = str(p.final if f.landed or not p.primary else p.pending)
+            if p.primary and not f.landed and p.file.size:
+                priorities[f.storage.index] = 1
+        # a duplicate's bytes arrive in its twin's blob; point it there so seeding reads the same bytes
+        final_of = {f.placement.file.etag: f for f in self._files if f.placement.primary}
+        for f in self._files:
+            if not f.placement.primary:
+                twin = final_of[f.placement.file.etag]
+                renamed[f.storage.index] = renamed[twin.storage.index]
+        return priorities, renamed
+
+    # ------------------------------------------------------------------------------------------------- run
+
+    async def run(self) -> PullResult:
+        started = time.monotonic()
+        self._origin_start = self.origin.bytes_received if self.origin else 0
+        landed_before = sum(f.landed for f in self._files)
+        for f in self._files:  # empty files need no peer; landed ones need only their links
+            if f.landed or not f.placement.file.size:
+                await asyncio.to_thread(self._land_locally, f)
+        if self._to_fetch():
+            await self._download()
+        for f in self._files:
+            if not f.placement.primary:
+                await asyncio.to_thread(self.dest.publish, f.placement)
+                f.landed = True
+        path = await asyncio.to_thread(self.dest.finish, None)
+        return PullResult(
+            ref=self.ref,
+            key=self.key,
+            path=path,
+            files=len(self._files),
+            files_downloaded=sum(f.landed for f in self._files) - landed_before,
+            bytes=sum(f.placement.file.size for f in self._files),
+            peer_bytes=self._peer_bytes(),
+            origin_bytes=self._origin_bytes(),
+            seconds=time.monotonic() - started,
+            banned_peers=tuple(self._state.banned),
+        )
+
+    def _land_locally(self, f: _File) -> None:
+        """An empty file (no pieces) or one landed before: make sure it is in place and visible."""
+        root = self.dest.root
+        if not f.landed and f.placement.primary:
+            pending = root / f.placement.pending
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            pending.touch()
+            verify_etag(pending, f.placement.file)
+            (root / f.placement.final).parent.mkdir(parents=True, exist_ok=True)
+            pending.replace(root / f.placement.final)
+        if f.placement.primary:
+            self.dest.publish(f.placement)
+            f.landed = True
+
+    def _peer_bytes(self) -> int:
+        if not self.key:
+            return 0
+        try:
+            return self.engine.status(self.key).payload_download
+        except SwarmhubError:
+            return 0
+
+    def _origin_bytes(self) -> int:
+        return self.origin.bytes_received - self._origin_start if self.origin else 0
+
+    async def _download(self) -> None:
+        priorities, renamed = self._storage_plan()
+        (self.dest.root / "blobs").mkdir(parents=True, exist_ok=True)
+        if self.part_file_dir is not None:
+            self.part_file_dir.mkdir(parents=True, exist_ok=True)
+        self.key = self.engine.add(
+            self.torrent_bytes,
+            self.dest.root,
+            file_priorities=priorities,
+            renamed=renamed,
+            part_file_dir=self.part_file_dir,
+        )
+        tasks = [asyncio.create_task(self._pump_events())]
+        try:
+            await self._state.checked.wait()
+            self._check_error()
+            for host, port in self.peers:
+                self.engine.connect_peer(self.key, host, port)
+            tasks.append(asyncio.create_task(self._origin_fallback()))
+            await self._until_landed()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, SwarmhubError):
+                    await task
+
+    def _check_error(self) -> None:
+        if self._state.error is not None:
+            raise self._state.error
+
+    async def _pump_events(self) -> None:
+        state = self._state
+        async for event in self.engine.events():
+            if event.info_hash != self.key:
+                continue
+            if isinstance(event, TorrentChecked):
+                state.have = {i for i, ok in enumerate(self.engine.status(self.key).pieces) if ok}
+                state.checked.set()
+            elif isinstance(event, PieceFinished):
+                state.have.add(event.piece)
+                sent = state.origin_sent.pop(event.piece, None)
+                if sent is not None and not sent.done():
+                    sent.set_result(True)
+            elif isinstance(event, HashFailed):
+                sent = state.origin_sent.pop(event.piece, None)
+                if sent is not None and not sent.done():
+                    sent.set_result(False)
+            elif isinstance(event, FileRenamed):
+                waiter = state.renamed.pop(event.index, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event.error)
+            elif isinstance(event, Flushed):
+                if state.flushes:
+                    waiter = state.flushes.popleft()
+                    if not waiter.done():
+                        waiter.set_result(None)
+            elif isinstance(event, PeerBanned):
+                log.warning("banned peer %s: it sent data that failed the piece hashes", event.peer)
+                state.banned.append(event.peer)
+            elif isinstance(event, TorrentError):
+                state.error = StorageError(
+                    f"cannot write {self.ref.repo_id}: {event.message}",
+                    hint="free some disk space (or fix permissions) and run the same command again: "
+                    "verified pieces are kept",
+                )
+                state.checked.set()
+            state.changed.set()
+
+    # ------------------------------------------------------------------------------------------- landing
+
+    async def _until_landed(self) -> None:
+        landing: dict[int, asyncio.Task[None]] = {}
+        try:
+            await self._land_all(landing)
+        finally:
+            for task in landing.values():
+                task.cancel()
+            await asyncio.gather(*landing.values(), return_exceptions=True)
+
+    async def _land_all(self, landing: dict[int, asyncio.Task[None]]) -> None:
+        state = self._state
+        last_done, last_change = -1, time.monotonic()
+        while True:
+            self._check_error()
+            for f in self._to_fetch():
+                idx = f.storage.index
+                if idx not in landing and all(p in state.have for p in f.pieces):
+                    landing[idx] = asyncio.create_task(self._land(f))
+            for idx, task in list(landing.items()):
+                if task.done():
+                    task.result()  # raises the landing's error
+                    del landing[idx]
+            if not self._to_fetch() and not landing:
+                return
+            status = self.engine.status(self.key)
+            done = status.total_wanted_done
+            self._report(status.total_wanted_done, status.total_wanted, status.num_peers)
+            if done != last_done:
+                last_done, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > self.stall_timeout and not landing:
+                raise self._stalled(status.num_peers)
+            state.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.changed.wait(), 0.25)
+
+    def _report(self, done: int, total: int, peers: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(
+                PullProgress(
+                    done=done,
+                    total=total,
+                    peer_bytes=self._peer_bytes(),
+                    origin_bytes=self._origin_bytes(),
+                    peers=peers,
+                    files_landed=sum(f.landed for f in self._files),
+                    files_total=len(self._files),
+                )
+            )
+
+    def _stalled(self, peers: int) -> StalledError:
+        tried = [f"{peers} peer(s) connected"]
+        if self.torrent.trackers:
+            tried.append("trackers " + ", ".join(self.torrent.trackers))
+        if self.peers:
+            tried.append("peers " + ", ".join(f"{h}:{p}" for h, p in self.peers))
+        origin = self.origin.endpoint if self.origin else None
+        tried.append(f"origin {origin}: {self._origin_failed}" if self._origin_failed else f"origin {origin}")
+        return StalledError(
+            f"no progress on {self.ref.repo_id} for {self.stall_timeout:.0f} s; tried " + "; ".join(tried),
+            hint="start a seeder, pass --peer HOST:PORT, or let the origin serve it (--endpoint / HF_ENDPOINT); "
+            "run again to resume",
+        )
+
+    async def _land(self, f: _File) -> None:
+        p = f.placement
+        root = self.dest.root
+        flushed = asyncio.get_running_loop().create_future()
+        self._state.flushes.append(flushed)
+        self.engine.flush(self.key)
+        await flushed  # the last pieces may still be in libtorrent's store buffer
+        try:
+            await asyncio.to_thread(verify_etag, root / p.pending, p.file)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"{p.file.path}: every piece passed the torrent's hashes but the file is not the one the Hub "
+                f"lists ({exc}); the torrent does not match {self.ref.repo_id}@{self.ref.commit[:12]}",
+                path=p.file.path,
+            ) from exc
+        twins = [t for t in self._files if t.placement.file.etag == p.file.etag]
+        waiters = {}
+        for t in twins:  # the primary moves the file; the twins only follow the name
+            waiter = asyncio.get_running_loop().create_future()
+            self._state.renamed[t.storage.index] = waiter
+            waiters[t.storage.index] = waiter
+            self.engine.rename_file(self.key, t.storage.index, str(p.final))
+        for idx, waiter in waiters.items():
+            error = await waiter
+            if error is not None and idx == f.storage.index:
+                raise StorageError(f"{p.file.path}: cannot move it into place: {error}")
+        await asyncio.to_thread(self.dest.publish, p)
+        f.landed = True
+        self._state.changed.set()
+
+    # -------------------------------------------------------------------------------------------- origin
+
+    async def _origin_fallback(self) -> None:
+        """Fetch from the origin the pieces no peer can give, a few at a time, once peers had their chance."""
+        if self.origin is None:
+            return
+        started = time.monotonic()
+        in_flight: dict[int, asyncio.Task[None]] = {}
+        last_peer_bytes, last_peer_progress = 0, time.monotonic()
+        limit = max(1, self.origin.connections)
+        while self._origin_failed is None:
+            for piece, task in list(in_flight.items()):
+                if task.done():
+                    del in_flight[piece]
+                    exc = task.exception()
+                    if isinstance(exc, OriginError):
+                        self._origin_failed = str(exc)
+                        log.warning("origin gave up: %s; carrying on with peers only", exc)
+                    elif isinstance(exc, SwarmhubError):
+                        self._state.error = exc
+                        self._state.changed.set()
+                        return
+                    elif exc is not None:
+                        raise exc
+            peer_bytes = self._peer_bytes()
+            if peer_bytes != last_peer_bytes:
+                last_peer_bytes, last_peer_progress = peer_bytes, time.monotonic()
+            now = time.monotonic()
+            if now - started >= self.peer_grace:
+                missing = sorted(self._wanted_pieces() - self._state.have - set(in_flight))
+                if missing:
+                    stalled = now - last_peer_progress >= self.peer_grace
+                    availability = self.engine.availability(self.key)
+                    for piece in missing:
+                        if len(in_flight) >= limit:
+                            break
+                        if stalled or not availability or availability[piece] == 0:
+                            in_flight[piece] = asyncio.create_task(self._fetch_piece(piece))
+            await asyncio.sleep(0.1)
+
+    async def _fetch_piece(self, piece: int) -> None:
+        assert self.origin is not None
+        buf = bytearray(self.layout.piece_length(piece))
+        view = memoryview(buf)
+        pos = 0
+        for storage, offset, length in self.layout.segments(piece):
+            if not storage.pad and length:
+                ref = self.ref
+                chunk = view[pos : pos + length]
+                await self.origin.read_range_into(ref.repo_type, ref.repo_id, ref.commit, storage.path, offset, chunk)
+            pos += length
+        for attempt in range(ORIGIN_HASH_FAILURES):
+            if piece in self._state.have:
+                return
+            passed = asyncio.get_running_loop().create_future()
+            self._state.origin_sent[piece] = passed
+            self.engine.add_piece(self.key, piece, bytes(buf))
+            try:
+                if await asyncio.wait_for(passed, 30):
+                    return
+            except TimeoutError:
+                continue
+            log.warning("origin bytes for piece %d failed the hash (attempt %d)", piece, attempt + 1)
+        paths = ", ".join(s.path for s, _, _ in self.layout.segments(piece) if not s.pad)
+        raise IntegrityError(
+            f"the origin's bytes for {paths} do not match the torrent (piece {piece}): it serves another release",
+            path=paths,
+        )
