@@ -1,0 +1,269 @@
+"""`swarmhub pull` and `swarmhub seed` end to end, as a user runs them, against the dev hub and each other.
+
+The release is the demo's (safetensors weights, regular files, the vae ordering trap, an empty file) plus
+two files whose bytes equal others' (one blob, two snapshot links). Every pull is checked by what a program
+sees: the files under the snapshot (or local_dir) equal the origin's, huggingface_hub finds them offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.cli import run_cli
+from support.swarm import PIECE, REPO_ID, make_release, pull, seeding, sha256, snapshot_files, swarmhub
+from swarmhub.devhub import DevHub
+
+
+@dataclass(frozen=True)
+class Release:
+    root: Path
+    files: dict[str, bytes]
+    hub: DevHub
+    hybrid: Path
+    v1: Path
+    commit: str
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("pull")
+    files = make_release(root / "origin")
+    with DevHub(root / "origin") as hub:
+        made = {}
+        for fmt in ("hybrid", "v1"):
+            out = root / f"{fmt}.torrent"
+            done = run_cli(
+                "create",
+                REPO_ID,
+                "--endpoint",
+                hub.endpoint,
+                "--piece-size",
+                PIECE,
+                "--format",
+                fmt,
+                "-o",
+                out,
+                "--json",
+            )
+            assert done.returncode == 0, done.stderr
+            made[fmt] = (out, json.loads(done.stdout))
+        yield Release(root, files, hub, made["hybrid"][0], made["v1"][0], made["hybrid"][1]["commit"])
+
+
+@pytest.fixture(scope="module")
+def seeded_cache(release: Release) -> Path:
+    """A cache filled by an origin-only pull, while the origin misbehaves as the Hub does now and then."""
+    hub = release.hub
+    hub.faults.clear()
+    hub.state.settings = replace(hub.state.settings, url_lifetime=0.5)  # signed CDN URLs expire mid-pull
+    hub.faults.respond("/lfs/*", 429, retry_after=1, times=2)
+    hub.faults.respond("/*/resolve/*", 500, times=2)
+    hub.faults.reset("/lfs/*", after_bytes=100_000, times=2)
+    cache = release.root / "seeder" / "hub"
+    try:
+        result = pull(
+            f"{REPO_ID}@main", "--torrent", release.hybrid, "--endpoint", hub.endpoint, "--cache-dir", cache,
+            "--origin-after", "0",
+        )  # fmt: skip
+    finally:
+        hub.faults.clear()
+        hub.state.settings = replace(hub.state.settings, url_lifetime=3600)
+    statuses = [e.status for e in hub.log.entries()]
+    assert statuses.count(429) == 2 and statuses.count(500) == 2  # every fault fired, and was outlived
+    assert len(hub.log.entries("/lfs/*")) > len(hub.log.entries("/*/resolve/*.safetensors"))  # CDN re-visited
+    assert result["origin_bytes"] >= _unique_bytes(release)
+    assert result["peer_bytes"] == 0 and result["commit"] == release.commit
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+    return cache
+
+
+def _unique_bytes(release: Release) -> int:
+    """What a pull must move: files with the same bytes share one blob, fetched once."""
+    return sum(len(d) for d in {sha256(d): d for d in release.files.values()}.values())
+
+
+def _repo_dir(cache: Path) -> Path:
+    return cache / "models--swarmhub-demo--tiny-model"
+
+
+def _no_origin_env() -> dict[str, str]:
+    return {"HF_ENDPOINT": "http://127.0.0.1:9"}
+
+
+def test_origin_only_pull_lands_what_huggingface_hub_and_transformers_load(
+    release: Release, seeded_cache: Path
+) -> None:
+    repo_dir = _repo_dir(seeded_cache)
+    snapshot = repo_dir / "snapshots" / release.commit
+    assert (repo_dir / "refs" / "main").read_text() == release.commit  # @main was confirmed by the origin
+    assert not list(repo_dir.rglob("*.incomplete"))
+    for path, data in release.files.items():
+        link = snapshot / path
+        assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+        if path.endswith((".safetensors", ".bin")):
+            assert Path(os.path.realpath(link)).name == sha256(data)  # LFS blobs are named by their sha256
+    # one blob for two files with the same bytes
+    assert os.path.realpath(snapshot / "copy-of-config.json") == os.path.realpath(snapshot / "config.json")
+    code = f"""
+import json, sys
+from huggingface_hub import snapshot_download
+from transformers import AutoConfig
+folder = snapshot_download({REPO_ID!r}, revision={release.commit!r}, cache_dir={str(seeded_cache)!r})
+config = AutoConfig.from_pretrained(folder)
+print(json.dumps({{"folder": folder, "model_type": config.model_type, "hidden": config.hidden_size}}))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"folder": str(snapshot), "model_type": "llama", "hidden": 256}
+
+
+def test_pull_from_a_seeder_needs_no_origin(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    with seeding(seeded_cache) as seeder:
+        assert [r["complete"] for r in seeder.ready["releases"]] == [True]
+        result = pull(
+            REPO_ID, "--torrent", release.hybrid, "--cache-dir", tmp_path / "hub", "--no-origin",
+            "--peer", f"127.0.0.1:{seeder.port}", env=_no_origin_env(),
+        )  # fmt: skip
+    assert result["origin_bytes"] == 0 and result["peer_bytes"] >= _unique_bytes(release)
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+    assert not (tmp_path / "hub" / "models--swarmhub-demo--tiny-model" / "refs").exists()  # no @rev asked
+
+
+def test_both_torrents_seed_from_the_same_blobs(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    """The v1 torrent of a release (for aria2 and Transmission) seeds from the blobs the hybrid pull landed."""
+    with seeding(seeded_cache, "--torrent", release.v1) as seeder:
+        formats = sorted(r["format"] for r in seeder.ready["releases"])
+        assert formats == ["hybrid", "v1"]
+        result = pull(
+            REPO_ID, "--torrent", release.v1, "--cache-dir", tmp_path / "hub", "--no-origin",
+            "--peer", f"127.0.0.1:{seeder.port}",
+        )  # fmt: skip
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+    listed = run_cli("seed", "--cache-dir", seeded_cache, "--list", "--json")
+    assert sorted(r["format"] for r in json.loads(listed.stdout)) == ["hybrid", "v1"]
+
+
+def test_partial_pull_fetches_only_the_wanted_files(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    with seeding(seeded_cache) as seeder:
+        result = pull(
+            REPO_ID, "--torrent", release.hybrid, "--cache-dir", tmp_path / "hub", "--no-origin",
+            "--peer", f"127.0.0.1:{seeder.port}", "--include", "*.json", "--exclude", "vae*",
+        )  # fmt: skip
+    wanted = {p: d for p, d in release.files.items() if p.endswith(".json") and not p.startswith("vae")}
+    assert snapshot_files(Path(result["snapshot_path"])) == wanted
+    assert result["peer_bytes"] < 64 * 1024 * 10  # a piece or so per small file, not the 6 MB of weights
+    blobs = _repo_dir(tmp_path / "hub") / "blobs"
+    assert len(list(blobs.iterdir())) == len({sha256(d) for d in wanted.values()})
+
+
+def test_local_dir_is_what_huggingface_hub_local_dir_reads(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "model"
+    with seeding(seeded_cache) as seeder:
+        result = pull(
+            REPO_ID, "--torrent", release.hybrid, "--local-dir", local, "--no-origin",
+            "--peer", f"127.0.0.1:{seeder.port}",
+        )  # fmt: skip
+    assert result["snapshot_path"] == str(local)
+    assert snapshot_files(local) == release.files
+    assert not any(p.is_symlink() for p in local.rglob("*"))
+    code = f"""
+from huggingface_hub import hf_hub_download
+print(hf_hub_download({REPO_ID!r}, "model.safetensors", revision={release.commit!r}, local_dir={str(local)!r}))
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(local / "model.safetensors")
+
+
+def test_corrupt_peer_is_banned_and_the_pull_completes(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    bad_cache = tmp_path / "bad" / "hub"
+    shutil.copytree(seeded_cache, bad_cache, symlinks=True)
+    shutil.copytree(seeded_cache.parent / "swarmhub", bad_cache.parent / "swarmhub")
+    blob = bad_cache / "models--swarmhub-demo--tiny-model" / "blobs" / sha256(release.files["model.safetensors"])
+    data = bytearray(blob.read_bytes())
+    for offset in range(1000, len(data), 64 * 1024):  # one flipped byte in every piece
+        data[offset] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with seeding(bad_cache) as seeder:
+        result = pull(
+            REPO_ID, "--torrent", release.hybrid, "--cache-dir", tmp_path / "hub", "--endpoint", release.hub.endpoint,
+            "--peer", f"127.0.0.1:{seeder.port}", "--origin-after", "1",
+        )  # fmt: skip
+    assert result["banned_peers"], result
+    assert result["origin_bytes"] >= len(release.files["model.safetensors"]) // 2
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+
+
+def test_kill_9_mid_pull_then_resume(release: Release, tmp_path: Path) -> None:
+    cache = tmp_path / "hub"
+    hub = release.hub
+    hub.faults.delay("/lfs/*", 0.3)  # slow enough to kill it midway
+    args = ["--torrent", release.hybrid, "--endpoint", hub.endpoint, "--cache-dir", cache, "--origin-after", "0"]
+    repo_dir = _repo_dir(cache)
+    try:
+        process = subprocess.Popen(swarmhub("pull", REPO_ID, *args), stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pending = list((repo_dir / "blobs").glob(f"{sha256(release.files['model.safetensors'])}.incomplete"))
+            if pending and pending[0].stat().st_blocks * 512 > 1_000_000:
+                break
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        hub.faults.clear()
+    snapshot = repo_dir / "snapshots" / release.commit
+    for link in snapshot.rglob("*") if snapshot.exists() else []:  # whatever is visible is whole and right
+        if link.is_symlink():
+            assert link.read_bytes() == release.files[link.relative_to(snapshot).as_posix()]
+    assert not (snapshot / "model.safetensors").exists()
+    before = hub.log.entries()
+    result = pull(REPO_ID, *args)
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+    assert (
+        result["origin_bytes"] < _unique_bytes(release) - 1_000_000
+    )  # the verified pieces were kept, not fetched again
+    assert len(hub.log.entries()) > len(before)
+
+
+def test_no_peer_and_no_origin_is_a_clear_error(release: Release, tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = run_cli(
+        "pull", REPO_ID, "--torrent", release.hybrid, "--cache-dir", tmp_path / "hub", "--no-origin", "--timeout", "2"
+    )
+    assert done.returncode == 1 and time.monotonic() - started < 30
+    line = done.stderr.strip().splitlines()[-1]
+    assert "no progress on swarmhub-demo/tiny-model" in line and "origin" in line and "--peer" in line
+    assert not (_repo_dir(tmp_path / "hub") / "snapshots" / release.commit / "model.safetensors").exists()
+
+
+def test_torrent_of_another_repo_or_commit_is_refused(release: Release, tmp_path: Path) -> None:
+    done = run_cli("pull", "org/other", "--torrent", release.hybrid, "--cache-dir", tmp_path)
+    assert done.returncode == 2 and "the torrent is for model swarmhub-demo/tiny-model" in done.stderr
+    done = run_cli("pull", f"{REPO_ID}@{'0' * 40}", "--torrent", release.hybrid, "--cache-dir", tmp_path)
+    assert done.returncode == 2 and f"the torrent is for commit {release.commit}" in done.stderr
+    done = run_cli("pull", REPO_ID, "--cache-dir", tmp_path)
+    assert done.returncode == 2 and "no torrent known for swarmhub-demo/tiny-model" in done.stderr
+    assert not list(tmp_path.rglob("*.incomplete"))
+
+
+def test_pull_of_a_landed_release_moves_no_bytes(release: Release, seeded_cache: Path) -> None:
+    """Run again: nothing is fetched, and the stored torrent lets `pull REPO` work without --torrent."""
+    result = pull(f"{REPO_ID}@{release.commit[:10]}", "--cache-dir", seeded_cache, "--no-origin", "--timeout", "5")
+    assert result["peer_bytes"] == 0 and result["origin_bytes"] == 0 and result["files_downloaded"] == 0
