@@ -112,3 +112,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result["libtorrent_check"]["valid"] == result["libtorrent_check"]["pieces"] > 0
     assert Path(result["hybrid"]["path"]).is_file() and Path(result["v1"]["path"]).is_file()
     assert result["v1"]["info_hash_v2"] is None and result["hybrid"]["info_hash_v2"]
+    swarm = result["swarm"]
+    assert swarm["a"]["origin_bytes"] > 0 and swarm["a"]["peer_bytes"] == 0  # node A: nobody had it yet
+    for node in ("b", "c"):  # the others: all from peers
+        assert swarm[node]["origin_bytes"] == 0 and swarm[node]["peer_bytes"] > 0
+    assert swarm["origin_bytes_served"] < 1.1 * swarm["a"]["origin_bytes"] + 100_000  # the origin sent it once
+    assert result["landed"] == swarm["c"]["path"] and Path(result["landed"], "model.safetensors").is_file()

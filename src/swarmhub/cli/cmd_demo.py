@@ -5,9 +5,13 @@
 2. Serve it from the embedded Hub-compatible origin (devhub), which misbehaves like the real one: one 429
    with Retry-After and one connection reset in the middle of an LFS download.
 3. Stream the release into a hybrid and a v1 torrent (nothing written but the .torrent files).
-4. Hash the same files from disk (``--from-dir``) and check the torrent is byte-identical.
-5. Ask libtorrent to check every piece of the torrent against the files, then print what the torrent holds.
-Later issues grow this into a full local swarm (registry, several nodes).
+4. A local swarm of three nodes, each with its own Hugging Face cache under ``DIR/nodes``: node A pulls the
+   release (no peer has it yet, so the origin serves it once) and seeds it; nodes B and C pull it together
+   from A and from each other with the origin switched off, straight into their caches.
+5. Hash the same files from disk (``--from-dir``) and check the torrent is byte-identical.
+6. Ask libtorrent to check every piece of the torrent against the files, then print what the torrent holds.
+7. huggingface_hub, offline, finds node C's snapshot where it looks for it.
+Later issues add the registry and the node daemon.
 """
 
 from __future__ import annotations
@@ -109,6 +113,57 @@ async def _stream(endpoint: str, request: CreateRequest, progress: Progress) -> 
             progress.close()
 
 
+async def _swarm(endpoint: str, torrent: bytes, nodes: Path) -> dict[str, Any]:
+    """Node A: origin only, then seeds. Nodes B and C: peers only (A and each other), at the same time."""
+    from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.engine.session import Engine
+    from swarmhub.node.landing import CacheDestination
+    from swarmhub.node.pull import Pull, PullResult
+    from swarmhub.node.seeding import seed_release
+    from swarmhub.origin.client import OriginClient
+
+    parsed = parse_torrent(torrent)
+    assert parsed.repo is not None
+
+    def pull(engine: Engine, name: str, **kw: Any) -> Pull:
+        cache = nodes / name / "hub"
+        dest = CacheDestination(cache, parsed.repo)  # type: ignore[arg-type]
+        return Pull(engine, parsed, torrent, dest, part_file_dir=nodes / name / "swarmhub" / "parts", **kw)
+
+    def summary(r: PullResult) -> dict[str, Any]:
+        return {"path": str(r.path), "peer_bytes": r.peer_bytes, "origin_bytes": r.origin_bytes, "seconds": r.seconds}
+
+    with Engine() as a, Engine() as b, Engine() as c:
+        async with OriginClient(endpoint, None, backoff_base=0.05) as origin:
+            first = await pull(a, "a", origin=origin, peer_grace=0.0).run()
+        a.remove(first.key)
+        seed_release(a, parsed, torrent, nodes / "a" / "hub", nodes / "a" / "swarmhub" / "parts")
+        peers_b = [("127.0.0.1", a.listen_port)]
+        peers_c = [("127.0.0.1", a.listen_port), ("127.0.0.1", b.listen_port)]
+        second, third = await asyncio.gather(pull(b, "b", peers=peers_b).run(), pull(c, "c", peers=peers_c).run())
+    return {"a": summary(first), "b": summary(second), "c": summary(third)}
+
+
+def _offline_snapshot(cache: Path, commit: str) -> str:
+    """What huggingface_hub returns for the release with no network at all (a subprocess: it reads
+    ``HF_HUB_OFFLINE`` at import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from huggingface_hub import snapshot_download; "
+        "print(snapshot_download(sys.argv[1], revision=sys.argv[2], cache_dir=sys.argv[3]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, REPO_ID, commit, str(cache)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    return done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else ""
+
+
 def run(args: argparse.Namespace) -> int:
     from swarmhub.create.release import CreateRequest, create_release_torrent
     from swarmhub.devhub import DevHub
@@ -148,13 +203,29 @@ def run(args: argparse.Namespace) -> int:
             f"   the origin answered 429 {results['origin_429s']} time(s) and reset one download midway: "
             "retried after Retry-After, resumed from the byte it stopped at"
         )
+        hub.log.clear()
+        swarm = asyncio.run(_swarm(hub.endpoint, created["hybrid"].data, root / "nodes"))
+        swarm["origin_bytes_served"] = sum(e.body_bytes for e in hub.log.entries())
+        results["swarm"] = swarm
+        size = created["hybrid"].torrent.total_size
+        say(
+            f"4. node A          pulled {human_size(size)}: {human_size(swarm['a']['origin_bytes'])} from the "
+            "origin (no peer had it yet); now seeding"
+        )
+        for name in ("b", "c"):
+            node = swarm[name]
+            say(
+                f"   node {name.upper()}          {human_size(node['peer_bytes'])} from peers, "
+                f"{human_size(node['origin_bytes'])} from the origin, {node['seconds']:.1f} s"
+            )
+        say(f"   the origin served {human_size(swarm['origin_bytes_served'])} in all for three nodes")
 
     hybrid = created["hybrid"]
     commit = hybrid.torrent.repo.commit if hybrid.torrent.repo else ""
     local = asyncio.run(create_release_torrent(CreateRequest("model", REPO_ID, commit, from_dir=repo), None))
     identical = local.data == hybrid.data
     results["from_dir_identical"] = identical
-    say(f"4. from disk       same torrent as streamed: {'yes' if identical else 'NO'}")
+    say(f"5. from disk       same torrent as streamed: {'yes' if identical else 'NO'}")
 
     view = root / "libtorrent-view"
     view.mkdir(exist_ok=True)
@@ -164,10 +235,17 @@ def run(args: argparse.Namespace) -> int:
     check = check_files(hybrid.data, view)
     results["libtorrent_check"] = {"pieces": check.pieces, "valid": check.valid_pieces}
     say(
-        f"5. libtorrent      {check.valid_pieces}/{check.pieces} pieces valid, info-hashes "
+        f"6. libtorrent      {check.valid_pieces}/{check.pieces} pieces valid, info-hashes "
         f"{'match' if check.info_hash_v1 == hybrid.torrent.info_hash_v1 else 'DIFFER'}"
     )
-    ok = identical and check.complete and check.info_hash_v2 == hybrid.torrent.info_hash_v2
+    landed = _offline_snapshot(root / "nodes" / "c" / "hub", commit)
+    results["landed"] = landed
+    say(f"7. landed          {landed or 'NOT FOUND'}")
+    say("                   (huggingface_hub, offline, finds it there: HF_HUB_OFFLINE=1 snapshot_download)")
+    swarm_ok = landed == results["swarm"]["c"]["path"] and all(
+        results["swarm"][n]["origin_bytes"] == 0 for n in ("b", "c")
+    )
+    ok = identical and check.complete and check.info_hash_v2 == hybrid.torrent.info_hash_v2 and swarm_ok
     results["ok"] = ok
     if args.json:
         print_json(results)

@@ -289,14 +289,13 @@ class Pull:
                 if sent is not None and not sent.done():
                     sent.set_result(False)
             elif isinstance(event, FileRenamed):
-                waiter = state.renamed.pop(event.index, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(event.error)
+                renamed = state.renamed.pop(event.index, None)
+                if renamed is not None and not renamed.done():
+                    renamed.set_result(event.error)
             elif isinstance(event, Flushed):
-                if state.flushes:
-                    waiter = state.flushes.popleft()
-                    if not waiter.done():
-                        waiter.set_result(None)
+                flushed = state.flushes.popleft() if state.flushes else None
+                if flushed is not None and not flushed.done():
+                    flushed.set_result(None)
             elif isinstance(event, PeerBanned):
                 log.warning("banned peer %s: it sent data that failed the piece hashes", event.peer)
                 state.banned.append(event.peer)
