@@ -267,3 +267,43 @@ def test_pull_of_a_landed_release_moves_no_bytes(release: Release, seeded_cache:
     """Run again: nothing is fetched, and the stored torrent lets `pull REPO` work without --torrent."""
     result = pull(f"{REPO_ID}@{release.commit[:10]}", "--cache-dir", seeded_cache, "--no-origin", "--timeout", "5")
     assert result["peer_bytes"] == 0 and result["origin_bytes"] == 0 and result["files_downloaded"] == 0
+
+
+def test_magnet_pull_keeps_the_whole_torrent_for_seeding(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    magnet = json.loads(run_cli("inspect", release.hybrid, "--json").stdout)["magnet"]
+    with seeding(seeded_cache) as seeder:
+        result = pull(
+            REPO_ID, "--magnet", magnet, "--cache-dir", tmp_path / "hub", "--no-origin",
+            "--peer", f"127.0.0.1:{seeder.port}",
+        )  # fmt: skip
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+    # the metadata came from the peer; the piece layers too, so the stored torrent is the original, seedable
+    assert Path(result["torrent_path"]).read_bytes() == release.hybrid.read_bytes()
+
+
+def _can_mount_tmpfs() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None and sys.platform == "linux"
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs root to mount a small tmpfs")
+def test_disk_full_is_one_line_and_leaves_nothing_half_visible(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {mounted.stderr!r}")
+    try:
+        with seeding(seeded_cache) as seeder:
+            args = ["--torrent", release.hybrid, "--cache-dir", small / "hub", "--no-origin", "--timeout", "20"]
+            done = run_cli("pull", REPO_ID, *args, "--peer", f"127.0.0.1:{seeder.port}")
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and "No space left on device" in done.stderr, done.stderr
+        assert "run the same command again" in done.stderr
+        snapshot = _repo_dir(small / "hub") / "snapshots" / release.commit
+        visible = snapshot_files(snapshot) if snapshot.exists() else {}
+        assert "model.safetensors" not in visible
+        assert all(release.files[p] == d for p, d in visible.items())  # what is visible is whole
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

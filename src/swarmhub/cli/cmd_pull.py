@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from swarmhub.cli.args import add_filter_options, parse_address, split_repo_revision
 from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
 from swarmhub.cli.output import human_size, print_json
-from swarmhub.errors import OriginError, UsageError
+from swarmhub.errors import OriginError, SwarmhubError, UsageError
 from swarmhub.hub.repo import RepoType, is_commit_prefix, parse_repo_type
 from swarmhub.settings import Settings, check_endpoint
 
@@ -117,6 +118,62 @@ async def _magnet_torrent(engine: Engine, uri: str, peers: list[tuple[str, int]]
     return data
 
 
+def _has_all_piece_layers(data: bytes) -> bool:
+    from swarmhub.bt.bencode import decode
+    from swarmhub.bt.metainfo import parse_torrent
+
+    torrent = parse_torrent(data)
+    if torrent.format == "v1":
+        return True
+    meta = decode(data)
+    layers = meta.get(b"piece layers", {}) if isinstance(meta, dict) else {}
+    needed = {f.pieces_root for f in torrent.files if f.size > torrent.piece_size}
+    return isinstance(layers, dict) and needed <= set(layers)
+
+
+async def _whole_torrent(engine: Engine, key: str, info_only: bytes, snapshot: Path) -> bytes:
+    """After a magnet pull: the torrent with all its v2 piece layers, which seeding needs.
+
+    libtorrent has the layers of every file it downloaded; a file it did not (one whose bytes equal another
+    file's, or one already in the cache) has none there, and then the torrent is made again from the landed
+    files: it must come out with the same info-hash.
+    """
+    from swarmhub.bt.bencode import decode, encode
+    from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.create.release import CreateRequest, create_release_torrent
+    from swarmhub.engine.session import TorrentFileReady
+
+    engine.request_torrent_file(key)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            async for event in engine.events():
+                if isinstance(event, TorrentFileReady) and event.info_hash == key:
+                    whole = decode(event.data) if event.data else None
+                    if isinstance(whole, dict) and whole.get(b"info") == decode(info_only)[b"info"]:
+                        data = encode({k: v for k, v in whole.items() if k != b"creation date"})
+                        if _has_all_piece_layers(data):
+                            return data
+                    break
+    torrent = parse_torrent(info_only)
+    assert torrent.repo is not None
+    request = CreateRequest(
+        torrent.repo.repo_type,
+        torrent.repo.repo_id,
+        torrent.repo.commit,
+        piece_size=torrent.piece_size,
+        format=torrent.format,
+        trackers=torrent.trackers,
+        webseeds=torrent.webseeds,
+        from_dir=snapshot,
+    )
+    with contextlib.suppress(SwarmhubError):
+        remade = await create_release_torrent(request, None)
+        if remade.torrent.info_bytes == torrent.info_bytes:
+            return remade.data
+    log.warning("kept the torrent without all its piece layers: seed it with the original .torrent (--torrent)")
+    return info_only
+
+
 def _check_release(torrent: Torrent, repo_type: RepoType, repo_id: str, revision: str | None) -> None:
     repo = torrent.repo
     if repo is None:
@@ -204,6 +261,8 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         if args.no_origin
         else OriginClient(endpoint, settings.token, retries=settings.retries, connections=settings.connections)
     )
+    if args.seed:
+        args.default_port = 6881  # a seeder others can be told about
     engine = engine_from_args(args)
     try:
         if args.magnet:
@@ -240,6 +299,8 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             result = await pull.run()
         finally:
             bar.close()
+        if args.magnet and result.key:
+            data = await _whole_torrent(engine, result.key, data, result.path)
         if isinstance(destination, CacheDestination):
             torrent_path = TorrentStore(settings.state_dir).save(torrent, data)
             destination.finish(ref)

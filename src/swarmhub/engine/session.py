@@ -42,6 +42,7 @@ __all__ = [
     "StorageLayout",
     "TorrentChecked",
     "TorrentError",
+    "TorrentFileReady",
     "TorrentFinished",
     "TorrentStatus",
     "settings_for",
@@ -140,6 +141,13 @@ class PeerBanned(Event):
 @dataclass(frozen=True)
 class MetadataReceived(Event):
     pass
+
+
+@dataclass(frozen=True)
+class TorrentFileReady(Event):
+    """The .torrent as libtorrent now knows it (v2 piece layers included once verified); b"" if it has none."""
+
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -264,6 +272,11 @@ def _translate(alert: Any) -> Event | None:
         return MetadataReceived(key)
     if isinstance(alert, lt.cache_flushed_alert):
         return Flushed(key)
+    if isinstance(alert, lt.save_resume_data_alert):
+        try:  # write_torrent_file_buf() decodes the bytes as UTF-8 in 2.1.1 and fails; bencode the entry
+            return TorrentFileReady(key, bytes(lt.bencode(lt.write_torrent_file(alert.params, 0))))  # type: ignore[arg-type]
+        except RuntimeError:
+            return TorrentFileReady(key, b"")
     return None
 
 
@@ -350,18 +363,15 @@ class Engine:
         return key
 
     def metadata(self, key: str) -> bytes | None:
-        """The torrent as libtorrent now knows it (``info`` and trackers), or None before the metadata came.
-
-        For v2 the piece layers are included once libtorrent has them (after a complete download).
-        """
-        handle = self._handle(key)
-        info = handle.torrent_file()
+        """The torrent's ``info`` dictionary as a .torrent, or None before the metadata came from peers."""
+        info = self._handle(key).torrent_file()
         if info is None:
             return None
-        try:
-            return bytes(lt.bencode(lt.create_torrent(info).generate()))
-        except RuntimeError:
-            return bytes(lt.bencode({"info": lt.bdecode(info.info_section())}))
+        return bytes(lt.bencode({"info": lt.bdecode(info.info_section())}))
+
+    def request_torrent_file(self, key: str) -> None:
+        """Ask for the whole .torrent (with v2 piece layers once verified); a ``TorrentFileReady`` follows."""
+        self._handle(key).save_resume_data(lt.torrent_handle.save_info_dict)
 
     def _handle(self, key: str) -> Any:
         try:
