@@ -307,3 +307,31 @@ def test_disk_full_is_one_line_and_leaves_nothing_half_visible(
         assert all(release.files[p] == d for p, d in visible.items())  # what is visible is whole
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_gated_repo_pulls_with_the_users_token_which_goes_nowhere_else(release: Release, tmp_path: Path) -> None:
+    token = "hf_" + "s3cret" * 6
+    hub = release.hub
+    hub.state.settings = replace(hub.state.settings, gated={REPO_ID: token})
+    cache = tmp_path / "hub"
+    args = ["--torrent", release.hybrid, "--endpoint", hub.endpoint, "--cache-dir", cache, "--origin-after", "0"]
+    try:
+        done = run_cli("pull", REPO_ID, *args, "--timeout", "3")
+        assert done.returncode == 1 and "gated" in done.stderr.lower(), done.stderr  # no token: says why
+        result = pull(REPO_ID, *args, env={"HF_TOKEN": token})
+    finally:
+        hub.state.settings = replace(hub.state.settings, gated={})
+    assert snapshot_files(Path(result["snapshot_path"])) == release.files
+    cdn = hub.log.entries("/lfs/*")
+    assert cdn and not any(e.authorization for e in cdn)  # the CDN never sees it
+    assert any(e.token == token for e in hub.log.entries("/*/resolve/*"))
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_a_revision_the_origin_does_not_have_is_an_error(release: Release, tmp_path: Path) -> None:
+    args = ["--torrent", release.hybrid, "--endpoint", release.hub.endpoint, "--cache-dir", tmp_path / "hub"]
+    done = run_cli("pull", f"{REPO_ID}@no-such-branch", *args)
+    assert done.returncode == 1 and "no-such-branch" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "hub").exists()

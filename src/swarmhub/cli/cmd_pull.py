@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from swarmhub.cli.args import add_filter_options, parse_address, split_repo_revision
 from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
 from swarmhub.cli.output import human_size, print_json
-from swarmhub.errors import OriginError, SwarmhubError, UsageError
+from swarmhub.errors import OriginError, RepoNotFound, RevisionNotFound, SwarmhubError, UsageError
 from swarmhub.hub.repo import RepoType, is_commit_prefix, parse_repo_type
 from swarmhub.settings import Settings, check_endpoint
 
@@ -198,6 +198,8 @@ async def _branch_checked(
         return None, f"not recording refs/{revision}: no origin to confirm it points at {torrent.repo.commit[:12]}"
     try:
         commit = await origin.resolve_revision(torrent.repo.repo_type, torrent.repo.repo_id, revision)
+    except (RepoNotFound, RevisionNotFound):
+        raise  # the origin says there is no such revision: the user asked for something else
     except OriginError as exc:
         return None, f"not recording refs/{revision}: the origin could not confirm it ({exc})"
     if commit != torrent.repo.commit:
