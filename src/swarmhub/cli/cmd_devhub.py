@@ -10,18 +10,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from swarmhub.cli.args import parse_port
 from swarmhub.errors import UsageError
 
 if TYPE_CHECKING:  # the server stack (uvicorn, starlette) loads only when the command runs
     from swarmhub.devhub.server import DevHub
 
 __all__ = ["register", "run"]
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 picks a free one)")
-    return int(text)
 
 
 def _gated(text: str) -> tuple[str, str]:
@@ -45,8 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("root", metavar="ROOT", type=Path, help="folder holding models/ and datasets/")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=0, help="origin port (default: 0, any free port)")
-    serve.add_argument("--cdn-port", type=_port, default=0, help="LFS CDN port (default: 0, any free port)")
+    serve.add_argument("--port", type=parse_port, default=0, help="origin port (default: 0, any free port)")
+    serve.add_argument("--cdn-port", type=parse_port, default=0, help="LFS CDN port (default: 0, any free port)")
     serve.add_argument("--faults", type=Path, metavar="FILE", help="JSON list of fault rules to apply")
     serve.add_argument("--page-size", type=int, default=1000, help="entries per /tree page (default: 1000)")
     serve.add_argument(

@@ -1,0 +1,379 @@
+"""An HTTP tracker without I/O: announce and scrape queries in, swarm state, bencoded answers out.
+
+- Queries are parsed from the raw query-string bytes: ``info_hash`` and ``peer_id`` are 20 arbitrary bytes,
+  percent-encoded (BEP 3), so they go through ``unquote_to_bytes``, never a text decoder. ``+`` is a space,
+  as in any form-encoded query. Anything we refuse raises ``TrackerRequestError`` with one line, which the
+  server sends back as the ``failure reason``; a hostile query can never become anything else.
+- ``Swarms`` keeps the peers of each info-hash in memory. It reads no clock: every call takes ``now`` (any
+  monotonic seconds), and the random sample of peers comes from the ``random.Random`` it is given.
+- Answers: ``interval``, ``min interval``, ``complete``/``incomplete`` and the peers, compact (BEP 23:
+  ``peers`` is 6 bytes per IPv4 peer; BEP 7: ``peers6`` is 18 bytes per IPv6 peer) or as a list of dicts
+  (``compact=0``); scrape answers (BEP 48) map each info-hash to ``complete``/``downloaded``/``incomplete``.
+
+A hybrid torrent (BEP 52) is announced twice by libtorrent: with its v1 info-hash and with its v2 info-hash
+truncated to 20 bytes. They are two swarms here, as on every other tracker; clients join both.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+from urllib.parse import unquote_to_bytes
+
+from swarmhub.bt.bencode import Bencodable, encode
+from swarmhub.errors import TrackerRequestError
+
+__all__ = [
+    "DEFAULT_NUMWANT",
+    "MAX_NUMWANT",
+    "AnnounceEvent",
+    "AnnounceReply",
+    "AnnounceRequest",
+    "IPAddress",
+    "SwarmPeer",
+    "SwarmStats",
+    "Swarms",
+    "encode_announce",
+    "encode_failure",
+    "encode_scrape",
+    "parse_announce",
+    "parse_scrape",
+    "peer_ip",
+]
+
+DEFAULT_NUMWANT = 50
+MAX_NUMWANT = 200
+MAX_QUERY_BYTES = 8192  # a scrape of MAX_SCRAPE hashes fits; real announces are ~300 bytes
+MAX_SCRAPE = 100
+_MAX_COUNTER = (1 << 63) - 1  # byte counters are 64-bit in every client
+
+AnnounceEvent: TypeAlias = Literal["", "started", "completed", "stopped", "paused"]
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# BEP 3 events, plus BEP 21 "paused" (a partial seed) and the "empty" some old clients spell out.
+_EVENTS: dict[bytes, AnnounceEvent] = {
+    b"": "",
+    b"empty": "",
+    b"started": "started",
+    b"completed": "completed",
+    b"stopped": "stopped",
+    b"paused": "paused",
+}
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class AnnounceRequest:
+    info_hash: bytes  # 20 bytes (a v2 info-hash arrives truncated to 20, BEP 52)
+    peer_id: bytes  # 20 bytes
+    port: int
+    uploaded: int
+    downloaded: int
+    left: int
+    event: AnnounceEvent = ""
+    compact: bool = True
+    no_peer_id: bool = False
+    numwant: int = DEFAULT_NUMWANT
+    ip: IPAddress | None = None  # what the client says its address is; see peer_ip()
+
+
+def _query_params(query: bytes) -> dict[str, list[bytes]]:
+    if len(query) > MAX_QUERY_BYTES:
+        raise TrackerRequestError(f"query longer than {MAX_QUERY_BYTES} bytes")
+    params: dict[str, list[bytes]] = {}
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition(b"=")
+        name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("latin-1")
+        params.setdefault(name, []).append(unquote_to_bytes(raw_value.replace(b"+", b" ")))
+    return params
+
+
+def _single(params: Mapping[str, list[bytes]], name: str) -> bytes | None:
+    values = params.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise TrackerRequestError(f"{name} given {len(values)} times", field=name)
+    return values[0]
+
+
+def _required(params: Mapping[str, list[bytes]], name: str) -> bytes:
+    value = _single(params, name)
+    if value is None:
+        raise TrackerRequestError(f"missing {name}", field=name)
+    return value
+
+
+def _twenty_bytes(value: bytes, name: str) -> bytes:
+    if len(value) != 20:
+        raise TrackerRequestError(f"{name} must be 20 bytes, got {len(value)}", field=name)
+    return value
+
+
+def _number(value: bytes, name: str, high: int = _MAX_COUNTER) -> int:
+    if not value.isdigit() or len(value) > 19 or int(value) > high:  # bytes.isdigit: ASCII 0-9 only
+        raise TrackerRequestError(f"{name} must be a whole number from 0 to {high}", field=name)
+    return int(value)
+
+
+def _flag(value: bytes | None, name: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if value not in (b"0", b"1"):
+        raise TrackerRequestError(f"{name} must be 0 or 1", field=name)
+    return value == b"1"
+
+
+def _address(value: bytes, name: str) -> IPAddress:
+    try:
+        address = ipaddress.ip_address(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise TrackerRequestError(f"{name} must be an IPv4 or IPv6 address", field=name) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    if address.is_unspecified or address.is_multicast:
+        raise TrackerRequestError(f"{name} must be a unicast address", field=name)
+    return address
+
+
+def parse_announce(query: bytes) -> AnnounceRequest:
+    """The announce in a raw query string (the bytes after ``?``, still percent-encoded)."""
+    params = _query_params(query)
+    info_hash = _twenty_bytes(_required(params, "info_hash"), "info_hash")
+    peer_id = _twenty_bytes(_required(params, "peer_id"), "peer_id")
+    port = _number(_required(params, "port"), "port", high=65535)
+    if port == 0:
+        raise TrackerRequestError("port must be from 1 to 65535", field="port")
+    uploaded = _number(_required(params, "uploaded"), "uploaded")
+    downloaded = _number(_required(params, "downloaded"), "downloaded")
+    left = _number(_required(params, "left"), "left")
+    event = _single(params, "event") or b""
+    if event not in _EVENTS:
+        raise TrackerRequestError("event must be started, completed, stopped or empty", field="event")
+    numwant = _single(params, "numwant")
+    ip = _single(params, "ip")
+    return AnnounceRequest(
+        info_hash,
+        peer_id,
+        port,
+        uploaded,
+        downloaded,
+        left,
+        event=_EVENTS[event],
+        compact=_flag(_single(params, "compact"), "compact", default=True),
+        no_peer_id=_flag(_single(params, "no_peer_id"), "no_peer_id", default=False),
+        numwant=DEFAULT_NUMWANT if numwant is None else min(_number(numwant, "numwant"), MAX_NUMWANT),
+        ip=None if ip is None else _address(ip, "ip"),
+    )
+
+
+def parse_scrape(query: bytes) -> tuple[bytes, ...]:
+    """The info-hashes of a scrape query (BEP 48), each once, in order. A full scrape is refused."""
+    values = _query_params(query).get("info_hash", [])
+    if not values:
+        raise TrackerRequestError("missing info_hash (scraping every torrent is not supported)", field="info_hash")
+    if len(values) > MAX_SCRAPE:
+        raise TrackerRequestError(f"at most {MAX_SCRAPE} info_hash per scrape", field="info_hash")
+    return tuple(dict.fromkeys(_twenty_bytes(v, "info_hash") for v in values))
+
+
+def peer_ip(client_host: str, requested: IPAddress | None) -> IPAddress:
+    """The address to list for a peer: where its request came from.
+
+    The ``ip`` parameter is believed only from loopback (a client, proxy or test on this machine); from
+    anyone else it would let one host point a swarm at another.
+    """
+    try:
+        client = _address(client_host.encode("ascii", "replace"), "client address")
+    except TrackerRequestError:
+        raise TrackerRequestError(f"cannot list a peer at {client_host!r}") from None
+    if requested is not None and client.is_loopback:
+        return requested
+    return client
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+@dataclass(frozen=True)
+class SwarmPeer:
+    """A peer as other peers are told about it."""
+
+    peer_id: bytes
+    ip: IPAddress
+    port: int
+
+
+@dataclass(frozen=True)
+class SwarmStats:
+    complete: int  # seeders (left == 0)
+    incomplete: int  # leechers
+    downloaded: int  # "completed" events seen
+
+
+@dataclass(frozen=True)
+class AnnounceReply:
+    interval: int
+    min_interval: int
+    stats: SwarmStats
+    peers: tuple[SwarmPeer, ...]
+
+
+@dataclass
+class _Peer:
+    listed: SwarmPeer
+    seeding: bool
+    last_seen: float
+
+
+@dataclass
+class _Swarm:
+    peers: dict[bytes, _Peer] = field(default_factory=dict)  # by peer_id
+    completed: int = 0
+
+    def stats(self) -> SwarmStats:
+        seeders = sum(p.seeding for p in self.peers.values())
+        return SwarmStats(seeders, len(self.peers) - seeders, self.completed)
+
+    def expire(self, oldest: float) -> None:
+        for peer_id in [k for k, p in self.peers.items() if p.last_seen < oldest]:
+            del self.peers[peer_id]
+
+
+_NO_SWARM = SwarmStats(0, 0, 0)
+
+
+class Swarms:
+    """The peers of every swarm, in memory.
+
+    A peer is forgotten when it says ``stopped`` or when it has not announced for ``peer_ttl`` seconds
+    (default: two intervals, so one lost announce is forgiven). A swarm with no peers and no completed
+    download is dropped. ``admit(info_hash)``, when given, decides which swarms may exist at all (a
+    registry's tracker serves only its torrents).
+    """
+
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        interval: int = 1800,
+        min_interval: int = 60,
+        peer_ttl: float | None = None,
+        admit: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.min_interval = min_interval
+        self.peer_ttl = 2.0 * interval if peer_ttl is None else peer_ttl
+        self._rng = rng
+        self._admit = admit
+        self._swarms: dict[bytes, _Swarm] = {}
+        self._next_sweep: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._swarms)
+
+    def announce(self, request: AnnounceRequest, ip: IPAddress, now: float) -> AnnounceReply:
+        """Record the announcing peer at ``ip`` and pick the peers to send back."""
+        if self._admit is not None and not self._admit(request.info_hash):
+            raise TrackerRequestError("this torrent is not served by this tracker", field="info_hash")
+        self._sweep_if_due(now)
+        swarm = self._swarms.setdefault(request.info_hash, _Swarm())
+        swarm.expire(now - self.peer_ttl)
+        seeding = request.left == 0
+        if request.event == "stopped":
+            swarm.peers.pop(request.peer_id, None)
+            peers: tuple[SwarmPeer, ...] = ()
+        else:
+            if request.event == "completed":
+                swarm.completed += 1
+            listed = SwarmPeer(request.peer_id, ip, request.port)
+            swarm.peers[request.peer_id] = _Peer(listed, seeding, now)
+            peers = self._pick(swarm, request.peer_id, seeding, request.numwant)
+        stats = swarm.stats()
+        self._drop_if_idle(request.info_hash, swarm)
+        return AnnounceReply(self.interval, self.min_interval, stats, peers)
+
+    def _pick(self, swarm: _Swarm, asking: bytes, seeding: bool, numwant: int) -> tuple[SwarmPeer, ...]:
+        # A seed has nothing to fetch from another seed: it is only told about leechers.
+        candidates = [p.listed for k, p in swarm.peers.items() if k != asking and not (seeding and p.seeding)]
+        if len(candidates) > numwant:
+            candidates = self._rng.sample(candidates, numwant)
+        return tuple(candidates)
+
+    def scrape(self, info_hashes: Iterable[bytes], now: float) -> dict[bytes, SwarmStats]:
+        """Counts for each info-hash; zeros for swarms we do not know (BEP 48 lets a tracker omit them)."""
+        self._sweep_if_due(now)
+        return {h: swarm.stats() if (swarm := self._swarms.get(h)) else _NO_SWARM for h in info_hashes}
+
+    def peers(self, info_hash: bytes) -> tuple[SwarmPeer, ...]:
+        """Everyone listed in a swarm right now (for tests and status pages)."""
+        swarm = self._swarms.get(info_hash)
+        return tuple(p.listed for p in swarm.peers.values()) if swarm else ()
+
+    def sweep(self, now: float) -> None:
+        """Forget expired peers in every swarm, and the swarms left idle."""
+        for info_hash, swarm in list(self._swarms.items()):
+            swarm.expire(now - self.peer_ttl)
+            self._drop_if_idle(info_hash, swarm)
+        self._next_sweep = now + self.interval
+
+    def _sweep_if_due(self, now: float) -> None:
+        if self._next_sweep is None:
+            self._next_sweep = now + self.interval
+        elif now >= self._next_sweep:
+            self.sweep(now)
+
+    def _drop_if_idle(self, info_hash: bytes, swarm: _Swarm) -> None:
+        if not swarm.peers and not swarm.completed:
+            self._swarms.pop(info_hash, None)
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def _compact(peers: Iterable[SwarmPeer]) -> bytes:
+    return b"".join(p.ip.packed + p.port.to_bytes(2, "big") for p in peers)
+
+
+def encode_announce(reply: AnnounceReply, *, compact: bool = True, no_peer_id: bool = False) -> bytes:
+    """The bencoded answer to an announce."""
+    answer: dict[str, Bencodable] = {
+        "interval": reply.interval,
+        "min interval": reply.min_interval,
+        "complete": reply.stats.complete,
+        "incomplete": reply.stats.incomplete,
+    }
+    if compact:
+        answer["peers"] = _compact(p for p in reply.peers if p.ip.version == 4)  # BEP 23
+        v6 = [p for p in reply.peers if p.ip.version == 6]
+        if v6:
+            answer["peers6"] = _compact(v6)  # BEP 7
+    else:
+        answer["peers"] = [
+            {"ip": str(p.ip), "port": p.port} if no_peer_id else {"peer id": p.peer_id, "ip": str(p.ip), "port": p.port}
+            for p in reply.peers
+        ]
+    return encode(answer)
+
+
+def encode_failure(reason: str) -> bytes:
+    return encode({"failure reason": reason})
+
+
+def encode_scrape(files: Mapping[bytes, SwarmStats]) -> bytes:
+    """BEP 48: ``files`` maps each 20-byte info-hash to its counts."""
+    return encode(
+        {
+            "files": {
+                h: {"complete": s.complete, "downloaded": s.downloaded, "incomplete": s.incomplete}
+                for h, s in files.items()
+            }
+        }
+    )

@@ -1,0 +1,52 @@
+"""``swarmhub tracker serve``: a BitTorrent HTTP tracker (announce and scrape), peers kept in memory.
+
+Prints one line with the announce URL once the tracker accepts connections (scripts wait for it), then
+serves until Ctrl-C. Binds 127.0.0.1 unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from swarmhub.cli.args import parse_port
+from swarmhub.errors import UsageError
+
+if TYPE_CHECKING:  # the server stack (uvicorn, starlette) loads only when the command runs
+    from swarmhub.tracker.server import TrackerServer
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "tracker",
+        help="a BitTorrent HTTP tracker (announce, scrape)",
+        description="A BitTorrent HTTP tracker: /announce and /scrape, peers kept in memory.",
+    )
+    commands = p.add_subparsers(dest="tracker_command", metavar="SUBCOMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="serve /announce and /scrape until Ctrl-C",
+        description="Serve /announce and /scrape until Ctrl-C. Peers are kept in memory only.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=parse_port, default=6969, help="port (default: 6969; 0 picks a free one)")
+    serve.add_argument(
+        "--interval", type=int, default=1800, help="seconds clients wait between announces (default: 1800)"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn access log)")
+    serve.set_defaults(func=run)
+
+
+def _announce(tracker: TrackerServer) -> None:
+    print(f"tracker serving at {tracker.announce_url}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swarmhub.tracker.server import serve_forever
+
+    if args.interval < 1:
+        raise UsageError("--interval must be at least 1 second")
+    serve_forever(args.host, args.port, interval=args.interval, access_log=args.access_log, ready=_announce)
+    return 0

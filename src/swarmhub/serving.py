@@ -1,0 +1,157 @@
+"""Serving ASGI apps with uvicorn from a background thread (tests, embedding) or until Ctrl-C (the CLI).
+
+Sockets are bound before the servers start, so a port of 0 (any free port) is known at once: callers can
+print it, put it in a URL, or hand it to a second app before anything serves. Several apps share one event
+loop in one daemon thread. Used by the dev hub and the tracker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+from typing import Protocol
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from swarmhub.errors import ConfigError
+
+__all__ = ["Startable", "UvicornThread", "bind", "run_until_interrupted", "url_host"]
+
+_READY_TIMEOUT = 10.0
+_STOP_TIMEOUT = 5.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (0 = any free port); ``ConfigError`` if it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_host(host: str) -> str:
+    """How clients on this machine reach a bound address, as it goes in a URL."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class UvicornThread:
+    """``apps[i]`` served on ``sockets[i]`` by uvicorn, all on one event loop in a daemon thread.
+
+    The sockets are closed by ``stop()``. ``start()`` returns once every server accepts connections.
+    """
+
+    def __init__(
+        self, name: str, apps: Sequence[ASGIApp], sockets: Sequence[socket.socket], *, access_log: bool = False
+    ) -> None:
+        if len(apps) != len(sockets):
+            raise ValueError("one socket per app")
+        self.name = name
+        self._sockets = list(sockets)
+        self._servers = [uvicorn.Server(_config(app, access_log)) for app in apps]
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = _READY_TIMEOUT) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not all(s.started for s in self._servers):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start") from self._error
+            time.sleep(0.005)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+
+    async def _serve(self) -> None:
+        await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(self._servers, self._sockets, strict=True)))
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(_STOP_TIMEOUT)
+            if self._thread.is_alive():  # a response that outlived the graceful timeout
+                for server in self._servers:
+                    server.force_exit = True
+                self._thread.join(_STOP_TIMEOUT)
+        for sock in self._sockets:
+            sock.close()
+
+
+def _config(app: ASGIApp, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_config=None,  # leave logging to the host process
+        access_log=access_log,
+        lifespan="off",
+        ws="none",
+        server_header=False,  # the Hub sends no "server: uvicorn"
+        timeout_graceful_shutdown=1,  # then in-flight responses are cancelled
+    )
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        yield
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Startable(Protocol):
+    """What ``run_until_interrupted`` runs: a ``UvicornThread``, or an object that owns one."""
+
+    @property
+    def running(self) -> bool: ...
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+def run_until_interrupted(server: Startable, ready: Callable[[], None] | None = None) -> None:
+    """Start ``server``, call ``ready``, and serve until Ctrl-C or SIGTERM (or until the server dies)."""
+    with _sigterm_as_interrupt():
+        try:
+            server.start()
+            if ready is not None:
+                ready()
+            while server.running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()

@@ -1,0 +1,506 @@
+"""The HTTP tracker: query parsing, swarm state and bencoded answers (no I/O), the app, and real clients.
+
+End to end, a libtorrent seed and a Debian client find each other through the tracker alone: aria2c gets
+the seed from its announce; transmission (which drops loopback peers a tracker lists, see
+support/clients.py) is found by the seed, which re-announces every second to a short-interval tracker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import random
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+import anyio
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from support.clients import ARIA2C, TRANSMISSION_CLI, aria2_download, free_port, transmission_download
+from support.layouts import COMMIT, NAME, create_json, write_layout
+from support.lt_peer import LibtorrentPeer
+from swarmhub.bt.bencode import decode
+from swarmhub.bt.tracker import (
+    DEFAULT_NUMWANT,
+    MAX_NUMWANT,
+    AnnounceReply,
+    AnnounceRequest,
+    IPAddress,
+    SwarmPeer,
+    Swarms,
+    SwarmStats,
+    encode_announce,
+    encode_failure,
+    encode_scrape,
+    parse_announce,
+    parse_scrape,
+    peer_ip,
+)
+from swarmhub.errors import TrackerRequestError
+from swarmhub.tracker import TrackerServer, tracker_app
+
+HASH = bytes(range(236, 256))  # every byte a text decoder would mangle
+PEER = b"-LT2110-" + bytes([0, 0xFF, 0x25, 0x26, 0x2B, 0x3D, 0x20, 0x7F, 0x80, 0xC3, 0xA9, 0x00])
+V4 = ipaddress.ip_address("10.0.0.1")
+V6 = ipaddress.ip_address("2001:db8::1")
+
+
+def query(**fields: bytes | str | int) -> bytes:
+    """An announce query as clients write it: every byte outside ``A-Za-z0-9-._~`` percent-encoded."""
+    base: dict[str, bytes | str | int] = {
+        "info_hash": HASH,
+        "peer_id": PEER,
+        "port": 6881,
+        "uploaded": 0,
+        "downloaded": 0,
+        "left": 100,
+    }
+    base.update(fields)
+    parts = []
+    for name, value in base.items():
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(f"{name}={quote_from_bytes(raw, safe='')}")
+    return "&".join(parts).encode()
+
+
+def announce(**fields: object) -> AnnounceRequest:
+    values: dict[str, object] = {
+        "info_hash": HASH,
+        "peer_id": PEER,
+        "port": 6881,
+        "uploaded": 0,
+        "downloaded": 0,
+        "left": 100,
+    }
+    values.update(fields)
+    return AnnounceRequest(**values)  # type: ignore[arg-type]
+
+
+def peer_id(n: int) -> bytes:
+    return b"-XX0000-" + n.to_bytes(12, "big")
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def test_parse_announce_takes_raw_bytes() -> None:
+    request = parse_announce(query(event="started", numwant=10, uploaded=5, downloaded=7, left=0, compact=1))
+    assert request == AnnounceRequest(HASH, PEER, 6881, 5, 7, 0, "started", True, False, 10, None)
+
+
+def test_parse_announce_as_libtorrent_sends_it() -> None:
+    # copied from a libtorrent 2.1.1 announce (lowercase escapes, unescaped peer_id, extra fields)
+    raw = (
+        b"info_hash=%0d%87%90%14Wa%9bB%f3E%df-%9f%60%c2M%d9%81%5e%7d&peer_id=-LT2110-OqeVG377kAbd&port=42629"
+        b"&uploaded=0&downloaded=0&left=0&corrupt=0&key=2A2C3355&event=started&numwant=200&compact=1"
+        b"&no_peer_id=1&supportcrypto=1&redundant=0"
+    )
+    request = parse_announce(raw)
+    assert request.info_hash == bytes.fromhex("0d87901457619b42f345df2d9f60c24dd9815e7d")
+    assert request.peer_id == b"-LT2110-OqeVG377kAbd"
+    assert (request.port, request.left, request.event, request.numwant) == (42629, 0, "started", 200)
+    assert request.compact and request.no_peer_id
+
+
+@given(st.binary(min_size=20, max_size=20), st.binary(min_size=20, max_size=20))
+def test_any_twenty_bytes_survive_percent_encoding(info_hash: bytes, peer: bytes) -> None:
+    request = parse_announce(query(info_hash=info_hash, peer_id=peer))
+    assert (request.info_hash, request.peer_id) == (info_hash, peer)
+
+
+def test_plus_is_a_space_as_in_any_form_query() -> None:
+    raw = query(peer_id=b"x" * 20).replace(b"peer_id=" + b"x" * 20, b"peer_id=" + b"+" * 20)
+    assert parse_announce(raw).peer_id == b" " * 20
+
+
+def test_defaults_and_caps() -> None:
+    request = parse_announce(query())
+    assert (request.event, request.compact, request.no_peer_id, request.numwant) == ("", True, False, DEFAULT_NUMWANT)
+    assert parse_announce(query(numwant=10_000)).numwant == MAX_NUMWANT
+    assert parse_announce(query(numwant=0)).numwant == 0
+    assert parse_announce(query(compact=0)).compact is False
+    assert parse_announce(query(event="empty")).event == ""
+    assert parse_announce(query(event="paused")).event == "paused"  # BEP 21
+
+
+def test_ip_parameter() -> None:
+    assert parse_announce(query(ip="192.0.2.7")).ip == ipaddress.ip_address("192.0.2.7")
+    assert parse_announce(query(ip="::ffff:192.0.2.7")).ip == ipaddress.ip_address("192.0.2.7")
+    assert parse_announce(query(ip="2001:db8::5")).ip == ipaddress.ip_address("2001:db8::5")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (query(info_hash=HASH[:19]), "info_hash must be 20 bytes, got 19"),
+        (query(info_hash=HASH + b"x"), "info_hash must be 20 bytes, got 21"),
+        (query(peer_id=b""), "peer_id must be 20 bytes, got 0"),
+        (query().replace(b"&port=6881", b""), "missing port"),
+        (query().replace(b"info_hash=", b"infohash="), "missing info_hash"),
+        (query().replace(b"&left=100", b""), "missing left"),
+        (query(port=0), "port must be from 1 to 65535"),
+        (query(port=65536), "port must be a whole number from 0 to 65535"),
+        (query(port="abc"), "port must be a whole number from 0 to 65535"),
+        (query(port="-1"), "port must be a whole number from 0 to 65535"),
+        (query(port=" 80"), "port must be a whole number from 0 to 65535"),
+        (query(port="٣"), "port must be a whole number from 0 to 65535"),  # a digit, but not ASCII
+        (query(left="1e3"), "left must be a whole number from 0 to 9223372036854775807"),
+        (query(uploaded=2**64), "uploaded must be a whole number from 0 to 9223372036854775807"),
+        (query(event="finished"), "event must be started, completed, stopped or empty"),
+        (query(compact="yes"), "compact must be 0 or 1"),
+        (query(numwant="-1"), "numwant must be a whole number from 0 to 9223372036854775807"),
+        (query(ip="example.com"), "ip must be an IPv4 or IPv6 address"),
+        (query(ip="0.0.0.0"), "ip must be a unicast address"),
+        (query(ip=b"\xff"), "ip must be an IPv4 or IPv6 address"),
+        (query() + b"&port=6882", "port given 2 times"),
+        (query() + b"&x=" + b"a" * 9000, "query longer than 8192 bytes"),
+        (b"", "missing info_hash"),
+        (b"%%%&&&===", "missing info_hash"),
+    ],
+)
+def test_hostile_announce_is_one_line_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(TrackerRequestError) as caught:
+        parse_announce(raw)
+    assert caught.value.message == reason
+    assert "\n" not in reason
+
+
+@given(st.binary(max_size=400))
+def test_any_bytes_parse_or_raise_our_error(raw: bytes) -> None:
+    with contextlib.suppress(TrackerRequestError):
+        parse_announce(raw)
+    with contextlib.suppress(TrackerRequestError):
+        parse_scrape(raw)
+
+
+def test_parse_scrape() -> None:
+    other = b"\x01" * 20
+    raw = b"&".join(b"info_hash=" + quote_from_bytes(h, safe="").encode() for h in (HASH, other, HASH))
+    assert parse_scrape(raw) == (HASH, other)
+    with pytest.raises(TrackerRequestError, match="missing info_hash"):
+        parse_scrape(b"")
+    with pytest.raises(TrackerRequestError, match="must be 20 bytes"):
+        parse_scrape(b"info_hash=abc")
+    with pytest.raises(TrackerRequestError, match="at most 100"):
+        parse_scrape(b"&".join([b"info_hash=" + b"a" * 20] * 101))
+
+
+def test_peer_ip_believes_ip_only_from_loopback() -> None:
+    assert peer_ip("127.0.0.1", V4) == V4
+    assert peer_ip("::1", V6) == V6
+    assert peer_ip("203.0.113.9", V4) == ipaddress.ip_address("203.0.113.9")
+    assert peer_ip("::ffff:203.0.113.9", None) == ipaddress.ip_address("203.0.113.9")
+    with pytest.raises(TrackerRequestError, match="cannot list a peer at 'testclient'"):
+        peer_ip("testclient", None)
+
+
+# -------------------------------------------------------------------------------------------------- state
+
+
+def test_swarm_counts_and_excludes_the_asker() -> None:
+    swarms = Swarms(rng=random.Random(0))
+    first = swarms.announce(announce(peer_id=peer_id(1), left=0, event="started"), V4, now=0)
+    assert first.peers == () and first.stats == SwarmStats(1, 0, 0)
+    second = swarms.announce(announce(peer_id=peer_id(2), port=7000, event="started"), V6, now=1)
+    assert second.peers == (SwarmPeer(peer_id(1), V4, 6881),)
+    assert second.stats == SwarmStats(complete=1, incomplete=1, downloaded=0)
+    again = swarms.announce(announce(peer_id=peer_id(2), port=7000), V6, now=2)  # a re-announce: still one peer
+    assert again.stats == SwarmStats(1, 1, 0) and again.peers == (SwarmPeer(peer_id(1), V4, 6881),)
+
+
+def test_seeds_are_told_only_about_leechers() -> None:
+    swarms = Swarms(rng=random.Random(0))
+    for n in range(3):
+        swarms.announce(announce(peer_id=peer_id(n), left=0), V4, now=0)
+    swarms.announce(announce(peer_id=peer_id(9), left=5), V6, now=0)
+    reply = swarms.announce(announce(peer_id=peer_id(0), left=0), V4, now=1)
+    assert reply.peers == (SwarmPeer(peer_id(9), V6, 6881),)
+    assert reply.stats == SwarmStats(3, 1, 0)
+
+
+def test_completed_and_stopped() -> None:
+    swarms = Swarms(rng=random.Random(0))
+    swarms.announce(announce(peer_id=peer_id(1), event="started"), V4, now=0)
+    done = swarms.announce(announce(peer_id=peer_id(1), left=0, event="completed"), V4, now=5)
+    assert done.stats == SwarmStats(complete=1, incomplete=0, downloaded=1)
+    gone = swarms.announce(announce(peer_id=peer_id(1), left=0, event="stopped"), V4, now=6)
+    assert gone == AnnounceReply(1800, 60, SwarmStats(0, 0, 1), ())
+    assert swarms.peers(HASH) == ()
+    assert swarms.scrape([HASH], now=7) == {HASH: SwarmStats(0, 0, 1)}  # the count outlives the peers
+
+
+def test_numwant_samples_with_the_given_rng() -> None:
+    def run(seed: int, numwant: int) -> tuple[SwarmPeer, ...]:
+        swarms = Swarms(rng=random.Random(seed))
+        for n in range(100):
+            swarms.announce(announce(peer_id=peer_id(n)), V4, now=0)
+        return swarms.announce(announce(peer_id=peer_id(0), numwant=numwant), V4, now=1).peers
+
+    picked = run(1, 30)
+    assert len(picked) == 30 and len(set(picked)) == 30 and peer_id(0) not in {p.peer_id for p in picked}
+    assert run(1, 30) == picked and run(2, 30) != picked
+    assert len(run(1, 200)) == 99 and run(1, 0) == ()
+
+
+def test_peers_expire_without_a_clock() -> None:
+    swarms = Swarms(rng=random.Random(0), interval=100, peer_ttl=250)
+    swarms.announce(announce(peer_id=peer_id(1)), V4, now=0)
+    swarms.announce(announce(peer_id=peer_id(2)), V4, now=200)
+    assert {p.peer_id for p in swarms.announce(announce(peer_id=peer_id(3)), V4, now=249).peers} == {
+        peer_id(1),
+        peer_id(2),
+    }
+    assert {p.peer_id for p in swarms.announce(announce(peer_id=peer_id(3)), V4, now=251).peers} == {peer_id(2)}
+    swarms.sweep(now=1000)
+    assert len(swarms) == 0  # idle swarms are dropped
+
+
+def test_sweep_runs_by_itself_every_interval() -> None:
+    swarms = Swarms(rng=random.Random(0), interval=10, peer_ttl=5)
+    for n in range(50):
+        swarms.announce(announce(info_hash=n.to_bytes(20, "big")), V4, now=0)
+    assert len(swarms) == 50
+    swarms.announce(announce(info_hash=b"\xff" * 20), V4, now=11)  # due: the 50 stale swarms go
+    assert len(swarms) == 1
+
+
+def test_hybrid_is_two_swarms() -> None:
+    # BEP 52: libtorrent announces a hybrid with its v1 hash and with its v2 hash truncated to 20 bytes
+    v1, v2 = hashlib.sha1(b"info").digest(), hashlib.sha256(b"info").digest()[:20]
+    swarms = Swarms(rng=random.Random(0))
+    for info_hash in (v1, v2):
+        swarms.announce(announce(info_hash=info_hash, peer_id=peer_id(1), left=0), V4, now=0)
+    reply = swarms.announce(announce(info_hash=v2, peer_id=peer_id(2)), V4, now=1)
+    assert reply.peers == (SwarmPeer(peer_id(1), V4, 6881),)
+    assert swarms.scrape([v1, v2], now=1) == {v1: SwarmStats(1, 0, 0), v2: SwarmStats(1, 1, 0)}
+
+
+def test_admit_limits_which_swarms_exist() -> None:
+    swarms = Swarms(rng=random.Random(0), admit=lambda h: h == HASH)
+    swarms.announce(announce(), V4, now=0)
+    with pytest.raises(TrackerRequestError, match="not served by this tracker"):
+        swarms.announce(announce(info_hash=b"\x00" * 20), V4, now=0)
+    assert len(swarms) == 1
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+def test_compact_answer_bytes() -> None:
+    peers = (SwarmPeer(peer_id(1), V4, 6881), SwarmPeer(peer_id(2), V6, 443), SwarmPeer(peer_id(3), V4, 1))
+    body = encode_announce(AnnounceReply(1800, 60, SwarmStats(2, 1, 0), peers))
+    assert body == (
+        b"d8:completei2e10:incompletei1e8:intervali1800e12:min intervali60e"
+        b"5:peers12:\x0a\x00\x00\x01\x1a\xe1\x0a\x00\x00\x01\x00\x01"
+        b"6:peers618:\x20\x01\x0d\xb8" + b"\x00" * 11 + b"\x01\x01\xbbe"
+    )
+
+
+def test_compact_answer_without_ipv6_peers_has_no_peers6() -> None:
+    body = decode(encode_announce(AnnounceReply(1800, 60, SwarmStats(0, 0, 0), ())))
+    assert body == {b"complete": 0, b"incomplete": 0, b"interval": 1800, b"min interval": 60, b"peers": b""}
+
+
+def test_dictionary_answer() -> None:
+    peers = (SwarmPeer(peer_id(1), V4, 6881), SwarmPeer(peer_id(2), V6, 443))
+    reply = AnnounceReply(1800, 60, SwarmStats(1, 1, 0), peers)
+    assert decode(encode_announce(reply, compact=False))[b"peers"] == [
+        {b"peer id": peer_id(1), b"ip": b"10.0.0.1", b"port": 6881},
+        {b"peer id": peer_id(2), b"ip": b"2001:db8::1", b"port": 443},
+    ]
+    assert decode(encode_announce(reply, compact=False, no_peer_id=True))[b"peers"][0] == {
+        b"ip": b"10.0.0.1",
+        b"port": 6881,
+    }
+
+
+def test_failure_and_scrape_bytes() -> None:
+    assert encode_failure("missing port") == b"d14:failure reason12:missing porte"
+    assert encode_scrape({b"a" * 20: SwarmStats(3, 2, 7)}) == (
+        b"d5:filesd20:" + b"a" * 20 + b"d8:completei3e10:downloadedi7e10:incompletei2eeee"
+    )
+
+
+# -------------------------------------------------------------------------------------------- the app
+
+
+def _get(app_client: tuple[str, int], *paths: bytes) -> list[httpx.Response]:
+    swarms = Swarms(rng=random.Random(0))
+    app = tracker_app(swarms, clock=lambda: 0.0)
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=app_client)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tracker") as client:
+            return [await client.get(path.decode("latin-1")) for path in paths]
+
+    return anyio.run(go)
+
+
+HOSTILE = [
+    b"/announce",
+    b"/announce?",
+    b"/announce?info_hash=abc&peer_id=x&port=1&uploaded=0&downloaded=0&left=0",
+    b"/announce?" + query(port="99999"),
+    b"/announce?" + query(info_hash=HASH[:10]),
+    b"/announce?" + query().replace(b"&left=100", b""),
+    b"/announce?" + query(ip="not-an-ip"),
+    b"/announce?" + query(numwant="many"),
+    b"/announce?" + query() + b"&info_hash=" + b"%00" * 20,
+    b"/announce?" + query() + b"&z=" + b"%ff" * 5000,
+    b"/announce?%ZZ%&&==&%",
+    b"/scrape",
+    b"/scrape?info_hash=short",
+]
+
+
+def test_hostile_queries_get_a_failure_reason_never_a_500() -> None:
+    for response in _get(("198.51.100.4", 5555), *HOSTILE):
+        assert response.status_code == 200, response.text
+        body = decode(response.content)
+        assert list(body) == [b"failure reason"] and body[b"failure reason"]
+
+
+def test_app_announce_and_scrape() -> None:
+    seed = b"/announce?" + query(peer_id=peer_id(1), left=0, port=7001, event="started")
+    leech = b"/announce?" + query(peer_id=peer_id(2), port=7002, event="started")
+    scrape = b"/scrape?info_hash=" + quote_from_bytes(HASH, safe="").encode()
+    _, answer, scraped = _get(("198.51.100.4", 5555), seed, leech, scrape)
+    assert answer.headers["content-type"].startswith("text/plain")
+    body = decode(answer.content)
+    assert body[b"peers"] == bytes([198, 51, 100, 4]) + (7001).to_bytes(2, "big")
+    assert (body[b"complete"], body[b"incomplete"]) == (1, 1)
+    assert decode(scraped.content) == {b"files": {HASH: {b"complete": 1, b"downloaded": 0, b"incomplete": 1}}}
+
+
+def test_app_ip_parameter_only_from_loopback() -> None:
+    seed = b"/announce?" + query(peer_id=peer_id(1), left=0, ip="192.0.2.50")
+    leech = b"/announce?" + query(peer_id=peer_id(2), compact=0)
+    for client, listed in ((("127.0.0.1", 1), b"192.0.2.50"), (("198.51.100.4", 1), b"198.51.100.4")):
+        _, answer = _get(client, seed, leech)
+        assert decode(answer.content)[b"peers"] == [{b"peer id": peer_id(1), b"ip": listed, b"port": 6881}]
+
+
+def test_tracker_server_on_a_free_port() -> None:
+    with TrackerServer() as tracker:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/announce", tracker.announce_url)
+        response = httpx.get(tracker.announce_url + "?" + query(left=0).decode(), trust_env=False)
+        assert decode(response.content)[b"complete"] == 1
+        assert tracker.swarms.peers(HASH) == (SwarmPeer(PEER, ipaddress.ip_address("127.0.0.1"), 6881),)
+        bad = httpx.get(tracker.announce_url + "?port=x", trust_env=False)
+        assert (bad.status_code, decode(bad.content)) == (200, {b"failure reason": b"missing info_hash"})
+    assert not tracker.running
+
+
+def test_cli_serves_until_interrupted() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarmhub", "tracker", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"tracker serving at (http://127\.0\.0\.1:\d+/announce)\n", line)
+        assert match is not None, line
+        response = httpx.get(match.group(1) + "?" + query().decode(), trust_env=False)
+        assert decode(response.content)[b"incomplete"] == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# ------------------------------------------------------------------------------ real clients, end to end
+
+LAYOUT = {"model.bin": 300_000, "sub/b.bin": 70_001, "c.txt": 5}
+
+
+def _release(root: Path, announce_url: str, fmt: str = "v1") -> tuple[Path, dict[str, Any]]:
+    """A torrent announcing to ``announce_url`` of files under ``root/seed``, and its ``create --json`` summary."""
+    write_layout(root / "seed" / NAME, LAYOUT)
+    torrent = root / f"{fmt}.torrent"
+    summary = create_json(
+        root / "seed" / NAME, torrent, "--revision", COMMIT, "--piece-size", "16k", "--format", fmt,
+        "--tracker", announce_url,
+    )  # fmt: skip
+    return torrent, summary
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    return all((a / p).read_bytes() == (b / p).read_bytes() for p in LAYOUT)
+
+
+class RecordingSwarms(Swarms):
+    """Swarms that keep every announce and its answer, to see what a real client sent."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(rng=random.Random(), **kwargs)
+        self.log: list[tuple[AnnounceRequest, AnnounceReply]] = []
+
+    def announce(self, request: AnnounceRequest, ip: IPAddress, now: float) -> AnnounceReply:
+        reply = super().announce(request, ip, now)
+        self.log.append((request, reply))
+        return reply
+
+    def by(self, client_prefix: bytes) -> list[tuple[AnnounceRequest, AnnounceReply]]:
+        return [(q, a) for q, a in self.log if q.peer_id.startswith(client_prefix)]
+
+
+@pytest.mark.clients
+@pytest.mark.skipif(ARIA2C is None, reason="aria2c not found (Debian: apt-get install aria2)")
+def test_aria2_downloads_from_libtorrent_through_the_tracker(tmp_path: Path) -> None:
+    swarms = RecordingSwarms()
+    with TrackerServer(swarms=swarms) as tracker, LibtorrentPeer() as seeder:
+        torrent, summary = _release(tmp_path, tracker.announce_url)
+        info_hash = bytes.fromhex(summary["info_hash_v1"])
+        handle = seeder.add(torrent.read_bytes(), tmp_path / "seed")
+        seeder.wait(lambda: bool(swarms.peers(info_hash)), 10, handle, "the seed's announce")
+        aria2_download(torrent, tmp_path / "aria2", timeout=30)
+    assert _same_files(tmp_path / "aria2" / NAME, tmp_path / "seed" / NAME)
+    # aria2 1.36 with --seed-time=0: "started", then "stopped" with left=0; it never says "completed"
+    aria2 = swarms.by(b"A2-")
+    assert [(q.event, q.left) for q, _ in aria2] == [("started", sum(LAYOUT.values())), ("stopped", 0)]
+    assert all(q.info_hash == info_hash for q, _ in aria2)
+    seed = SwarmPeer(swarms.by(b"-LT")[0][0].peer_id, ipaddress.ip_address("127.0.0.1"), seeder.port)
+    assert aria2[0][1].peers == (seed,)  # the only way aria2 could learn of it
+
+
+@pytest.mark.clients
+@pytest.mark.skipif(TRANSMISSION_CLI is None, reason="transmission-cli not found (apt-get install transmission-cli)")
+def test_transmission_downloads_from_libtorrent_through_the_tracker(tmp_path: Path) -> None:
+    swarms = RecordingSwarms(interval=1, min_interval=1)  # the seed must come back for news
+    with TrackerServer(swarms=swarms) as tracker, LibtorrentPeer(min_announce_interval=1) as seeder:
+        torrent, summary = _release(tmp_path, tracker.announce_url)
+        info_hash = bytes.fromhex(summary["info_hash_v1"])
+        seeder.wait_seeding(seeder.add(torrent.read_bytes(), tmp_path / "seed"))
+        port = free_port()
+        transmission_download(torrent, tmp_path / "transmission", timeout=40, port=port)
+    assert _same_files(tmp_path / "transmission" / NAME, tmp_path / "seed" / NAME)
+    transmission = swarms.by(b"-TR")
+    assert transmission and {(q.info_hash, q.port) for q, _ in transmission} == {(info_hash, port)}
+    # transmission drops the loopback seed it is sent; the seed, told about transmission, connects to it
+    assert any(seeder.port == p.port for _, a in transmission for p in a.peers)
+    assert any(port == p.port for _, a in swarms.by(b"-LT") for p in a.peers)
+
+
+def test_libtorrent_hybrid_swarm_through_the_tracker(tmp_path: Path) -> None:
+    """Two libtorrent sessions, a hybrid torrent, no hint but the tracker; BEP 52: two swarms, both work."""
+    swarms = RecordingSwarms()
+    with TrackerServer(swarms=swarms) as tracker, LibtorrentPeer() as seeder, LibtorrentPeer() as leecher:
+        torrent, summary = _release(tmp_path, tracker.announce_url, "hybrid")
+        seeder.wait_seeding(seeder.add(torrent.read_bytes(), tmp_path / "seed"))
+        leecher.wait_seeding(leecher.add(torrent.read_bytes(), tmp_path / "leech"), timeout=20)
+    assert _same_files(tmp_path / "leech" / NAME, tmp_path / "seed" / NAME)
+    v1, v2 = bytes.fromhex(summary["info_hash_v1"]), bytes.fromhex(summary["info_hash_v2"])[:20]
+    peers = {q.peer_id for q, _ in swarms.log}
+    assert len(peers) == 2
+    for peer in peers:  # each session announced the torrent under both hashes
+        assert {q.info_hash for q, _ in swarms.log if q.peer_id == peer} == {v1, v2}
