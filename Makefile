@@ -19,6 +19,7 @@ system-deps:
 	@missing=""; \
 	command -v aria2c >/dev/null || missing="$$missing aria2"; \
 	command -v transmission-show >/dev/null || missing="$$missing transmission-cli"; \
+	command -v qbittorrent-nox >/dev/null || missing="$$missing qbittorrent-nox"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
