@@ -172,8 +172,9 @@ def _wait_for(condition: Callable[[], bool], deadline: float, process: _Process,
 
 
 def _files_complete(torrent: Torrent, root: Path) -> bool:
+    """Every non-empty file at its full size (transmission 3.00 never creates a torrent's empty files)."""
     base = root / torrent.name
-    return all((p := base / f.path).is_file() and p.stat().st_size == f.size for f in torrent.files)
+    return all((p := base / f.path).is_file() and p.stat().st_size == f.size for f in torrent.files if f.size)
 
 
 # ------------------------------------------------------------------------------------------------ aria2

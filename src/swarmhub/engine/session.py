@@ -9,7 +9,7 @@ Settings every profile shares, each a trap measured on this kind of machine (see
 - ``allow_multiple_connections_per_ip``: several nodes behind one address must all be reachable;
 - ``close_redundant_connections`` off and a short ``min_reconnect_time``: peers otherwise drop a finished
   seeder as "uninteresting" before they have its last piece, then wait 60 s.
-Profiles: ``isolated`` (tests: 127.0.0.1, no DHT/LSD/UPnP/NAT-PMP), ``public`` (DHT, LSD, port mapping,
+Profiles: ``isolated`` (127.0.0.1, no DHT/LSD/UPnP/NAT-PMP, a local tracker's interval followed), ``public`` (DHT, LSD, port mapping,
 encryption preferred), ``cluster`` (LAN: LSD on, no public DHT, no port mapping).
 """
 
@@ -74,6 +74,8 @@ def settings_for(profile: Profile, listen: str | None = None) -> dict[str, Any]:
     if profile == "isolated":
         return {
             **common,
+            # loopback only: follow a local tracker's interval however short (libtorrent's floor is 300 s)
+            "min_announce_interval": 1,
             "listen_interfaces": listen or "127.0.0.1:0",
             "enable_dht": False,
             "enable_lsd": False,
