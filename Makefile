@@ -38,11 +38,13 @@ lint: setup
 test: setup system-deps lint
 	$(BIN)/pytest
 
-# The benchmark serves LFS bytes with nginx (a static CDN, as the Hub's is); it falls back to devhub without.
-bench: setup
+# The benchmarks serve LFS bytes with nginx (a static CDN, as the Hub's is); they fall back to devhub without.
+# bench/pull.py also races aria2c (installed by system-deps).
+bench: setup system-deps
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) || true
 	$(BIN)/python bench/create.py
+	$(BIN)/python bench/pull.py
 
 lock:
 	$(BIN)/python -m pip install --quiet uv
