@@ -210,36 +210,31 @@ def test_corrupt_peer_is_banned_and_the_pull_completes(release: Release, seeded_
     assert snapshot_files(Path(result["snapshot_path"])) == release.files
 
 
-def test_kill_9_mid_pull_then_resume(release: Release, tmp_path: Path) -> None:
+def test_kill_9_mid_pull_then_resume(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    """kill -9 while pieces arrive from a slow seeder; run again: only what was missing moves."""
     cache = tmp_path / "hub"
-    hub = release.hub
-    hub.faults.delay("/lfs/*", 0.3)  # slow enough to kill it midway
-    args = ["--torrent", release.hybrid, "--endpoint", hub.endpoint, "--cache-dir", cache, "--origin-after", "0"]
     repo_dir = _repo_dir(cache)
-    try:
-        process = subprocess.Popen(swarmhub("pull", REPO_ID, *args), stderr=subprocess.DEVNULL)
+    pending = repo_dir / "blobs" / f"{sha256(release.files['model.safetensors'])}.incomplete"
+    with seeding(seeded_cache, "--upload-limit", "1M") as slow:
+        args = ["--torrent", release.hybrid, "--cache-dir", cache, "--no-origin"]
+        process = subprocess.Popen(swarmhub("pull", REPO_ID, *args, "--peer", f"127.0.0.1:{slow.port}"))
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            pending = list((repo_dir / "blobs").glob(f"{sha256(release.files['model.safetensors'])}.incomplete"))
-            if pending and pending[0].stat().st_blocks * 512 > 1_000_000:
+        while time.monotonic() < deadline and process.poll() is None:
+            if pending.exists() and pending.stat().st_blocks * 512 > 1_500_000:
                 break
             time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    finally:
-        hub.faults.clear()
     snapshot = repo_dir / "snapshots" / release.commit
     for link in snapshot.rglob("*") if snapshot.exists() else []:  # whatever is visible is whole and right
         if link.is_symlink():
             assert link.read_bytes() == release.files[link.relative_to(snapshot).as_posix()]
-    assert not (snapshot / "model.safetensors").exists()
-    before = hub.log.entries()
-    result = pull(REPO_ID, *args)
+    assert pending.exists() and not (snapshot / "model.safetensors").exists()
+    with seeding(seeded_cache) as seeder:
+        result = pull(REPO_ID, *args, "--peer", f"127.0.0.1:{seeder.port}")
     assert snapshot_files(Path(result["snapshot_path"])) == release.files
-    assert (
-        result["origin_bytes"] < _unique_bytes(release) - 1_000_000
-    )  # the verified pieces were kept, not fetched again
-    assert len(hub.log.entries()) > len(before)
+    assert result["peer_bytes"] < _unique_bytes(release) - 1_000_000  # the verified pieces were kept
+    assert not pending.exists()
 
 
 def test_no_peer_and_no_origin_is_a_clear_error(release: Release, tmp_path: Path) -> None:
@@ -335,3 +330,18 @@ def test_a_revision_the_origin_does_not_have_is_an_error(release: Release, tmp_p
     done = run_cli("pull", f"{REPO_ID}@no-such-branch", *args)
     assert done.returncode == 1 and "no-such-branch" in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "hub").exists()
+
+
+def test_an_origin_serving_other_bytes_is_a_clear_error(release: Release, tmp_path: Path) -> None:
+    hub = release.hub
+    hub.faults.corrupt("/lfs/*", offset=10)  # every LFS answer has a wrong byte
+    try:
+        args = ["--torrent", release.hybrid, "--endpoint", hub.endpoint, "--cache-dir", tmp_path / "hub"]
+        done = run_cli("pull", REPO_ID, *args, "--origin-after", "0", "--timeout", "30")
+    finally:
+        hub.faults.clear()
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()[-1]
+    assert "the origin's bytes for" in line and "do not match the torrent" in line, done.stderr
+    snapshot = _repo_dir(tmp_path / "hub") / "snapshots" / release.commit
+    assert not (snapshot / "model.safetensors").exists()

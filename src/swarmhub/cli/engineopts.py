@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from swarmhub.cli.args import parse_address
+from swarmhub.cli.args import parse_address, parse_size
 from swarmhub.engine.session import Engine
 
 __all__ = ["add_engine_options", "engine_from_args", "until_signal"]
@@ -18,6 +18,13 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_port: int) ->
         type=parse_address,
         metavar="HOST:PORT",
         help=f"where peers connect (default: 127.0.0.1:{default_port}; --public: 0.0.0.0:{default_port})",
+    )
+    parser.add_argument(
+        "--upload-limit",
+        type=parse_size,
+        default=0,
+        metavar="BYTES",
+        help="upload at most this many bytes per second, e.g. 50M (default: no limit)",
     )
     parser.add_argument(
         "--public",
@@ -33,7 +40,8 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     else:
         listen = f"{'0.0.0.0' if args.public else '127.0.0.1'}:{args.default_port}"
-    return Engine("public" if args.public else "isolated", listen=listen)
+    extra = {"upload_rate_limit": args.upload_limit} if args.upload_limit else None
+    return Engine("public" if args.public else "isolated", listen=listen, extra=extra)
 
 
 async def until_signal() -> int:

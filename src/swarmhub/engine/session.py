@@ -9,8 +9,9 @@ Settings every profile shares, each a trap measured on this kind of machine (see
 - ``allow_multiple_connections_per_ip``: several nodes behind one address must all be reachable;
 - ``close_redundant_connections`` off and a short ``min_reconnect_time``: peers otherwise drop a finished
   seeder as "uninteresting" before they have its last piece, then wait 60 s.
-Profiles: ``isolated`` (127.0.0.1, no DHT/LSD/UPnP/NAT-PMP, a local tracker's interval followed), ``public`` (DHT, LSD, port mapping,
-encryption preferred), ``cluster`` (LAN: LSD on, no public DHT, no port mapping).
+Profiles: ``isolated`` (127.0.0.1, no DHT/LSD/UPnP/NAT-PMP, a local tracker's interval followed),
+``public`` (DHT, LSD, port mapping, encryption preferred), ``cluster`` (LAN: LSD on, no public DHT, no port
+mapping).
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ class StorageLayout:
     def segments(self, piece: int) -> list[tuple[StorageFile, int, int]]:
         """(file, offset in file, length) for each run of bytes of ``piece``, pads included, in order."""
         start = piece * self.piece_size
-        end = start + self.piece_length(piece)
+        return self.segments_between(start, start + self.piece_length(piece))
+
+    def segments_between(self, start: int, end: int) -> list[tuple[StorageFile, int, int]]:
+        """(file, offset in file, length) for each run of bytes in ``[start, end)`` of the piece stream."""
         out: list[tuple[StorageFile, int, int]] = []
         for f in self.files:  # a release has few files; a bisect is not worth it
             lo, hi = max(start, f.offset), min(end, f.end)

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,8 @@ __all__ = ["Pull", "PullProgress", "PullResult", "release_files"]
 
 log = logging.getLogger(__name__)
 
-ORIGIN_HASH_FAILURES = 2  # the origin's bytes failed a piece hash this often: it serves another release
+ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: it serves another release
+ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # consecutive pieces fetched in one ranged GET
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class _State:
     have: set[int] = field(default_factory=set)
     renamed: dict[int, asyncio.Future[str | None]] = field(default_factory=dict)
     flushes: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
-    origin_sent: dict[int, asyncio.Future[bool]] = field(default_factory=dict)  # piece -> passed its hash?
+    hash_failures: dict[int, int] = field(default_factory=dict)  # piece -> times it failed its hash
     banned: list[str] = field(default_factory=list)
     error: SwarmhubError | None = None
     checked: asyncio.Event = field(default_factory=asyncio.Event)
@@ -281,13 +283,8 @@ class Pull:
                 state.checked.set()
             elif isinstance(event, PieceFinished):
                 state.have.add(event.piece)
-                sent = state.origin_sent.pop(event.piece, None)
-                if sent is not None and not sent.done():
-                    sent.set_result(True)
             elif isinstance(event, HashFailed):
-                sent = state.origin_sent.pop(event.piece, None)
-                if sent is not None and not sent.done():
-                    sent.set_result(False)
+                state.hash_failures[event.piece] = state.hash_failures.get(event.piece, 0) + 1
             elif isinstance(event, FileRenamed):
                 renamed = state.renamed.pop(event.index, None)
                 if renamed is not None and not renamed.done():
@@ -406,68 +403,105 @@ class Pull:
     # -------------------------------------------------------------------------------------------- origin
 
     async def _origin_fallback(self) -> None:
-        """Fetch from the origin the pieces no peer can give, a few at a time, once peers had their chance."""
+        try:
+            await self._fetch_from_origin()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the pull must end with it, not wait for the stall timeout
+            self._state.error = exc if isinstance(exc, SwarmhubError) else SwarmhubError(f"origin fetcher: {exc!r}")
+            self._state.changed.set()
+
+    async def _fetch_from_origin(self) -> None:
+        """Fetch from the origin the pieces no peer can give, once peers had their chance.
+
+        Runs of consecutive pieces (up to ``ORIGIN_RUN_BYTES``) go in one ranged GET per file they touch,
+        ``connections`` runs at a time; a slot is refilled as soon as its run is handed to libtorrent, whose
+        verdict (``PieceFinished`` / ``HashFailed``) arrives later. A piece stays claimed until then.
+        """
         if self.origin is None:
             return
+        state = self._state
         started = time.monotonic()
-        in_flight: dict[int, asyncio.Task[None]] = {}
+        in_flight: set[asyncio.Task[None]] = set()
+        claimed: dict[int, float] = {}  # piece -> when it was handed to libtorrent (inf while fetching)
+        failures_seen: dict[int, int] = {}  # piece -> its hash failures when we claimed it
+        failed_by_origin = 0
         last_peer_bytes, last_peer_progress = 0, time.monotonic()
         limit = max(1, self.origin.connections)
         while self._origin_failed is None:
-            for piece, task in list(in_flight.items()):
-                if task.done():
-                    del in_flight[piece]
-                    exc = task.exception()
-                    if isinstance(exc, OriginError):
-                        self._origin_failed = str(exc)
-                        log.warning("origin gave up: %s; carrying on with peers only", exc)
-                    elif isinstance(exc, SwarmhubError):
-                        self._state.error = exc
-                        self._state.changed.set()
-                        return
-                    elif exc is not None:
-                        raise exc
+            for task in [t for t in in_flight if t.done()]:
+                in_flight.discard(task)
+                exc = task.exception()
+                if isinstance(exc, OriginError):
+                    self._origin_failed = str(exc)
+                    log.warning("origin gave up: %s; carrying on with peers only", exc)
+                elif exc is not None:
+                    raise exc
+            now = time.monotonic()
+            for piece, sent in list(claimed.items()):  # settle the claims libtorrent has ruled on
+                if piece in state.have:
+                    del claimed[piece]
+                elif state.hash_failures.get(piece, 0) > failures_seen.get(piece, 0):
+                    failures_seen[piece] = state.hash_failures[piece]
+                    del claimed[piece]
+                    failed_by_origin += 1
+                    if failed_by_origin >= ORIGIN_HASH_FAILURES:
+                        raise self._origin_mismatch(piece)
+                elif now - sent > 60:  # no verdict (a piece libtorrent ignored): fetch it again
+                    del claimed[piece]
             peer_bytes = self._peer_bytes()
             if peer_bytes != last_peer_bytes:
-                last_peer_bytes, last_peer_progress = peer_bytes, time.monotonic()
-            now = time.monotonic()
-            if now - started >= self.peer_grace:
-                missing = sorted(self._wanted_pieces() - self._state.have - set(in_flight))
+                last_peer_bytes, last_peer_progress = peer_bytes, now
+            if now - started >= self.peer_grace and len(in_flight) < limit:
+                missing = sorted(self._wanted_pieces() - state.have - set(claimed))
                 if missing:
                     stalled = now - last_peer_progress >= self.peer_grace
                     availability = self.engine.availability(self.key)
-                    for piece in missing:
-                        if len(in_flight) >= limit:
-                            break
-                        if stalled or not availability or availability[piece] == 0:
-                            in_flight[piece] = asyncio.create_task(self._fetch_piece(piece))
-            await asyncio.sleep(0.1)
+                    eligible = [p for p in missing if stalled or not availability or availability[p] == 0]
+                    for run in self._runs(eligible, limit)[: limit - len(in_flight)]:
+                        for piece in run:
+                            claimed[piece] = math.inf
+                            failures_seen[piece] = state.hash_failures.get(piece, 0)
+                        in_flight.add(asyncio.create_task(self._fetch_run(run, claimed)))
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(0.1)
 
-    async def _fetch_piece(self, piece: int) -> None:
+    def _runs(self, pieces: list[int], connections: int) -> list[list[int]]:
+        """Consecutive pieces grouped into runs of at most ``ORIGIN_RUN_BYTES``, and small enough that a
+        small remainder still spreads over every connection."""
+        piece_size = self.layout.piece_size
+        per_run = max(1, min(ORIGIN_RUN_BYTES // piece_size, len(pieces) // connections))
+        runs: list[list[int]] = []
+        for piece in pieces:
+            if runs and runs[-1][-1] == piece - 1 and len(runs[-1]) < per_run:
+                runs[-1].append(piece)
+            else:
+                runs.append([piece])
+        return runs
+
+    async def _fetch_run(self, run: list[int], claimed: dict[int, float]) -> None:
         assert self.origin is not None
-        buf = bytearray(self.layout.piece_length(piece))
+        ref, size = self.ref, self.layout.piece_size
+        start = run[0] * size
+        end = (run[-1] * size) + self.layout.piece_length(run[-1])
+        buf = bytearray(end - start)
         view = memoryview(buf)
-        pos = 0
-        for storage, offset, length in self.layout.segments(piece):
-            if not storage.pad and length:
-                ref = self.ref
-                chunk = view[pos : pos + length]
+        for storage, offset, length in self.layout.segments_between(start, end):
+            if not storage.pad:
+                at = storage.offset + offset - start
+                chunk = view[at : at + length]
                 await self.origin.read_range_into(ref.repo_type, ref.repo_id, ref.commit, storage.path, offset, chunk)
-            pos += length
-        for attempt in range(ORIGIN_HASH_FAILURES):
-            if piece in self._state.have:
-                return
-            passed = asyncio.get_running_loop().create_future()
-            self._state.origin_sent[piece] = passed
-            self.engine.add_piece(self.key, piece, bytes(buf))
-            try:
-                if await asyncio.wait_for(passed, 30):
-                    return
-            except TimeoutError:
-                continue
-            log.warning("origin bytes for piece %d failed the hash (attempt %d)", piece, attempt + 1)
+        for piece in run:
+            if piece not in self._state.have:
+                at = piece * size - start
+                self.engine.add_piece(self.key, piece, bytes(view[at : at + self.layout.piece_length(piece)]))
+            claimed[piece] = time.monotonic()
+
+    def _origin_mismatch(self, piece: int) -> IntegrityError:
         paths = ", ".join(s.path for s, _, _ in self.layout.segments(piece) if not s.pad)
-        raise IntegrityError(
+        return IntegrityError(
             f"the origin's bytes for {paths} do not match the torrent (piece {piece}): it serves another release",
             path=paths,
         )
