@@ -223,6 +223,7 @@ def test_kill_9_mid_pull_then_resume(release: Release, seeded_cache: Path, tmp_p
             if pending.exists() and pending.stat().st_blocks * 512 > 1_500_000:
                 break
             time.sleep(0.05)
+        assert process.poll() is None, "the throttled pull ended before it could be killed"
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     snapshot = repo_dir / "snapshots" / release.commit

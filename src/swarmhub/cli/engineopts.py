@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
+from collections.abc import Mapping
+from typing import Any
 
 from swarmhub.cli.args import parse_address, parse_size
 from swarmhub.engine.session import Engine
+from swarmhub.errors import ConfigError
 
 __all__ = ["add_engine_options", "engine_from_args", "until_signal"]
 
@@ -24,7 +29,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_port: int) ->
         type=parse_size,
         default=0,
         metavar="BYTES",
-        help="upload at most this many bytes per second, e.g. 50M (default: no limit)",
+        help="upload at most this many bytes per second to all peers, LAN included, e.g. 50M (default: no limit)",
     )
     parser.add_argument(
         "--public",
@@ -40,8 +45,27 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     else:
         listen = f"{'0.0.0.0' if args.public else '127.0.0.1'}:{args.default_port}"
-    extra = {"upload_rate_limit": args.upload_limit} if args.upload_limit else None
+    extra = libtorrent_overrides(os.environ)
+    if args.upload_limit:  # for every peer: libtorrent exempts local networks (and loopback) by default
+        extra.update(upload_rate_limit=args.upload_limit, ignore_limits_on_local_network=False)
     return Engine("public" if args.public else "isolated", listen=listen, extra=extra)
+
+
+def libtorrent_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``SWARMHUB_LIBTORRENT``: a JSON object of libtorrent settings_pack names and values, for tuning."""
+    raw = env.get("SWARMHUB_LIBTORRENT")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"SWARMHUB_LIBTORRENT={raw!r} is not a JSON object",
+            hint="give libtorrent settings as JSON, e.g. SWARMHUB_LIBTORRENT='{\"hashing_threads\": 2}'",
+        )
+    return value
 
 
 async def until_signal() -> int:

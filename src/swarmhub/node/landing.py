@@ -39,8 +39,6 @@ __all__ = [
     "verify_etag",
 ]
 
-_READ = 8 * 1024 * 1024
-
 
 @dataclass(frozen=True)
 class Placement:
@@ -76,10 +74,8 @@ def verify_etag(path: Path, file: RepoFile) -> None:
         raise LocalSourceError(f"{file.path}: no bytes to land ({path} is missing)", path=file.path) from exc
     if arrived != file.size:
         raise IntegrityError(f"{file.path}: {arrived} bytes arrived, {file.size} expected", path=file.path)
-    digest: hashlib._Hash = etag_hasher(file.size, file.is_lfs)
-    with path.open("rb") as f:
-        while block := f.read(_READ):
-            digest.update(block)
+    with path.open("rb") as f:  # file_digest reads into one small buffer: memory stays flat
+        digest = hashlib.file_digest(f, lambda: etag_hasher(file.size, file.is_lfs))
     if digest.hexdigest() != file.etag:
         raise IntegrityError(
             f"{file.path}: the bytes hash to {digest.hexdigest()}, expected {file.etag}",

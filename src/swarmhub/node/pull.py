@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -152,6 +153,8 @@ class Pull:
         self._origin_start = 0
         self._state = _State()
         self.key = ""
+        # two files checked at a time: enough to keep up with the network, and memory stays flat
+        self._verifier = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="swarmhub-verify")
 
     # -------------------------------------------------------------------------------------------- planning
 
@@ -191,6 +194,12 @@ class Pull:
     # ------------------------------------------------------------------------------------------------- run
 
     async def run(self) -> PullResult:
+        try:
+            return await self._run()
+        finally:
+            self._verifier.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> PullResult:
         started = time.monotonic()
         self._origin_start = self.origin.bytes_received if self.origin else 0
         landed_before = sum(f.landed for f in self._files)
@@ -378,7 +387,7 @@ class Pull:
         self.engine.flush(self.key)
         await flushed  # the last pieces may still be in libtorrent's store buffer
         try:
-            await asyncio.to_thread(verify_etag, root / p.pending, p.file)
+            await asyncio.get_running_loop().run_in_executor(self._verifier, verify_etag, root / p.pending, p.file)
         except IntegrityError as exc:
             raise IntegrityError(
                 f"{p.file.path}: every piece passed the torrent's hashes but the file is not the one the Hub "
