@@ -58,6 +58,12 @@ SETTINGS: tuple[Setting, ...] = (
         "parallel HTTP connections to the origin when streaming",
     ),
     Setting("retries", ("SWARMHUB_RETRIES",), "8", "attempts per origin request before giving up"),
+    Setting(
+        "libtorrent",
+        ("SWARMHUB_LIBTORRENT",),
+        "",
+        'JSON object of libtorrent settings to override, e.g. {"connections_limit": 500}',
+    ),
 )
 
 
