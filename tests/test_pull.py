@@ -346,3 +346,33 @@ def test_an_origin_serving_other_bytes_is_a_clear_error(release: Release, tmp_pa
     assert "the origin's bytes for" in line and "do not match the torrent" in line, done.stderr
     snapshot = _repo_dir(tmp_path / "hub") / "snapshots" / release.commit
     assert not (snapshot / "model.safetensors").exists()
+
+
+def test_pull_seed_keeps_serving_until_sigterm(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    """`pull --seed`: node B pulls from A, then serves node C; SIGTERM ends it cleanly."""
+    with seeding(seeded_cache) as a:
+        b = subprocess.Popen(
+            swarmhub(
+                "pull", REPO_ID, "--torrent", release.hybrid, "--cache-dir", tmp_path / "b", "--no-origin",
+                "--peer", f"127.0.0.1:{a.port}", "--seed", "--listen", "127.0.0.1:0",
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            assert b.stdout is not None
+            lines = [b.stdout.readline() for _ in range(2)]  # the summary, then the snapshot path
+            seeding_line = b.stdout.readline()
+            assert seeding_line.startswith("seeding swarmhub-demo/tiny-model@"), (lines, seeding_line)
+            port = int(seeding_line.split(" on port ")[1].split()[0])
+        except BaseException:
+            b.kill()
+            raise
+    try:  # A is gone: everything C gets comes from B
+        result = pull(REPO_ID, "--torrent", release.hybrid, "--cache-dir", tmp_path / "c", "--no-origin",
+                      "--peer", f"127.0.0.1:{port}")  # fmt: skip
+        assert snapshot_files(Path(result["snapshot_path"])) == release.files
+        assert not [p for p in (tmp_path / "c").rglob("*") if ".pad" in p.parts]  # pad files never on disk
+    finally:
+        b.send_signal(signal.SIGTERM)
+        assert b.wait(15) == 0
