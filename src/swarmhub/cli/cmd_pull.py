@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from swarmhub.cli.args import add_filter_options, parse_address, split_repo_revision
 from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
 from swarmhub.cli.output import human_size, print_json
-from swarmhub.errors import OriginError, RepoNotFound, RevisionNotFound, SwarmhubError, UsageError
+from swarmhub.errors import (
+    OriginError,
+    OriginUnavailable,
+    RepoNotFound,
+    RevisionNotFound,
+    SwarmhubError,
+    UsageError,
+)
 from swarmhub.hub.repo import RepoType, is_commit_prefix, parse_repo_type
 from swarmhub.settings import Settings, check_endpoint
 
@@ -43,6 +51,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--torrent", type=Path, metavar="FILE", help="the release's .torrent")
     source.add_argument("--magnet", metavar="URI", help="the release's magnet link (metadata comes from peers)")
+    source.add_argument(
+        "--registry", metavar="URL", help="find the torrent in this registry (default: $SWARMHUB_REGISTRY)"
+    )
     p.add_argument(
         "--endpoint",
         help="origin for pieces no peer has (default: $SWARMHUB_UPSTREAM, $HF_ENDPOINT, https://huggingface.co)",
@@ -94,6 +105,32 @@ def _torrent_bytes(args: argparse.Namespace, settings: Settings, repo_type: Repo
             f"{settings.state_dir / 'torrents'})",
         )
     return max(found, key=lambda s: s.path.stat().st_mtime).data
+
+
+async def _registry_torrent(
+    url: str, origin: OriginClient | None, repo_type: RepoType, repo_id: str, revision: str | None
+) -> bytes:
+    """The hybrid torrent of the release the user named, from the registry: a commit (or prefix) as is; a
+    branch or tag resolved by the origin first; nothing named: the newest published release."""
+    from swarmhub.registry.client import RegistryClient
+
+    registry = RegistryClient(url)
+    commit: str | None = None
+    if revision and is_commit_prefix(revision):
+        commit = revision
+    elif revision and origin is not None:
+        try:
+            commit = await origin.resolve_revision(repo_type, repo_id, revision)
+        except OriginUnavailable as exc:
+            log.warning("taking the newest published release: the origin cannot resolve %s (%s)", revision, exc)
+    release = await asyncio.to_thread(registry.release, repo_type, repo_id, commit)
+    if release is None:
+        what = f"{repo_id}@{commit[:12]}" if commit else repo_id
+        raise UsageError(
+            f"the registry {url} has no release of {what}",
+            hint=f"publish it (swarmhub publish {repo_id} --registry {url}) or pass --torrent FILE",
+        )
+    return await asyncio.to_thread(registry.torrent, repo_type, repo_id, release["commit"])
 
 
 async def _magnet_torrent(engine: Engine, uri: str, peers: list[tuple[str, int]], state_dir: Path) -> bytes:
@@ -270,7 +307,11 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         if args.magnet:
             data = await _magnet_torrent(engine, args.magnet, args.peer, settings.state_dir)
         else:
-            data = _torrent_bytes(args, settings, repo_type, repo_id)
+            registry = args.registry or os.environ.get("SWARMHUB_REGISTRY")
+            if args.torrent is None and registry:
+                data = await _registry_torrent(registry, origin, repo_type, repo_id, args.revision)
+            else:
+                data = _torrent_bytes(args, settings, repo_type, repo_id)
         torrent = parse_torrent(data)
         _check_release(torrent, repo_type, repo_id, args.revision)
         assert torrent.repo is not None

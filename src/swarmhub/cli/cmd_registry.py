@@ -1,0 +1,92 @@
+"""``swarmhub registry serve`` and ``swarmhub registry token create NAME``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from swarmhub.cli.args import parse_port
+from swarmhub.settings import Settings, check_endpoint
+
+__all__ = ["register"]
+
+
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", type=Path, metavar="PATH", help="the registry's SQLite file (default: $SWARMHUB_HOME/registry.db)"
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "registry",
+        help="the registry: catalog, website, tracker, web-seed gateway (serve; token create)",
+        description="The registry: one process and one SQLite file serving the JSON API, the website, the "
+        "tracker and the web-seed gateway.",
+    )
+    commands = p.add_subparsers(dest="registry_command", metavar="SUBCOMMAND", required=True)
+    serve = commands.add_parser("serve", help="serve the registry until Ctrl-C")
+    _db_option(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=parse_port, default=8470, help="port (default: 8470; 0 picks a free one)")
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="Hub-compatible origin the gateway fetches from (default: $SWARMHUB_UPSTREAM, $HF_ENDPOINT, "
+        "https://huggingface.co)",
+    )
+    serve.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="how clients reach this registry, used in torrents' web seeds and trackers (default: http://HOST:PORT)",
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(func=_serve)
+    token = commands.add_parser("token", help="publishing tokens")
+    token_commands = token.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True)
+    create = token_commands.add_parser("create", help="create a token; prints it as the last line (shown once)")
+    create.add_argument("name", help="who the token is for, e.g. ci-publisher")
+    _db_option(create)
+    create.set_defaults(func=_token_create)
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.db) if args.db else settings.state_dir / "registry.db"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from swarmhub.registry.server import RegistryServer
+    from swarmhub.serving import run_until_interrupted
+
+    settings = Settings.from_env()
+    upstream = check_endpoint(args.upstream, "--upstream") if args.upstream else settings.endpoint
+    public = check_endpoint(args.public_url, "--public-url") if args.public_url else None
+    server = RegistryServer(
+        _db(args, settings),
+        args.host,
+        args.port,
+        public_url=public,
+        upstream=upstream,
+        token=settings.token,
+        access_log=args.access_log,
+    )
+
+    def ready() -> None:
+        print(f"registry serving at {server.url} (public URL {server.public_url}, database {server.db})", flush=True)
+
+    run_until_interrupted(server, ready)
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from swarmhub.registry.catalog import Catalog
+
+    db = _db(args, Settings.from_env())
+    catalog = Catalog(db)
+    try:
+        token = catalog.create_token(args.name)
+    finally:
+        catalog.close()
+    print(f"token {args.name!r} created in {db}; publishers set SWARMHUB_TOKEN to:")
+    print(token)
+    return 0

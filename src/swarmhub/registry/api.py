@@ -1,0 +1,303 @@
+"""The registry's JSON API: releases, their torrents and magnets, publishing (with a token), OpenAPI.
+
+    GET  /api/info                                          public URL, announce URL, web-seed base
+    GET  /api/releases?q=&org=&type=&sort=&limit=&offset=   latest release of each matching repo
+    POST /api/releases                                      publish {"torrent", "classic_torrent"} (base64)
+    GET  /api/repos/{type}/{org}/{name}                     every release of a repo, newest first
+    GET  /api/repos/{type}/{org}/{name}/latest              its newest release
+    GET  /api/releases/{type}/{org}/{name}/{commit}         one release (a commit prefix of 7+ hex works)
+    GET  /api/releases/{type}/{org}/{name}/{commit}/torrent[?classic=1]
+    GET  /api/releases/{type}/{org}/{name}/{commit}/magnet
+    GET  /api/info-hash/{hash}                              by v1, v2 (or its 40-hex truncation), classic
+    GET  /api/openapi.json
+
+``{type}`` is ``model`` or ``dataset``. Errors are JSON ``{"error": "..."}`` with the HTTP status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from swarmhub import __version__
+from swarmhub.bt.magnet import build_magnet
+from swarmhub.errors import BencodeError, MetainfoError, UsageError
+from swarmhub.hub.repo import RepoType, is_commit_prefix
+from swarmhub.registry.catalog import Catalog, Release, Sort
+
+__all__ = ["ApiConfig", "api_routes", "release_json"]
+
+MAX_UPLOAD = 64 * 1024 * 1024  # two torrents of a 100k-file, 10 TB release fit easily
+SORTS: dict[str, Sort] = {"newest": "newest", "name": "name", "size": "size"}
+
+
+class ApiConfig:
+    def __init__(self, public_url: str, on_publish: Callable[[Release], None] | None = None) -> None:
+        self.public_url = public_url.rstrip("/")
+        self.on_publish = on_publish
+
+    @property
+    def announce_url(self) -> str:
+        return f"{self.public_url}/announce"
+
+    def webseed(self, r: Release) -> str:
+        return f"{self.public_url}/webseed/{r.repo_type}/{r.repo_id}/{r.commit}/"
+
+    def torrent_url(self, r: Release, *, classic: bool = False) -> str:
+        url = f"{self.public_url}/api/releases/{r.repo_type}/{r.repo_id}/{r.commit}/torrent"
+        return url + "?classic=1" if classic else url
+
+    def magnet(self, r: Release) -> str:
+        return build_magnet(
+            info_hash_v1=r.info_hash_v1,
+            info_hash_v2=r.info_hash_v2,
+            name=r.name,
+            trackers=[self.announce_url],
+            webseeds=[self.webseed(r)],
+        )
+
+
+def release_json(r: Release, config: ApiConfig) -> dict[str, Any]:
+    return {
+        "repo_type": r.repo_type,
+        "repo_id": r.repo_id,
+        "commit": r.commit,
+        "name": r.name,
+        "published_at": datetime.fromtimestamp(r.published_at, UTC).isoformat(timespec="seconds"),
+        "published_by": r.published_by,
+        "total_size": r.total_size,
+        "files": [{"path": f.path, "size": f.size, "etag": f.etag} for f in r.files],
+        "info_hash_v1": r.info_hash_v1,
+        "info_hash_v2": r.info_hash_v2,
+        "classic_info_hash": r.classic_info_hash,
+        "magnet": config.magnet(r),
+        "torrent_url": config.torrent_url(r),
+        "classic_torrent_url": config.torrent_url(r, classic=True),
+        "webseed": config.webseed(r),
+    }
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _repo_type(value: str) -> RepoType | None:
+    return value if value in ("model", "dataset") else None  # type: ignore[return-value]
+
+
+def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def repo(request: Request) -> tuple[RepoType, str] | None:
+        repo_type = _repo_type(request.path_params["repo_type"])
+        if repo_type is None:
+            return None
+        return repo_type, f"{request.path_params['org']}/{request.path_params['name']}"
+
+    async def release_at(request: Request) -> Release | None:
+        found = repo(request)
+        commit = request.path_params["commit"]
+        if found is None or not is_commit_prefix(commit):
+            return None
+        release: Release | None = await run(catalog.find_commit, found[0], found[1], commit)
+        return release
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "name": "swarmhub registry",
+                "version": __version__,
+                "public_url": config.public_url,
+                "announce_url": config.announce_url,
+                "webseed_base": f"{config.public_url}/webseed/",
+            }
+        )
+
+    async def list_releases(request: Request) -> Response:
+        q = request.query_params
+        sort = q.get("sort", "newest")
+        if sort not in SORTS:
+            return _error(400, "sort is one of newest, name, size")
+        try:
+            limit, offset = int(q.get("limit", "50")), int(q.get("offset", "0"))
+        except ValueError:
+            return _error(400, "limit and offset are integers")
+        repo_type = _repo_type(q["type"]) if "type" in q else None
+        releases, total = await run(
+            lambda: catalog.search(
+                q.get("q", ""), org=q.get("org"), repo_type=repo_type, sort=SORTS[sort], limit=limit, offset=offset
+            )
+        )
+        return JSONResponse({"total": total, "releases": [release_json(r, config) for r in releases]})
+
+    async def repo_releases(request: Request) -> Response:
+        found = repo(request)
+        if found is None:
+            return _error(404, "type is model or dataset")
+        releases = await run(catalog.releases_of, *found)
+        if not releases:
+            return _error(404, f"no release of {found[1]} is published")
+        return JSONResponse({"repo_id": found[1], "releases": [release_json(r, config) for r in releases]})
+
+    async def latest(request: Request) -> Response:
+        found = repo(request)
+        release = await run(catalog.latest, *found) if found else None
+        if release is None:
+            return _error(404, f"no release of {found[1] if found else '?'} is published")
+        return JSONResponse(release_json(release, config))
+
+    async def one(request: Request) -> Response:
+        release = await release_at(request)
+        if release is None:
+            return _error(404, "no such release")
+        return JSONResponse(release_json(release, config))
+
+    async def torrent(request: Request) -> Response:
+        release = await release_at(request)
+        if release is None:
+            return _error(404, "no such release")
+        classic = request.query_params.get("classic") in ("1", "true", "yes")
+        data = await run(lambda: catalog.torrent(release.repo_type, release.repo_id, release.commit, classic=classic))
+        filename = f"{release.name}{'.v1' if classic else ''}.torrent"
+        return Response(
+            data,
+            media_type="application/x-bittorrent",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "max-age=86400"},
+        )
+
+    async def magnet(request: Request) -> Response:
+        release = await release_at(request)
+        if release is None:
+            return _error(404, "no such release")
+        return JSONResponse({"magnet": config.magnet(release)})
+
+    async def by_hash(request: Request) -> Response:
+        h = request.path_params["info_hash"].lower()
+        if len(h) not in (40, 64) or any(c not in "0123456789abcdef" for c in h):
+            return _error(400, "an info-hash is 40 or 64 hex digits")
+        release = await run(catalog.by_info_hash, h)
+        if release is None:
+            return _error(404, f"no release has info-hash {h}")
+        return JSONResponse(release_json(release, config))
+
+    async def publish(request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        owner = await run(catalog.token_owner, token) if token else None
+        if owner is None:
+            return JSONResponse(
+                {"error": "publishing needs a valid token (Authorization: Bearer <SWARMHUB_TOKEN>)"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="swarmhub"'},
+            )
+        body = await _read_limited(request)
+        if body is None:
+            return _error(413, f"a publish request is at most {MAX_UPLOAD} bytes")
+        try:
+            payload = json.loads(body)
+            hybrid = base64.b64decode(payload["torrent"], validate=True)
+            classic = base64.b64decode(payload["classic_torrent"], validate=True)
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return _error(400, 'send JSON {"torrent": <base64 hybrid>, "classic_torrent": <base64 v1>}')
+        try:
+            release, new = await run(catalog.publish, hybrid, classic, owner)
+        except (BencodeError, MetainfoError, UsageError) as exc:
+            return _error(422, str(exc))
+        if new and config.on_publish is not None:
+            config.on_publish(release)
+        return JSONResponse({**release_json(release, config), "new": new}, status_code=201 if new else 200)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    prefix = "/api/releases/{repo_type}/{org}/{name}/{commit}"
+    return [
+        Route("/api/info", info),
+        Route("/api/openapi.json", openapi),
+        Route("/api/releases", list_releases, methods=["GET"]),
+        Route("/api/releases", publish, methods=["POST"]),
+        Route("/api/repos/{repo_type}/{org}/{name}", repo_releases),
+        Route("/api/repos/{repo_type}/{org}/{name}/latest", latest),
+        Route(prefix, one),
+        Route(prefix + "/torrent", torrent),
+        Route(prefix + "/magnet", magnet),
+        Route("/api/info-hash/{info_hash}", by_hash),
+    ]
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _op(summary: str, *, params: tuple[str, ...] = (), body: bool = False, binary: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {"application/x-bittorrent" if binary else "application/json": {}},
+            },
+            "404": {"description": "not found"},
+        },
+    }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["torrent", "classic_torrent"],
+                        "properties": {
+                            "torrent": {"type": "string", "format": "byte", "description": "the hybrid"},
+                            "classic_torrent": {"type": "string", "format": "byte", "description": "v1"},
+                        },
+                    }
+                }
+            },
+        }
+        op["security"] = [{"bearer": []}]
+        op["responses"]["201"] = {"description": "published"}
+        op["responses"]["401"] = {"description": "no or unknown token"}
+        op["responses"]["422"] = {"description": "torrents refused (the error says why)"}
+    return op
+
+
+_REL = ("repo_type", "org", "name", "commit")
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "swarmhub registry", "version": __version__},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "paths": {
+        "/api/info": {"get": _op("public URL, announce URL, web-seed base")},
+        "/api/releases": {
+            "get": _op("search releases (q, org, type, sort=newest|name|size, limit, offset)"),
+            "post": _op("publish a release: its hybrid and classic torrents", body=True),
+        },
+        "/api/repos/{repo_type}/{org}/{name}": {"get": _op("a repo's releases", params=_REL[:3])},
+        "/api/repos/{repo_type}/{org}/{name}/latest": {"get": _op("a repo's newest release", params=_REL[:3])},
+        "/api/releases/{repo_type}/{org}/{name}/{commit}": {"get": _op("one release", params=_REL)},
+        "/api/releases/{repo_type}/{org}/{name}/{commit}/torrent": {
+            "get": _op("the hybrid .torrent (?classic=1: the v1 one)", params=_REL, binary=True)
+        },
+        "/api/releases/{repo_type}/{org}/{name}/{commit}/magnet": {"get": _op("the magnet link", params=_REL)},
+        "/api/info-hash/{info_hash}": {"get": _op("a release by info-hash", params=("info_hash",))},
+    },
+}

@@ -1,0 +1,339 @@
+"""The registry's catalog: releases and their two torrents, publishing tokens, in one SQLite file.
+
+One file, WAL mode (readers never wait for the writer), versioned migrations (``PRAGMA user_version``), one
+writer at a time (a lock around every write). A release is (repo type, repo id, commit) -> the hybrid torrent
+(libtorrent-based clients, our nodes) and the classic v1 torrent (Transmission 3, aria2), both of the same
+files. Publishing the same release again is a no-op; a new commit is a new release; old releases stay.
+
+Tokens are stored as SHA-256 digests only: the catalog can check a token, never show one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from swarmhub.bt.metainfo import Torrent, parse_torrent
+from swarmhub.errors import SwarmhubError, UsageError
+from swarmhub.hub.repo import RepoType
+
+__all__ = ["Catalog", "PublishRefused", "Release", "ReleaseFile", "Sort"]
+
+Sort = Literal["newest", "name", "size"]
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: releases and tokens
+    """
+    CREATE TABLE releases (
+        id INTEGER PRIMARY KEY,
+        repo_type TEXT NOT NULL,
+        repo_id TEXT NOT NULL,
+        org TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        published_at REAL NOT NULL,
+        published_by TEXT NOT NULL,
+        total_size INTEGER NOT NULL,
+        num_files INTEGER NOT NULL,
+        files_json TEXT NOT NULL,
+        name TEXT NOT NULL,
+        info_hash_v1 TEXT NOT NULL,
+        info_hash_v2 TEXT NOT NULL,
+        torrent BLOB NOT NULL,
+        classic_info_hash TEXT NOT NULL,
+        classic_torrent BLOB NOT NULL,
+        UNIQUE (repo_type, repo_id, commit_sha)
+    );
+    CREATE INDEX releases_repo ON releases (repo_type, repo_id, published_at);
+    CREATE INDEX releases_v1 ON releases (info_hash_v1);
+    CREATE INDEX releases_v2 ON releases (info_hash_v2);
+    CREATE INDEX releases_classic ON releases (classic_info_hash);
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    """,
+)
+
+
+class PublishRefused(UsageError):
+    """A published torrent pair the registry will not store (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    path: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class Release:
+    repo_type: RepoType
+    repo_id: str
+    commit: str
+    published_at: float
+    published_by: str
+    total_size: int
+    files: tuple[ReleaseFile, ...]
+    name: str  # the torrents' name (the folder BitTorrent clients download into)
+    info_hash_v1: str  # of the hybrid
+    info_hash_v2: str
+    classic_info_hash: str  # v1 info-hash of the classic torrent
+
+    @property
+    def org(self) -> str:
+        return self.repo_id.split("/")[0]
+
+
+_COLUMNS = (
+    "repo_type, repo_id, commit_sha, published_at, published_by, total_size, files_json, name, "
+    "info_hash_v1, info_hash_v2, classic_info_hash"
+)
+
+
+def _release(row: sqlite3.Row) -> Release:
+    files = tuple(ReleaseFile(f["path"], f["size"], f["etag"]) for f in json.loads(row["files_json"]))
+    return Release(
+        repo_type=row["repo_type"],
+        repo_id=row["repo_id"],
+        commit=row["commit_sha"],
+        published_at=row["published_at"],
+        published_by=row["published_by"],
+        total_size=row["total_size"],
+        files=files,
+        name=row["name"],
+        info_hash_v1=row["info_hash_v1"],
+        info_hash_v2=row["info_hash_v2"],
+        classic_info_hash=row["classic_info_hash"],
+    )
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_pair(hybrid: Torrent, classic: Torrent) -> None:
+    """A publishable pair: a hybrid and a v1 torrent of the same release, same files, carrying its identity."""
+    if hybrid.format != "hybrid":
+        raise PublishRefused(f"the first torrent is {hybrid.format}, not a v1+v2 hybrid")
+    if classic.format != "v1":
+        raise PublishRefused(f"the classic torrent is {classic.format}, not v1")
+    if hybrid.repo is None or classic.repo is None:
+        raise PublishRefused("a published torrent must carry the release's Hub identity (info.hf)")
+    if hybrid.repo != classic.repo:
+        raise PublishRefused(f"the torrents are of different releases ({hybrid.repo} and {classic.repo})")
+    if [(f.path, f.size, f.etag) for f in hybrid.files] != [(f.path, f.size, f.etag) for f in classic.files]:
+        raise PublishRefused("the hybrid and the classic torrent list different files")
+    if hybrid.private or classic.private:
+        raise PublishRefused("private torrents are not published")
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(MIGRATIONS):
+            raise SwarmhubError(
+                f"{self.path} was made by a newer swarmhub (schema {version}, this one knows {len(MIGRATIONS)})",
+                hint="upgrade swarmhub, or point --db at another file",
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._write() as db:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # ------------------------------------------------------------------------------------------- tokens
+
+    def create_token(self, name: str) -> str:
+        if not name or len(name) > 100 or not name.isprintable():
+            raise UsageError(f"{name!r} is not a token name (1-100 printable characters)")
+        token = "swh_" + secrets.token_urlsafe(32)
+        try:
+            with self._write() as db:
+                db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (name, _digest(token), time.time()))
+        except sqlite3.IntegrityError:
+            raise UsageError(f"a token named {name!r} exists", hint="pick another name") from None
+        return token
+
+    def token_owner(self, token: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT name FROM tokens WHERE digest = ?", (_digest(token),)).fetchone()
+        return None if row is None else str(row["name"])
+
+    # ----------------------------------------------------------------------------------------- releases
+
+    def publish(self, hybrid: bytes, classic: bytes, by: str) -> tuple[Release, bool]:
+        """Store a release (idempotent); returns it and whether it is new."""
+        h, c = parse_torrent(hybrid), parse_torrent(classic)
+        check_pair(h, c)
+        assert h.repo is not None and h.info_hash_v1 and h.info_hash_v2 and c.info_hash_v1
+        existing = self.get(h.repo.repo_type, h.repo.repo_id, h.repo.commit)
+        if existing is not None:
+            if (existing.info_hash_v2, existing.classic_info_hash) != (h.info_hash_v2, c.info_hash_v1):
+                raise PublishRefused(
+                    f"{h.repo.repo_id}@{h.repo.commit[:12]} is published with other torrents "
+                    f"(v2 {existing.info_hash_v2[:16]}...): a release is never replaced"
+                )
+            return existing, False
+        files = [{"path": f.path, "size": f.size, "etag": f.etag} for f in h.files]
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO releases (repo_type, repo_id, org, commit_sha, published_at, published_by, "
+                "total_size, num_files, files_json, name, info_hash_v1, info_hash_v2, torrent, classic_info_hash, "
+                "classic_torrent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    h.repo.repo_type,
+                    h.repo.repo_id,
+                    h.repo.repo_id.split("/")[0],
+                    h.repo.commit,
+                    time.time(),
+                    by,
+                    h.total_size,
+                    len(h.files),
+                    json.dumps(files),
+                    h.name,
+                    h.info_hash_v1,
+                    h.info_hash_v2,
+                    hybrid,
+                    c.info_hash_v1,
+                    classic,
+                ),
+            )
+        release = self.get(h.repo.repo_type, h.repo.repo_id, h.repo.commit)
+        assert release is not None
+        return release, True
+
+    def _one(self, where: str, *args: object) -> Release | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM releases WHERE {where} LIMIT 1", args).fetchone()
+        return None if row is None else _release(row)
+
+    def get(self, repo_type: RepoType, repo_id: str, commit: str) -> Release | None:
+        return self._one("repo_type = ? AND repo_id = ? AND commit_sha = ?", repo_type, repo_id, commit)
+
+    def find_commit(self, repo_type: RepoType, repo_id: str, prefix: str) -> Release | None:
+        """A release by its commit or an abbreviation of it (newest first if several match)."""
+        return self._one(
+            "repo_type = ? AND repo_id = ? AND substr(commit_sha, 1, ?) = ? ORDER BY published_at DESC",
+            repo_type,
+            repo_id,
+            len(prefix),
+            prefix,
+        )
+
+    def latest(self, repo_type: RepoType, repo_id: str) -> Release | None:
+        return self._one("repo_type = ? AND repo_id = ? ORDER BY published_at DESC, id DESC", repo_type, repo_id)
+
+    def by_info_hash(self, info_hash: str) -> Release | None:
+        """By the hybrid's v1 or v2 info-hash (v2 also truncated to 40 hex, as BEP 52 trackers see it), or
+        the classic torrent's."""
+        h = info_hash.lower()
+        if len(h) == 64:
+            return self._one("info_hash_v2 = ?", h)
+        return self._one("info_hash_v1 = ? OR classic_info_hash = ? OR substr(info_hash_v2, 1, 40) = ?", h, h, h)
+
+    def torrent(self, repo_type: RepoType, repo_id: str, commit: str, *, classic: bool = False) -> bytes | None:
+        column = "classic_torrent" if classic else "torrent"
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {column} FROM releases WHERE repo_type = ? AND repo_id = ? AND commit_sha = ?",
+                (repo_type, repo_id, commit),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def search(
+        self,
+        text: str = "",
+        *,
+        org: str | None = None,
+        repo_type: RepoType | None = None,
+        sort: Sort = "newest",
+        limit: int = 50,
+        offset: int = 0,
+        latest_only: bool = True,
+    ) -> tuple[list[Release], int]:
+        """Releases matching ``text`` (in the repo id) and filters; with the total count for paging."""
+        where, args = ["1 = 1"], []
+        if text:
+            where.append("repo_id LIKE ? ESCAPE '\\'")
+            args.append("%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if org:
+            where.append("org = ?")
+            args.append(org)
+        if repo_type:
+            where.append("repo_type = ?")
+            args.append(repo_type)
+        if latest_only:
+            where.append(
+                "id = (SELECT r2.id FROM releases r2 WHERE r2.repo_type = releases.repo_type AND "
+                "r2.repo_id = releases.repo_id ORDER BY r2.published_at DESC, r2.id DESC LIMIT 1)"
+            )
+        order = {"newest": "published_at DESC, id DESC", "name": "repo_id ASC", "size": "total_size DESC"}[sort]
+        clause = " AND ".join(where)
+        with self._lock:
+            total = int(self._db.execute(f"SELECT count(*) FROM releases WHERE {clause}", args).fetchone()[0])
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM releases WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*args, max(0, min(limit, 500)), max(0, offset)],
+            ).fetchall()
+        return [_release(r) for r in rows], total
+
+    def releases_of(self, repo_type: RepoType, repo_id: str) -> list[Release]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM releases WHERE repo_type = ? AND repo_id = ? ORDER BY published_at DESC",
+                (repo_type, repo_id),
+            ).fetchall()
+        return [_release(r) for r in rows]
+
+    def info_hashes(self) -> set[bytes]:
+        """Every published info-hash as trackers see it (20 bytes: v1, v2 truncated, classic)."""
+        with self._lock:
+            rows = self._db.execute("SELECT info_hash_v1, info_hash_v2, classic_info_hash FROM releases").fetchall()
+        out: set[bytes] = set()
+        for v1, v2, classic in rows:
+            out.update((bytes.fromhex(v1), bytes.fromhex(v2)[:20], bytes.fromhex(classic)))
+        return out

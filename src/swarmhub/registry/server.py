@@ -1,0 +1,183 @@
+"""``swarmhub registry serve``: one process, one SQLite file — the JSON API, the website, the tracker and the
+web-seed gateway on one port.
+
+The tracker only tracks published info-hashes (the hybrid's v1, its v2 truncated to 20 bytes as BEP 52
+trackers see it, and the classic torrent's); its counts feed the website's swarm health. The gateway serves
+only files of published releases, fetched from ``upstream`` with the registry's own token (if any).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount, Route
+
+from swarmhub.bt.metainfo import Torrent, parse_torrent
+from swarmhub.bt.tracker import Swarms
+from swarmhub.hub.repo import RepoType
+from swarmhub.registry.api import ApiConfig, api_routes
+from swarmhub.registry.catalog import Catalog, Release
+from swarmhub.serving import UvicornThread, bind, url_host
+from swarmhub.tracker.app import tracker_app
+
+__all__ = ["RegistryServer", "SwarmHealth", "registry_app"]
+
+
+@dataclass(frozen=True)
+class SwarmHealth:
+    seeders: int
+    leechers: int
+    completed: int
+
+
+class _Published:
+    """The published info-hashes (20 bytes), kept in memory for the tracker's every announce."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._lock = threading.Lock()
+        self._hashes = catalog.info_hashes()
+
+    def add(self, release: Release) -> None:
+        with self._lock:
+            self._hashes.update(_tracker_hashes(release))
+
+    def __call__(self, info_hash: bytes) -> bool:
+        return info_hash in self._hashes
+
+
+def _tracker_hashes(r: Release) -> tuple[bytes, bytes, bytes]:
+    return bytes.fromhex(r.info_hash_v1), bytes.fromhex(r.info_hash_v2)[:20], bytes.fromhex(r.classic_info_hash)
+
+
+class _Torrents:
+    """Parsed torrents of published releases for the gateway (a release never changes: cache forever)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._cache: dict[tuple[str, str, str], Torrent] = {}
+
+    def __call__(self, repo_type: RepoType, repo_id: str, commit: str) -> Torrent | None:
+        key = (repo_type, repo_id, commit)
+        if key not in self._cache:
+            data = self.catalog.torrent(repo_type, repo_id, commit)
+            if data is None:
+                return None
+            self._cache[key] = parse_torrent(data)
+        return self._cache[key]
+
+
+def registry_app(
+    catalog: Catalog,
+    *,
+    public_url: str,
+    upstream: str | None = None,
+    token: str | None = None,
+    swarms: Swarms | None = None,
+) -> Starlette:
+    published = _Published(catalog)
+    swarms = swarms if swarms is not None else Swarms(rng=random.Random(), admit=published)
+    config = ApiConfig(public_url, on_publish=published.add)
+
+    def health(release: Release) -> SwarmHealth:
+        counts = swarms.scrape(_tracker_hashes(release), time.monotonic())
+        return SwarmHealth(
+            seeders=sum(c.complete for c in counts.values()),
+            leechers=sum(c.incomplete for c in counts.values()),
+            completed=sum(c.downloaded for c in counts.values()),
+        )
+
+    routes: list[BaseRoute] = [*api_routes(catalog, config)]
+    tracker = tracker_app(swarms)
+    routes += [Route("/announce", tracker), Route("/scrape", tracker)]
+    if upstream is not None:
+        try:
+            from swarmhub.gateway import Gateway
+            from swarmhub.origin.client import OriginClient
+        except ImportError:  # pragma: no cover - the gateway ships with the package
+            pass
+        else:
+            gateway = Gateway(_Torrents(catalog), OriginClient(upstream, token))
+            routes.append(Mount("/webseed", routes=gateway.routes()))
+    try:
+        from swarmhub.registry.web import website_routes
+    except ImportError:  # pragma: no cover - the website ships with the package
+        pass
+    else:
+        routes += website_routes(catalog, health, public_url=config.public_url)  # type: ignore[arg-type]
+    app = Starlette(routes=routes)
+    app.state.swarms = swarms
+    app.state.health = health
+    return app
+
+
+class RegistryServer:
+    """The registry from a background thread (tests, the demo); ``serve`` in the CLI runs it in front."""
+
+    def __init__(
+        self,
+        db: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        public_url: str | None = None,
+        upstream: str | None = None,
+        token: str | None = None,
+        access_log: bool = False,
+    ) -> None:
+        self.db = db
+        self.host = host
+        self._requested_port = port
+        self._public_url = public_url
+        self.upstream = upstream
+        self._token = token
+        self._access_log = access_log
+        self.catalog: Catalog | None = None
+        self._server: UvicornThread | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("RegistryServer not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        return (self._public_url or self.url).rstrip("/")
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.running
+
+    def start(self) -> RegistryServer:
+        sock = bind(self.host, self._requested_port)
+        self._port = int(sock.getsockname()[1])
+        self.catalog = Catalog(self.db)
+        app = registry_app(self.catalog, public_url=self.public_url, upstream=self.upstream, token=self._token)
+        self._server = UvicornThread(f"registry-{self._port}", [app], [sock], access_log=self._access_log)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        if self.catalog is not None:
+            self.catalog.close()
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,172 @@
+"""The registry: catalog (SQLite), publishing with a token, the JSON API, the tracker, `pull --registry`.
+
+End to end as users run it: `swarmhub registry token create`, `swarmhub publish` (streamed from the dev hub),
+then node A pulls by name (the origin serves it) and seeds, and node B pulls by name with the origin off,
+finding A through the registry's tracker alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.cli import run_cli
+from support.swarm import REPO_ID, make_release, pull, seeding, snapshot_files
+from swarmhub.bt.bencode import decode
+from swarmhub.bt.metainfo import parse_torrent
+from swarmhub.devhub import DevHub
+from swarmhub.registry.catalog import Catalog, PublishRefused
+from swarmhub.registry.server import RegistryServer
+
+
+@dataclass(frozen=True)
+class Setup:
+    root: Path
+    files: dict[str, bytes]
+    hub: DevHub
+    registry: RegistryServer
+    token: str
+    published: dict[str, Any]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("registry")
+    files = make_release(root / "origin", size_mb=3)
+    db = root / "registry.db"
+    made = run_cli("registry", "token", "create", "ci-publisher", "--db", db)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip().splitlines()[-1]
+    with DevHub(root / "origin") as hub, RegistryServer(db, upstream=hub.endpoint) as registry:
+        env = {"SWARMHUB_TOKEN": token}
+        done = run_cli("publish", REPO_ID, "--registry", registry.url, "--endpoint", hub.endpoint, "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        yield Setup(root, files, hub, registry, token, json.loads(done.stdout))
+
+
+def test_publish_prints_what_other_tools_depend_on(setup: Setup) -> None:
+    p = setup.published
+    assert p["new"] is True and p["repo_id"] == REPO_ID
+    for key in ("info_hash_v1", "info_hash_v2", "magnet", "torrent_url", "classic_torrent_url"):
+        assert p[key], key
+    status, hybrid = _get(p["torrent_url"])
+    assert status == 200
+    parsed = parse_torrent(hybrid)
+    assert (parsed.format, parsed.info_hash_v1, parsed.info_hash_v2) == ("hybrid", p["info_hash_v1"], p["info_hash_v2"])
+    assert parsed.trackers == (f"{setup.registry.public_url}/announce",)
+    assert parsed.webseeds == (f"{setup.registry.public_url}/webseed/model/{REPO_ID}/{p['commit']}/",)
+    status, classic = _get(p["classic_torrent_url"])
+    assert status == 200 and parse_torrent(classic).format == "v1"
+    assert p["info_hash_v1"] in p["magnet"] and p["info_hash_v2"] in p["magnet"]
+
+
+def test_publishing_again_is_idempotent_and_needs_a_valid_token(setup: Setup) -> None:
+    args = ["publish", REPO_ID, "--registry", setup.registry.url, "--endpoint", setup.hub.endpoint, "--json"]
+    again = run_cli(*args, env={"SWARMHUB_TOKEN": setup.token})
+    assert again.returncode == 0 and json.loads(again.stdout)["new"] is False
+    wrong = run_cli(*args, env={"SWARMHUB_TOKEN": "swh_wrong"})
+    assert wrong.returncode == 1 and "refused" in wrong.stderr and "SWARMHUB_TOKEN" in wrong.stderr
+    assert wrong.stderr.count("\n") == 1
+    missing = run_cli(*args, env={"SWARMHUB_TOKEN": ""})
+    assert missing.returncode == 2 and "publishing needs a token" in missing.stderr
+    request = urllib.request.Request(f"{setup.registry.url}/api/releases", data=b"{}", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("published without a token")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+
+
+def test_api_finds_releases_by_name_hash_and_search(setup: Setup) -> None:
+    base, p = setup.registry.url, setup.published
+    for h in (p["info_hash_v1"], p["info_hash_v2"], p["info_hash_v2"][:40], p["classic_info_hash"]):
+        status, body = _get(f"{base}/api/info-hash/{h}")
+        assert status == 200 and json.loads(body)["commit"] == p["commit"], h
+    status, body = _get(f"{base}/api/repos/model/{REPO_ID}/latest")
+    assert status == 200 and json.loads(body)["commit"] == p["commit"]
+    status, body = _get(f"{base}/api/releases/model/{REPO_ID}/{p['commit'][:10]}")
+    assert status == 200 and json.loads(body)["info_hash_v2"] == p["info_hash_v2"]
+    status, body = _get(f"{base}/api/releases?q=tiny&sort=size")
+    assert status == 200 and [r["repo_id"] for r in json.loads(body)["releases"]] == [REPO_ID]
+    status, body = _get(f"{base}/api/releases?q=nothing-like-it")
+    assert status == 200 and json.loads(body) == {"total": 0, "releases": []}
+    assert _get(f"{base}/api/repos/model/org/unknown/latest")[0] == 404
+    assert _get(f"{base}/api/releases/model/{REPO_ID}/{'f' * 40}/torrent")[0] == 404
+    status, body = _get(f"{base}/api/openapi.json")
+    assert status == 200 and "/api/releases" in json.loads(body)["paths"]
+
+
+def test_tracker_tracks_published_info_hashes_only(setup: Setup) -> None:
+    def announce(info_hash: bytes) -> Any:
+        query = urllib.parse.urlencode(
+            {
+                "info_hash": info_hash,
+                "peer_id": b"-XX0001-abcdefghijkl",
+                "port": 6881,
+                "uploaded": 0,
+                "downloaded": 0,
+                "left": 0,
+                "compact": 1,
+            }
+        )
+        return decode(_get(f"{setup.registry.url}/announce?{query}")[1])
+
+    published = announce(bytes.fromhex(setup.published["info_hash_v1"]))
+    assert isinstance(published, dict) and b"interval" in published
+    unknown = announce(b"\x01" * 20)
+    assert isinstance(unknown, dict) and b"failure reason" in unknown
+
+
+def test_pull_by_name_from_the_registry(setup: Setup, tmp_path: Path) -> None:
+    """Node A pulls by name (nobody seeds yet: the origin serves it) and seeds; node B pulls by name with the
+    origin off and finds A through the registry's tracker alone (no --peer)."""
+    registry = setup.registry.url
+    a = pull(REPO_ID, "--registry", registry, "--endpoint", setup.hub.endpoint, "--cache-dir", tmp_path / "a" / "hub",
+             "--origin-after", "0")  # fmt: skip
+    assert a["commit"] == setup.published["commit"] and a["origin_bytes"] > 0
+    with seeding(tmp_path / "a" / "hub"):
+        b = pull(REPO_ID, "--registry", registry, "--no-origin", "--cache-dir", tmp_path / "b" / "hub")
+    assert b["origin_bytes"] == 0 and b["peer_bytes"] > 0
+    assert snapshot_files(Path(b["snapshot_path"])) == setup.files
+    unknown = run_cli("pull", "org/unknown", "--registry", registry, "--cache-dir", tmp_path / "c")
+    assert unknown.returncode == 2 and "has no release of org/unknown" in unknown.stderr
+
+
+def test_catalog_refuses_mismatched_pairs_and_keeps_tokens_hashed(setup: Setup, tmp_path: Path) -> None:
+    p = setup.published
+    hybrid = _get(p["torrent_url"])[1]
+    classic = _get(p["classic_torrent_url"])[1]
+    catalog = Catalog(tmp_path / "c.db")
+    try:
+        with pytest.raises(PublishRefused, match="the classic torrent is hybrid, not v1"):
+            catalog.publish(hybrid, hybrid, "t")
+        with pytest.raises(PublishRefused, match="the first torrent is v1, not a v1"):
+            catalog.publish(classic, classic, "t")
+        release, new = catalog.publish(hybrid, classic, "t")
+        assert new and catalog.publish(hybrid, classic, "t") == (release, False)
+        token = catalog.create_token("someone")
+        assert catalog.token_owner(token) == "someone" and catalog.token_owner(token + "x") is None
+        assert catalog.schema_version == 1
+    finally:
+        catalog.close()
+    raw = b"".join(f.read_bytes() for f in tmp_path.glob("c.db*"))
+    assert token.encode() not in raw
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
