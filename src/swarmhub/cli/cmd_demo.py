@@ -120,6 +120,7 @@ async def _swarm(endpoint: str, torrent: bytes, nodes: Path) -> dict[str, Any]:
     from swarmhub.node.landing import CacheDestination
     from swarmhub.node.pull import Pull, PullResult
     from swarmhub.node.seeding import seed_release
+    from swarmhub.node.sources import HubSource
     from swarmhub.origin.client import OriginClient
 
     parsed = parse_torrent(torrent)
@@ -135,7 +136,7 @@ async def _swarm(endpoint: str, torrent: bytes, nodes: Path) -> dict[str, Any]:
 
     with Engine() as a, Engine() as b, Engine() as c:
         async with OriginClient(endpoint, None, backoff_base=0.05) as origin:
-            first = await pull(a, "a", origin=origin, peer_grace=0.0).run()
+            first = await pull(a, "a", origin=HubSource(origin, parsed.repo), peer_grace=0.0).run()
         a.remove(first.key)
         seed_release(a, parsed, torrent, nodes / "a" / "hub", nodes / "a" / "swarmhub" / "parts")
         peers_b = [("127.0.0.1", a.listen_port)]

@@ -66,7 +66,7 @@ async def _publish(args: argparse.Namespace, settings: Settings, registry_url: s
                 exclude=args.exclude,
                 webseeds=(webseed,),
                 trackers=(info["announce_url"],),
-                format=fmt,  # type: ignore[arg-type]
+                format=fmt,
             )
             progress = Progress(f"{fmt} {repo_id}", enabled=None if not quiet else False)
             try:

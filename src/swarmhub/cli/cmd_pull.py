@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from swarmhub.bt.metainfo import Torrent
     from swarmhub.engine.session import Engine
     from swarmhub.node.pull import PullProgress, PullResult
+    from swarmhub.node.sources import RangeSource
     from swarmhub.origin.client import OriginClient
 
 __all__ = ["register", "run"]
@@ -56,9 +57,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--endpoint",
-        help="origin for pieces no peer has (default: $SWARMHUB_UPSTREAM, $HF_ENDPOINT, https://huggingface.co)",
+        help="origin for pieces no peer has (default: the torrent's web seed if it has one, else "
+        "$SWARMHUB_UPSTREAM, $HF_ENDPOINT, https://huggingface.co)",
     )
-    p.add_argument("--no-origin", action="store_true", help="peers only: never fetch from the origin")
+    p.add_argument("--no-origin", action="store_true", help="peers only: never fetch from the origin or a web seed")
     p.add_argument(
         "--origin-after",
         type=float,
@@ -224,6 +226,23 @@ def _check_release(torrent: Torrent, repo_type: RepoType, repo_id: str, revision
         raise UsageError(f"the torrent is for commit {repo.commit}, not {revision}")
 
 
+def _fallback_source(
+    args: argparse.Namespace, settings: Settings, torrent: Torrent, origin: OriginClient | None
+) -> RangeSource | None:
+    """What serves the pieces no peer has: the torrent's web seed (a registry's gateway) unless --endpoint
+    names an origin, else the origin; nothing with --no-origin."""
+    from swarmhub.node.sources import HubSource, WebSeedSource
+    from swarmhub.origin.client import OriginClient
+
+    if origin is None or torrent.repo is None:
+        return None
+    if torrent.webseeds and not args.endpoint:
+        base = torrent.webseeds[0]
+        client = OriginClient(base, None, retries=settings.retries, connections=settings.connections)
+        return WebSeedSource(client, base, torrent.name, torrent.repo)
+    return HubSource(origin, torrent.repo)
+
+
 async def _branch_checked(
     origin: OriginClient | None, torrent: Torrent, revision: str | None
 ) -> tuple[str | None, str | None]:
@@ -303,6 +322,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
     if args.seed:
         args.default_port = 6881  # a seeder others can be told about
     engine = engine_from_args(args)
+    source: RangeSource | None = None
     try:
         if args.magnet:
             data = await _magnet_torrent(engine, args.magnet, args.peer, settings.state_dir)
@@ -316,6 +336,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         _check_release(torrent, repo_type, repo_id, args.revision)
         assert torrent.repo is not None
         ref, warning = await _branch_checked(origin, torrent, args.revision)
+        source = _fallback_source(args, settings, torrent, origin)
         if warning:
             log.warning("%s", warning)
         destination: Destination = (
@@ -331,7 +352,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             destination,
             include=args.include,
             exclude=args.exclude,
-            origin=origin,
+            origin=source,
             peers=args.peer,
             part_file_dir=settings.state_dir / "parts",
             peer_grace=args.origin_after,
@@ -364,6 +385,8 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         engine.close()
         if origin is not None:
             await origin.aclose()
+        if source is not None and source.client is not origin:
+            await source.client.aclose()
 
 
 def _report(args: argparse.Namespace, result: PullResult, torrent: Torrent, torrent_path: Path | None) -> None:

@@ -331,6 +331,7 @@ class Engine:
         have: Sequence[bool] | None = None,
         part_file_dir: Path | None = None,
         upload_only: bool = False,
+        web_seeds: bool = True,
     ) -> str:
         """Start a torrent; returns its key (v2 info-hash, else v1).
 
@@ -338,7 +339,9 @@ class Engine:
         verified them, e.g. whole files against their etags). ``renamed`` maps file indices to paths
         (relative to ``save_path``, or absolute); ``part_file_dir`` keeps libtorrent's part file (bytes of
         unwanted files that share a piece with wanted ones) out of ``save_path``. ``upload_only`` never
-        downloads (a seeder of verified files that must not be written to).
+        downloads (a seeder of verified files that must not be written to). ``web_seeds=False``: libtorrent
+        does not use the torrent's BEP 19 web seeds (it would fetch from them eagerly, peers or not, and drops
+        a file for the session after one error).
         """
         params = lt.add_torrent_params()
         params.ti = _torrent_info(torrent)
@@ -348,6 +351,9 @@ class Engine:
             params.flags |= lt.torrent_flags.seed_mode
         if upload_only:
             params.flags |= lt.torrent_flags.upload_mode
+        if not web_seeds:  # the torrent's url-list is ignored (pull fetches from the origin itself)
+            params.url_seeds = []
+            params.flags |= lt.torrent_flags.override_web_seeds
         if have is not None:
             params.have_pieces = list(have)
             params.verified_pieces = list(have)

@@ -52,7 +52,7 @@ from swarmhub.errors import (
 from swarmhub.hub.patterns import path_selected
 from swarmhub.hub.repo import RepoFile, RepoRef
 from swarmhub.node.landing import Destination, Placement, verify_etag
-from swarmhub.origin.client import OriginClient
+from swarmhub.node.sources import RangeSource
 
 __all__ = ["Pull", "PullProgress", "PullResult", "release_files"]
 
@@ -126,7 +126,7 @@ class Pull:
         *,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
-        origin: OriginClient | None = None,
+        origin: RangeSource | None = None,
         peers: Sequence[tuple[str, int]] = (),
         part_file_dir: Path | None = None,
         peer_grace: float = 3.0,
@@ -201,7 +201,7 @@ class Pull:
 
     async def _run(self) -> PullResult:
         started = time.monotonic()
-        self._origin_start = self.origin.bytes_received if self.origin else 0
+        self._origin_start = self.origin.client.bytes_received if self.origin else 0
         landed_before = sum(f.landed for f in self._files)
         for f in self._files:  # empty files need no peer; landed ones need only their links
             if f.landed or not f.placement.file.size:
@@ -249,7 +249,7 @@ class Pull:
             return 0
 
     def _origin_bytes(self) -> int:
-        return self.origin.bytes_received - self._origin_start if self.origin else 0
+        return self.origin.client.bytes_received - self._origin_start if self.origin else 0
 
     async def _download(self) -> None:
         priorities, renamed = self._storage_plan()
@@ -262,6 +262,7 @@ class Pull:
             file_priorities=priorities,
             renamed=renamed,
             part_file_dir=self.part_file_dir,
+            web_seeds=False,  # the origin (or a web seed) only for what no peer has: that is our job
         )
         tasks = [asyncio.create_task(self._pump_events())]
         try:
@@ -371,8 +372,8 @@ class Pull:
             tried.append("trackers " + ", ".join(self.torrent.trackers))
         if self.peers:
             tried.append("peers " + ", ".join(f"{h}:{p}" for h, p in self.peers))
-        origin = self.origin.endpoint if self.origin else None
-        tried.append(f"origin {origin}: {self._origin_failed}" if self._origin_failed else f"origin {origin}")
+        origin = self.origin.description if self.origin else "origin"
+        tried.append(f"{origin}: {self._origin_failed}" if self._origin_failed else origin)
         return StalledError(
             f"no progress on {self.ref.repo_id} for {self.stall_timeout:.0f} s; tried " + "; ".join(tried),
             hint="start a seeder, pass --peer HOST:PORT, or let the origin serve it (--endpoint / HF_ENDPOINT); "
@@ -436,7 +437,7 @@ class Pull:
         failures_seen: dict[int, int] = {}  # piece -> its hash failures when we claimed it
         failed_by_origin = 0
         last_peer_bytes, last_peer_progress = 0, time.monotonic()
-        limit = max(1, self.origin.connections)
+        limit = max(1, self.origin.client.connections)
         while self._origin_failed is None:
             for task in [t for t in in_flight if t.done()]:
                 in_flight.discard(task)
@@ -492,7 +493,7 @@ class Pull:
 
     async def _fetch_run(self, run: list[int], claimed: dict[int, float]) -> None:
         assert self.origin is not None
-        ref, size = self.ref, self.layout.piece_size
+        size = self.layout.piece_size
         start = run[0] * size
         end = (run[-1] * size) + self.layout.piece_length(run[-1])
         buf = bytearray(end - start)
@@ -501,7 +502,7 @@ class Pull:
             if not storage.pad:
                 at = storage.offset + offset - start
                 chunk = view[at : at + length]
-                await self.origin.read_range_into(ref.repo_type, ref.repo_id, ref.commit, storage.path, offset, chunk)
+                await self.origin.read(storage.path, offset, chunk)
         for piece in run:
             if piece not in self._state.have:
                 at = piece * size - start

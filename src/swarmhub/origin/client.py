@@ -246,8 +246,12 @@ class OriginClient:
         self, repo_type: RepoType, repo_id: str, commit: str, path: str, start: int, view: memoryview
     ) -> None:
         """Fill ``view`` with ``path`` from byte ``start``: resumes after resets, re-resolves redirects."""
-        attempt = BulkAttempt(self.endpoint + resolve_path(repo_type, repo_id, commit, path), start, view)
-        what = f"downloading {path}"
+        url = self.endpoint + resolve_path(repo_type, repo_id, commit, path)
+        await self.read_url_range_into(url, start, view, what=f"downloading {path}", repo_id=repo_id)
+
+    async def read_url_range_into(self, url: str, start: int, view: memoryview, *, what: str, repo_id: str) -> None:
+        """``read_range_into`` for any URL that serves ranges (a BEP 19 web seed), with the same retries."""
+        attempt = BulkAttempt(url, start, view)
 
         def check(status: int, headers: Mapping[str, str], url: str) -> None:
             self._check_status(status, headers, url, what, repo_id)
