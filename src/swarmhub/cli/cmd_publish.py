@@ -39,44 +39,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _publish(args: argparse.Namespace, settings: Settings, registry_url: str) -> dict[str, Any]:
-    from swarmhub.create.release import CreateRequest, create_release_torrent
     from swarmhub.origin.client import OriginClient
     from swarmhub.registry.client import RegistryClient
+    from swarmhub.registry.publishing import publish_release
 
     registry = RegistryClient(registry_url, os.environ.get("SWARMHUB_TOKEN"))
     if not registry.token:
         registry.publish(b"", b"")  # the one-line error with the way out, before streaming anything
-    info = await asyncio.to_thread(registry.info)
-    repo_type = parse_repo_type(args.repo_type)
     repo_id, revision = split_repo_revision(args.repo_id, args.revision)
     endpoint = check_endpoint(args.endpoint, "--endpoint") if args.endpoint else settings.endpoint
     quiet = args.json or args.no_progress
     async with OriginClient(
         endpoint, settings.token, retries=settings.retries, connections=settings.connections
     ) as client:
-        commit = await client.resolve_revision(repo_type, repo_id, revision)
-        webseed = f"{info['webseed_base']}{repo_type}/{repo_id}/{commit}/"
-        made = {}
-        for fmt in ("hybrid", "v1"):
-            request = CreateRequest(
-                repo_type,
-                repo_id,
-                commit,
-                include=args.include,
-                exclude=args.exclude,
-                webseeds=(webseed,),
-                trackers=(info["announce_url"],),
-                format=fmt,
-            )
-            progress = Progress(f"{fmt} {repo_id}", enabled=None if not quiet else False)
-            try:
-                made[fmt] = await create_release_torrent(
-                    request, client, on_start=progress.start, on_progress=progress.advance
-                )
-            finally:
-                progress.close()
-    result = await asyncio.to_thread(registry.publish, made["hybrid"].data, made["v1"].data)
-    return result
+        return await publish_release(
+            registry,
+            client,
+            parse_repo_type(args.repo_type),
+            repo_id,
+            revision,
+            include=args.include,
+            exclude=args.exclude,
+            progress=lambda what: Progress(what, enabled=None if not quiet else False),
+        )
 
 
 def run(args: argparse.Namespace) -> int:

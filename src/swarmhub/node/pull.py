@@ -151,6 +151,7 @@ class Pull:
         self._files = self._map_files(every)
         self._origin_failed: str | None = None if origin is not None else "not used"
         self._origin_start = 0
+        self._origin_hint: str | None = None
         self._state = _State()
         self.key = ""
         # two files checked at a time: enough to keep up with the network, and memory stays flat
@@ -376,7 +377,8 @@ class Pull:
         tried.append(f"{origin}: {self._origin_failed}" if self._origin_failed else origin)
         return StalledError(
             f"no progress on {self.ref.repo_id} for {self.stall_timeout:.0f} s; tried " + "; ".join(tried),
-            hint="start a seeder, pass --peer HOST:PORT, or let the origin serve it (--endpoint / HF_ENDPOINT); "
+            hint=self._origin_hint
+            or "start a seeder, pass --peer HOST:PORT, or let the origin serve it (--endpoint / HF_ENDPOINT); "
             "run again to resume",
         )
 
@@ -430,20 +432,35 @@ class Pull:
         """
         if self.origin is None:
             return
-        state = self._state
-        started = time.monotonic()
         in_flight: set[asyncio.Task[None]] = set()
         claimed: dict[int, float] = {}  # piece -> when it was handed to libtorrent (inf while fetching)
         failures_seen: dict[int, int] = {}  # piece -> its hash failures when we claimed it
+        limit = max(1, self.origin.client.connections)
+        try:
+            await self._fetch_loop(in_flight, claimed, failures_seen, limit)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _fetch_loop(
+        self,
+        in_flight: set[asyncio.Task[None]],
+        claimed: dict[int, float],
+        failures_seen: dict[int, int],
+        limit: int,
+    ) -> None:
+        state = self._state
+        started = time.monotonic()
         failed_by_origin = 0
         last_peer_bytes, last_peer_progress = 0, time.monotonic()
-        limit = max(1, self.origin.client.connections)
         while self._origin_failed is None:
             for task in [t for t in in_flight if t.done()]:
                 in_flight.discard(task)
                 exc = task.exception()
                 if isinstance(exc, OriginError):
                     self._origin_failed = str(exc)
+                    self._origin_hint = exc.hint
                     log.warning("origin gave up: %s; carrying on with peers only", exc)
                 elif exc is not None:
                     raise exc

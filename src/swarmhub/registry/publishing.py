@@ -1,0 +1,58 @@
+"""Publishing a release: its hybrid and classic torrents, streamed from the origin, uploaded to a registry.
+
+Both torrents carry the registry's gateway as web seed (``{public}/webseed/{type}/{repo}/{commit}/``) and its
+tracker, so any BitTorrent client finds peers there and falls back to the Hub through the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from swarmhub.bt.layout import Format
+from swarmhub.cli.output import Progress
+from swarmhub.create.release import CreatedTorrent, CreateRequest, create_release_torrent
+from swarmhub.hub.repo import RepoType
+from swarmhub.origin.client import OriginClient
+from swarmhub.registry.client import RegistryClient
+
+__all__ = ["publish_release"]
+
+FORMATS: tuple[Format, Format] = ("hybrid", "v1")
+
+
+async def publish_release(
+    registry: RegistryClient,
+    origin: OriginClient,
+    repo_type: RepoType,
+    repo_id: str,
+    revision: str,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    progress: Callable[[str], Progress] | None = None,
+) -> dict[str, Any]:
+    """Returns the registry's answer: the release with ``info_hash_v1``, ``info_hash_v2``, ``magnet``,
+    ``torrent_url``, ``classic_torrent_url`` and ``new``."""
+    info = await asyncio.to_thread(registry.info)
+    commit = await origin.resolve_revision(repo_type, repo_id, revision)
+    webseed = f"{info['webseed_base']}{repo_type}/{repo_id}/{commit}/"
+    made: dict[str, CreatedTorrent] = {}
+    for fmt in FORMATS:
+        request = CreateRequest(
+            repo_type,
+            repo_id,
+            commit,
+            include=include,
+            exclude=exclude,
+            webseeds=(webseed,),
+            trackers=(info["announce_url"],),
+            format=fmt,
+        )
+        bar = progress(f"{fmt} {repo_id}") if progress else Progress("", enabled=False)
+        try:
+            made[fmt] = await create_release_torrent(request, origin, on_start=bar.start, on_progress=bar.advance)
+        finally:
+            bar.close()
+    return await asyncio.to_thread(registry.publish, made["hybrid"].data, made["v1"].data)
