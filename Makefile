@@ -14,13 +14,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Debian BitTorrent clients the tests compare against (needs root; skipped when already there).
+# Debian BitTorrent clients the tests compare against, and Chromium for the website tests (Playwright drives
+# it through executable_path: no browser download). Needs root; skipped when already there.
 system-deps:
 	@missing=""; \
 	command -v aria2c >/dev/null || missing="$$missing aria2"; \
 	command -v transmission-show >/dev/null || missing="$$missing transmission-cli"; \
 	command -v qbittorrent-nox >/dev/null || missing="$$missing qbittorrent-nox"; \
 	command -v git >/dev/null || missing="$$missing git"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -23,17 +22,11 @@ from swarmhub.bt.tracker import Swarms
 from swarmhub.hub.repo import RepoType
 from swarmhub.registry.api import ApiConfig, api_routes
 from swarmhub.registry.catalog import Catalog, Release
+from swarmhub.registry.web import SwarmHealth, website_routes
 from swarmhub.serving import UvicornThread, bind, url_host
 from swarmhub.tracker.app import tracker_app
 
 __all__ = ["RegistryServer", "SwarmHealth", "registry_app"]
-
-
-@dataclass(frozen=True)
-class SwarmHealth:
-    seeders: int
-    leechers: int
-    completed: int
 
 
 class _Published:
@@ -85,11 +78,18 @@ def registry_app(
     config = ApiConfig(public_url, on_publish=published.add)
 
     def health(release: Release) -> SwarmHealth:
-        counts = swarms.scrape(_tracker_hashes(release), time.monotonic())
+        """A hybrid's peers announce under its v1 and its v2 hash: count them once (the larger swarm), then add
+        the classic torrent's."""
+        v1, v2, classic = _tracker_hashes(release)
+        counts = swarms.scrape((v1, v2, classic), time.monotonic())
+        zero = SwarmHealth(0, 0, 0)
+        hybrid = [counts.get(h) for h in (v1, v2)]
+        seen = [SwarmHealth(c.complete, c.incomplete, c.downloaded) if c else zero for c in hybrid]
+        other = counts.get(classic)
         return SwarmHealth(
-            seeders=sum(c.complete for c in counts.values()),
-            leechers=sum(c.incomplete for c in counts.values()),
-            completed=sum(c.downloaded for c in counts.values()),
+            seeders=max(s.seeders for s in seen) + (other.complete if other else 0),
+            leechers=max(s.leechers for s in seen) + (other.incomplete if other else 0),
+            completed=max(s.completed for s in seen) + (other.downloaded if other else 0),
         )
 
     routes: list[BaseRoute] = [*api_routes(catalog, config)]
@@ -104,12 +104,7 @@ def registry_app(
         else:
             gateway = Gateway(_Torrents(catalog), OriginClient(upstream, token))
             routes.append(Mount("/webseed", routes=gateway.routes()))
-    try:
-        from swarmhub.registry.web import website_routes
-    except ImportError:  # pragma: no cover - the website ships with the package
-        pass
-    else:
-        routes += website_routes(catalog, health, public_url=config.public_url)  # type: ignore[arg-type]
+    routes += website_routes(catalog, health, public_url=config.public_url)
     app = Starlette(routes=routes)
     app.state.swarms = swarms
     app.state.health = health
