@@ -116,5 +116,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert swarm["a"]["origin_bytes"] > 0 and swarm["a"]["peer_bytes"] == 0  # node A: nobody had it yet
     for node in ("b", "c"):  # the others: all from peers
         assert swarm[node]["origin_bytes"] == 0 and swarm[node]["peer_bytes"] > 0
-    assert swarm["origin_bytes_served"] < 1.1 * swarm["a"]["origin_bytes"] + 100_000  # the origin sent it once
+    assert swarm["origin_bytes_nodes"] < 1.1 * swarm["a"]["origin_bytes"] + 100_000  # the origin sent it once
+    assert swarm["info_hash_v2"] and swarm["torrent_url"].startswith(result["registry"]["url"])
     assert result["landed"] == swarm["c"]["path"] and Path(result["landed"], "model.safetensors").is_file()

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--dir", type=Path, help="where to put the release and torrents (default: a new temp folder)")
     p.add_argument("--size-mb", type=int, default=24, help="size of the demo weights (default: 24)")
+    p.add_argument("--serve", action="store_true", help="keep the registry running at the end (Ctrl-C stops)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -113,36 +116,72 @@ async def _stream(endpoint: str, request: CreateRequest, progress: Progress) -> 
             progress.close()
 
 
-async def _swarm(endpoint: str, torrent: bytes, nodes: Path) -> dict[str, Any]:
-    """Node A: origin only, then seeds. Nodes B and C: peers only (A and each other), at the same time."""
+async def _swarm(
+    endpoint: str, registry_url: str, token: str, nodes: Path, origin_bytes: Callable[[], int]
+) -> dict[str, Any]:
+    """Publish to the registry; node A pulls by name (no peer yet: the registry's gateway serves it) and
+    seeds; nodes B and C pull by name at the same time with the origin off, finding peers through the
+    registry's tracker alone."""
     from swarmhub.bt.metainfo import parse_torrent
     from swarmhub.engine.session import Engine
     from swarmhub.node.landing import CacheDestination
     from swarmhub.node.pull import Pull, PullResult
     from swarmhub.node.seeding import seed_release
-    from swarmhub.node.sources import HubSource
+    from swarmhub.node.sources import WebSeedSource
     from swarmhub.origin.client import OriginClient
+    from swarmhub.registry.client import RegistryClient
+    from swarmhub.registry.publishing import publish_release
 
+    registry = RegistryClient(registry_url, token)
+    async with OriginClient(endpoint, None, backoff_base=0.05) as origin:
+        published = await publish_release(registry, origin, "model", REPO_ID, "main")
+    published_bytes = origin_bytes()
+    torrent = await asyncio.to_thread(registry.torrent, "model", REPO_ID, published["commit"])
     parsed = parse_torrent(torrent)
     assert parsed.repo is not None
 
     def pull(engine: Engine, name: str, **kw: Any) -> Pull:
-        cache = nodes / name / "hub"
-        dest = CacheDestination(cache, parsed.repo)  # type: ignore[arg-type]
+        dest = CacheDestination(nodes / name / "hub", parsed.repo)  # type: ignore[arg-type]
         return Pull(engine, parsed, torrent, dest, part_file_dir=nodes / name / "swarmhub" / "parts", **kw)
 
     def summary(r: PullResult) -> dict[str, Any]:
         return {"path": str(r.path), "peer_bytes": r.peer_bytes, "origin_bytes": r.origin_bytes, "seconds": r.seconds}
 
     with Engine() as a, Engine() as b, Engine() as c:
-        async with OriginClient(endpoint, None, backoff_base=0.05) as origin:
-            first = await pull(a, "a", origin=HubSource(origin, parsed.repo), peer_grace=0.0).run()
+        async with OriginClient(parsed.webseeds[0], None, backoff_base=0.05) as gateway:
+            source = WebSeedSource(gateway, parsed.webseeds[0], parsed.name, parsed.repo)
+            first = await pull(a, "a", origin=source, peer_grace=0.0).run()
         a.remove(first.key)
         seed_release(a, parsed, torrent, nodes / "a" / "hub", nodes / "a" / "swarmhub" / "parts")
-        peers_b = [("127.0.0.1", a.listen_port)]
-        peers_c = [("127.0.0.1", a.listen_port), ("127.0.0.1", b.listen_port)]
-        second, third = await asyncio.gather(pull(b, "b", peers=peers_b).run(), pull(c, "c", peers=peers_c).run())
-    return {"a": summary(first), "b": summary(second), "c": summary(third)}
+        await _until_seeding(registry_url, published["info_hash_v1"])
+        second, third = await asyncio.gather(pull(b, "b").run(), pull(c, "c").run())
+    return {
+        **published,
+        "a": summary(first),
+        "b": summary(second),
+        "c": summary(third),
+        "origin_bytes_publishing": published_bytes,
+        "origin_bytes_nodes": origin_bytes() - published_bytes,
+    }
+
+
+async def _until_seeding(registry_url: str, info_hash_v1: str, timeout: float = 15.0) -> None:
+    """Until the registry's tracker lists a seeder (node A's first announce), so B and C find it at once."""
+    import urllib.parse
+    import urllib.request
+
+    from swarmhub.bt.bencode import decode
+
+    query = urllib.parse.urlencode({"info_hash": bytes.fromhex(info_hash_v1)})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{registry_url}/scrape?{query}", timeout=5) as response:
+            files = decode(response.read())
+        counts = files.get(b"files", {}) if isinstance(files, dict) else {}
+        if isinstance(counts, dict) and any(isinstance(c, dict) and c.get(b"complete") for c in counts.values()):
+            return
+        await asyncio.sleep(0.1)
+    raise SwarmhubError("node A never announced itself to the registry's tracker")
 
 
 def _offline_snapshot(cache: Path, commit: str) -> str:
@@ -169,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from swarmhub.create.release import CreateRequest, create_release_torrent
     from swarmhub.devhub import DevHub
     from swarmhub.engine.check import check_files
+    from swarmhub.registry.server import RegistryServer
 
     root: Path = args.dir or Path(tempfile.mkdtemp(prefix="swarmhub-demo-"))
     say = (lambda *a: None) if args.json else print
@@ -204,22 +244,41 @@ def run(args: argparse.Namespace) -> int:
             f"   the origin answered 429 {results['origin_429s']} time(s) and reset one download midway: "
             "retried after Retry-After, resumed from the byte it stopped at"
         )
-        hub.log.clear()
-        swarm = asyncio.run(_swarm(hub.endpoint, created["hybrid"].data, root / "nodes"))
-        swarm["origin_bytes_served"] = sum(e.body_bytes for e in hub.log.entries())
-        results["swarm"] = swarm
-        size = created["hybrid"].torrent.total_size
-        say(
-            f"4. node A          pulled {human_size(size)}: {human_size(swarm['a']['origin_bytes'])} from the "
-            "origin (no peer had it yet); now seeding"
-        )
-        for name in ("b", "c"):
-            node = swarm[name]
+        with RegistryServer(root / "registry.db", upstream=hub.endpoint) as registry:
+            assert registry.catalog is not None
+            token = registry.catalog.create_token(f"demo-{time.time_ns()}")
+            say(f"4. registry        {registry.url} (SQLite {registry.db}; website, API, tracker, gateway)")
+            hub.log.clear()
+
+            def served() -> int:  # file bytes the origin sent (regular files and the CDN's LFS objects)
+                return sum(e.body_bytes for e in hub.log.entries("/lfs/*")) + sum(
+                    e.body_bytes for e in hub.log.entries("/*/resolve/*")
+                )
+
+            swarm = asyncio.run(_swarm(hub.endpoint, registry.url, token, root / "nodes", served))
+            results["swarm"] = swarm
+            results["registry"] = {"url": registry.url, "db": str(registry.db)}
+            say(f"   published        {swarm['torrent_url']}\n                    {swarm['classic_torrent_url']}")
+            size = created["hybrid"].torrent.total_size
             say(
-                f"   node {name.upper()}          {human_size(node['peer_bytes'])} from peers, "
-                f"{human_size(node['origin_bytes'])} from the origin, {node['seconds']:.1f} s"
+                f"   node A          pulled {human_size(size)} by name: {human_size(swarm['a']['origin_bytes'])} "
+                "through the registry's web-seed gateway (no peer had it yet); now seeding"
             )
-        say(f"   the origin served {human_size(swarm['origin_bytes_served'])} in all for three nodes")
+            for name in ("b", "c"):
+                node = swarm[name]
+                say(
+                    f"   node {name.upper()}          {human_size(node['peer_bytes'])} from peers found through the "
+                    f"registry's tracker, {human_size(node['origin_bytes'])} from the origin, {node['seconds']:.1f} s"
+                )
+            say(
+                f"   the origin sent {human_size(swarm['origin_bytes_nodes'])} for the three nodes (and "
+                f"{human_size(swarm['origin_bytes_publishing'])} to publish: two torrents, streamed)"
+            )
+            if args.serve:
+                say(f"\nthe registry's website: {registry.url}/ (Ctrl-C stops)")
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        time.sleep(1)
 
     hybrid = created["hybrid"]
     commit = hybrid.torrent.repo.commit if hybrid.torrent.repo else ""
@@ -254,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(torrent_text(hybrid.torrent))
         print(f"\ntorrents: {results['hybrid']['path']}\n          {results['v1']['path']}")
+        print(f"the registry's website: swarmhub registry serve --db {results['registry']['db']}  (then open its URL)")
         print("demo " + ("passed" if ok else "FAILED"))
     if not ok:
         raise SwarmhubError("the demo's checks failed (see above)")
