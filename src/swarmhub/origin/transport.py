@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -124,6 +125,9 @@ class Connections:
         parts = urlsplit(url)
         key = (parts.scheme, parts.netloc)
         entry = self._pool().get(key)
+        if entry is not None and _closed_by_peer(entry[0]):  # idle too long: the server hung up meanwhile
+            entry[0].close()
+            entry = None
         if entry is None:
             entry = self._pool()[key] = self._connect(parts.scheme, parts.netloc, parts.hostname or "", parts.port)
         conn, absolute, proxy_headers = entry
@@ -158,6 +162,19 @@ class Connections:
         entry = self._pool().pop((parts.scheme, parts.netloc), None)
         if entry is not None:
             entry[0].close()
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """A kept-alive connection whose socket is readable between requests has been closed by the server (or
+    holds garbage): reusing it would fail the next request and cost a retry with backoff (as urllib3 checks)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 @dataclass(frozen=True)
