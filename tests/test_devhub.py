@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.cli import sigint_default
 from swarmhub.devhub import DevHub, DevHubSettings, DevHubState, RepoStore, origin_app, rules_from_json
 from swarmhub.devhub.app import RangeNotSatisfiable, cdn_app, parse_byte_range, sign_lfs_url
 from swarmhub.errors import ConfigError, EntryNotFound, RepoNotFound
@@ -619,7 +620,7 @@ def test_cli_serve_until_interrupted(root: Path, tmp_path: Path) -> None:
     faults.write_text(json.dumps([{"path": "/api/*", "times": 1, "action": "respond", "status": 503}]))
     proc = subprocess.Popen(
         [sys.executable, "-c", _CLI, "devhub", "serve", str(root), "--faults", str(faults)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, preexec_fn=sigint_default,
     )  # fmt: skip
     try:
         assert proc.stdout is not None

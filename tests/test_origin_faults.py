@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import run_cli
+from support.cli import run_cli, sigint_default
 from swarmhub.create.release import CreateRequest, create_release_torrent
 from swarmhub.devhub import DevHub, DevHubSettings
 from swarmhub.errors import IntegrityError, OriginUnavailable, RepoNotFound
@@ -356,6 +356,7 @@ def test_ctrl_c_stops_at_once_and_writes_nothing(hub: DevHub, tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_default,
     )
     deadline = time.monotonic() + 20
     while not hub.log.entries("/org/demo/resolve/*/model.safetensors") and time.monotonic() < deadline:

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.cli import sigint_default
 from support.clients import ARIA2C, TRANSMISSION_CLI, aria2_download, free_port, transmission_download
 from support.layouts import COMMIT, NAME, create_json, write_layout
 from support.lt_peer import LibtorrentPeer
@@ -402,7 +403,10 @@ def test_tracker_server_on_a_free_port() -> None:
 
 def test_cli_serves_until_interrupted() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarmhub", "tracker", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "swarmhub", "tracker", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=sigint_default,
     )
     try:
         assert proc.stdout is not None

@@ -24,3 +24,12 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT (Ctrl-C): a job started in the background by a
+    non-interactive shell (as some CI runners start the tests) inherits SIGINT *ignored*, and Python then
+    never turns it into KeyboardInterrupt. Restore the default so the child sees Ctrl-C as a user's would."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
