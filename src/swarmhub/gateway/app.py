@@ -362,8 +362,8 @@ class _Streamed(Response):
             view = memoryview(chunk)
             for at in range(0, len(view), SEND_SLICE):
                 piece = view[at : at + SEND_SLICE]
+                self._on_sent(len(piece))  # counted as handed to the server: before a client can see it
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
-                self._on_sent(len(piece))
             chunk = await self._body.next()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -20,8 +20,11 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: it serves another release
 ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # consecutive pieces fetched in one ranged GET
+DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
 
 @dataclass(frozen=True)
@@ -308,13 +312,27 @@ class Pull:
                 log.warning("banned peer %s: it sent data that failed the piece hashes", event.peer)
                 state.banned.append(event.peer)
             elif isinstance(event, TorrentError):
-                state.error = StorageError(
-                    f"cannot write {self.ref.repo_id}: {event.message}",
-                    hint="free some disk space (or fix permissions) and run the same command again: "
-                    "verified pieces are kept",
-                )
+                state.error = self._storage_error(event.message)
                 state.checked.set()
             state.changed.set()
+
+    def _storage_error(self, message: str) -> StorageError:
+        """libtorrent's storage error, named plainly when the disk is full: a failed write can surface as
+        ENOSPC, or (hybrids) as v1 and v2 hashes disagreeing about a half-written piece."""
+        hint = "free some disk space (or fix permissions) and run the same command again: verified pieces are kept"
+        try:
+            free = shutil.disk_usage(self.dest.root).free
+            status = self.engine.status(self.key)
+            needed = status.total_wanted - status.total_wanted_done
+        except (OSError, SwarmhubError):
+            return StorageError(f"cannot write {self.ref.repo_id}: {message}", hint=hint)
+        if free < needed + DISK_MARGIN:
+            return StorageError(
+                f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
+                f"{self.dest.root}, {needed >> 20} MiB still to download; libtorrent: {message})",
+                hint=hint,
+            )
+        return StorageError(f"cannot write {self.ref.repo_id}: {message}", hint=hint)
 
     # ------------------------------------------------------------------------------------------- landing
 
