@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -26,7 +27,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from support.cli import sigint_default
-from support.clients import ARIA2C, TRANSMISSION_CLI, aria2_download, free_port, transmission_download
+from support.clients import (
+    ARIA2C,
+    QBITTORRENT_NOX,
+    TRANSMISSION_CLI,
+    QBittorrent,
+    aria2_download,
+    aria2_seed,
+    free_port,
+    transmission_download,
+)
 from support.layouts import COMMIT, NAME, create_json, write_layout
 from support.lt_peer import LibtorrentPeer
 from swarmhub.bt.bencode import decode
@@ -508,3 +518,26 @@ def test_libtorrent_hybrid_swarm_through_the_tracker(tmp_path: Path) -> None:
     assert len(peers) == 2
     for peer in peers:  # each session announced the torrent under both hashes
         assert {q.info_hash for q, _ in swarms.log if q.peer_id == peer} == {v1, v2}
+
+
+@pytest.mark.clients
+@pytest.mark.skipif(
+    ARIA2C is None or QBITTORRENT_NOX is None, reason="needs aria2c and qbittorrent-nox (apt-get install aria2 ...)"
+)
+def test_two_real_clients_find_each_other_through_the_tracker(tmp_path: Path) -> None:
+    """aria2c seeds, qbittorrent-nox downloads; neither is told about the other: only our tracker knows."""
+    swarms = RecordingSwarms()
+    with TrackerServer(swarms=swarms) as tracker:
+        torrent, summary = _release(tmp_path, tracker.announce_url)
+        info_hash = bytes.fromhex(summary["info_hash_v1"])
+        with aria2_seed(torrent, tmp_path / "seed", free_port()), QBittorrent(tmp_path / "qbt") as qbt:
+            deadline = time.monotonic() + 20
+            while not swarms.by(b"A2-") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            torrent_id = qbt.add(torrent, tmp_path / "qbt-out")
+            qbt.wait_complete(torrent_id, timeout=40)
+    assert _same_files(tmp_path / "qbt-out" / NAME, tmp_path / "seed" / NAME)
+    seeder = swarms.by(b"A2-")[0][0]
+    downloader = [a for q, a in swarms.log if not q.peer_id.startswith(b"A2-")]
+    assert downloader and any(p.port == seeder.port for a in downloader for p in a.peers)
+    assert all(q.info_hash == info_hash for q, _ in swarms.log)
