@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -163,10 +164,51 @@ def test_catalog_refuses_mismatched_pairs_and_keeps_tokens_hashed(setup: Setup, 
         assert new and catalog.publish(hybrid, classic, "t") == (release, False)
         token = catalog.create_token("someone")
         assert catalog.token_owner(token) == "someone" and catalog.token_owner(token + "x") is None
-        assert catalog.schema_version == 1
+        assert catalog.schema_version == 2
     finally:
         catalog.close()
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("c.db*"))
     assert token.encode() not in raw
     with sqlite3.connect(tmp_path / "c.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _wait_json(url: str, ready: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = _get(url)
+        if status == 200 and ready(value := json.loads(body)):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never got there")
+
+
+def test_the_registry_follows_a_repo_and_publishes_each_new_commit(tmp_path: Path) -> None:
+    repo = make_release(tmp_path / "origin", size_mb=1) and tmp_path / "origin" / "models" / REPO_ID
+    db = tmp_path / "registry.db"
+    added = run_cli("registry", "follow", REPO_ID, "--db", db)
+    assert added.returncode == 0 and added.stdout.startswith("following"), added.stderr
+    org_only = run_cli("registry", "follow", "swarmhub-demo", "--db", db)
+    assert org_only.returncode == 2 and "ORG/NAME" in org_only.stderr
+    with DevHub(tmp_path / "origin") as hub, RegistryServer(db, upstream=hub.endpoint, follow_interval=0.3) as reg:
+        latest = f"{reg.url}/api/repos/model/{REPO_ID}/latest"
+        first = _wait_json(latest, lambda r: True)
+        assert first["published_by"] == "follower"
+        (repo / "README.md").write_text("# tiny-model, second commit\n")
+        second = _wait_json(latest, lambda r: r["commit"] != first["commit"])
+        body = _get(f"{reg.url}/api/repos/model/{REPO_ID}")[1]
+        assert [r["commit"] for r in json.loads(body)["releases"]] == [second["commit"], first["commit"]]
+        follows = _wait_json(f"{reg.url}/api/follows", lambda f: f["follows"][0]["last_commit"] == second["commit"])
+        assert follows["follows"][0]["last_error"] is None
+        query = urllib.parse.urlencode(
+            {
+                "info_hash": bytes.fromhex(second["info_hash_v1"]),
+                "peer_id": b"-XX0001-abcdefghijkl",
+                "port": 6881,
+                "uploaded": 0,
+                "downloaded": 0,
+                "left": 0,
+            }
+        )
+        answer = decode(_get(f"{reg.url}/announce?{query}")[1])
+        assert isinstance(answer, dict) and b"interval" in answer  # the new release is tracked at once

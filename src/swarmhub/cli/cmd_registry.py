@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from swarmhub.cli.args import parse_port
+from swarmhub.errors import UsageError
 from swarmhub.settings import Settings, check_endpoint
 
 __all__ = ["register"]
@@ -40,8 +41,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="URL",
         help="how clients reach this registry, used in torrents' web seeds and trackers (default: http://HOST:PORT)",
     )
+    serve.add_argument(
+        "--follow-interval",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how often followed repos are checked for new commits (default: 600; 0: never)",
+    )
+    serve.add_argument(
+        "--follow-concurrency", type=int, default=2, metavar="N", help="releases published at once (default: 2)"
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
+    follow = commands.add_parser(
+        "follow",
+        help="publish every new commit of a repo automatically (the running registry checks it)",
+        description="Record a repo to follow: `registry serve` resolves its branch every --follow-interval "
+        "seconds and publishes each new commit, streamed.",
+    )
+    follow.add_argument("repo_id", metavar="REPO_ID", help="org/name")
+    follow.add_argument("--branch", default="main", help="branch (or tag) to follow (default: main)")
+    follow.add_argument("--repo-type", default="model", choices=["model", "dataset"])
+    _db_option(follow)
+    follow.set_defaults(func=_follow)
     token = commands.add_parser("token", help="publishing tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True)
     create = token_commands.add_parser("create", help="create a token; prints it as the last line (shown once)")
@@ -69,12 +91,34 @@ def _serve(args: argparse.Namespace) -> int:
         upstream=upstream,
         token=settings.token,
         access_log=args.access_log,
+        follow_interval=args.follow_interval,
+        follow_concurrency=args.follow_concurrency,
     )
 
     def ready() -> None:
         print(f"registry serving at {server.url} (public URL {server.public_url}, database {server.db})", flush=True)
 
     run_until_interrupted(server, ready)
+    return 0
+
+
+def _follow(args: argparse.Namespace) -> int:
+    from swarmhub.hub.repo import parse_repo_type, validate_repo_id
+    from swarmhub.registry.catalog import Catalog
+
+    repo_id = validate_repo_id(args.repo_id)
+    if "/" not in repo_id:
+        raise UsageError(
+            f"{repo_id!r} is an org: following every repo of an org is not supported yet",
+            hint="follow its repos one by one: swarmhub registry follow ORG/NAME",
+        )
+    db = _db(args, Settings.from_env())
+    catalog = Catalog(db)
+    try:
+        new = catalog.follow(parse_repo_type(args.repo_type), repo_id, args.branch)
+    finally:
+        catalog.close()
+    print(f"{'following' if new else 'already following'} {repo_id}@{args.branch} ({db})")
     return 0
 
 

@@ -9,6 +9,7 @@
     GET  /api/releases/{type}/{org}/{name}/{commit}/torrent[?classic=1]
     GET  /api/releases/{type}/{org}/{name}/{commit}/magnet
     GET  /api/info-hash/{hash}                              by v1, v2 (or its 40-hex truncation), classic
+    GET  /api/follows                                       followed repos and their last check
     GET  /api/openapi.json
 
 ``{type}`` is ``model`` or ``dataset``. Errors are JSON ``{"error": "..."}`` with the HTTP status.
@@ -217,6 +218,26 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
             config.on_publish(release)
         return JSONResponse({**release_json(release, config), "new": new}, status_code=201 if new else 200)
 
+    async def follows(request: Request) -> Response:
+        listed = await run(catalog.follows)
+        return JSONResponse(
+            {
+                "follows": [
+                    {
+                        "repo_type": f.repo_type,
+                        "repo_id": f.repo_id,
+                        "branch": f.branch,
+                        "checked_at": datetime.fromtimestamp(f.checked_at, UTC).isoformat(timespec="seconds")
+                        if f.checked_at
+                        else None,
+                        "last_commit": f.last_commit,
+                        "last_error": f.last_error,
+                    }
+                    for f in listed
+                ]
+            }
+        )
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
@@ -232,6 +253,7 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
         Route(prefix + "/torrent", torrent),
         Route(prefix + "/magnet", magnet),
         Route("/api/info-hash/{info_hash}", by_hash),
+        Route("/api/follows", follows),
     ]
 
 
@@ -299,5 +321,6 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/releases/{repo_type}/{org}/{name}/{commit}/magnet": {"get": _op("the magnet link", params=_REL)},
         "/api/info-hash/{info_hash}": {"get": _op("a release by info-hash", params=("info_hash",))},
+        "/api/follows": {"get": _op("repos the registry follows, with each one's last check")},
     },
 }

@@ -26,7 +26,7 @@ from swarmhub.bt.metainfo import Torrent, parse_torrent
 from swarmhub.errors import SwarmhubError, UsageError
 from swarmhub.hub.repo import RepoType
 
-__all__ = ["Catalog", "PublishRefused", "Release", "ReleaseFile", "Sort"]
+__all__ = ["Catalog", "Follow", "PublishRefused", "Release", "ReleaseFile", "Sort"]
 
 Sort = Literal["newest", "name", "size"]
 
@@ -62,11 +62,34 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # 2: repos the registry follows (publishes every new commit of a branch)
+    """
+    CREATE TABLE follows (
+        repo_type TEXT NOT NULL,
+        repo_id TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        added_at REAL NOT NULL,
+        checked_at REAL,
+        last_commit TEXT,
+        last_error TEXT,
+        PRIMARY KEY (repo_type, repo_id, branch)
+    );
+    """,
 )
 
 
 class PublishRefused(UsageError):
     """A published torrent pair the registry will not store (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Follow:
+    repo_type: RepoType
+    repo_id: str
+    branch: str
+    checked_at: float | None
+    last_commit: str | None
+    last_error: str | None
 
 
 @dataclass(frozen=True)
@@ -202,6 +225,32 @@ class Catalog:
         with self._lock:
             row = self._db.execute("SELECT name FROM tokens WHERE digest = ?", (_digest(token),)).fetchone()
         return None if row is None else str(row["name"])
+
+    # ------------------------------------------------------------------------------------------ follows
+
+    def follow(self, repo_type: RepoType, repo_id: str, branch: str = "main") -> bool:
+        """Follow a repo's branch (idempotent); True when it is new."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO follows (repo_type, repo_id, branch, added_at) VALUES (?, ?, ?, ?)",
+                (repo_type, repo_id, branch, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def follows(self) -> list[Follow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT repo_type, repo_id, branch, checked_at, last_commit, last_error FROM follows ORDER BY added_at"
+            ).fetchall()
+        return [Follow(*row) for row in rows]
+
+    def record_check(self, follow: Follow, commit: str | None, error: str | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE follows SET checked_at = ?, last_commit = coalesce(?, last_commit), last_error = ? "
+                "WHERE repo_type = ? AND repo_id = ? AND branch = ?",
+                (time.time(), commit, error, follow.repo_type, follow.repo_id, follow.branch),
+            )
 
     # ----------------------------------------------------------------------------------------- releases
 

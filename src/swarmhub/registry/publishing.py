@@ -17,9 +17,43 @@ from swarmhub.hub.repo import RepoType
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
 
-__all__ = ["publish_release"]
+__all__ = ["publish_release", "release_torrents"]
 
 FORMATS: tuple[Format, Format] = ("hybrid", "v1")
+
+
+async def release_torrents(
+    origin: OriginClient,
+    repo_type: RepoType,
+    repo_id: str,
+    commit: str,
+    *,
+    public_url: str,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    progress: Callable[[str], Progress] | None = None,
+) -> tuple[bytes, bytes]:
+    """The hybrid and the classic torrent of a release, streamed, with the registry's web seed and tracker."""
+    public_url = public_url.rstrip("/")
+    webseed = f"{public_url}/webseed/{repo_type}/{repo_id}/{commit}/"
+    made: dict[str, CreatedTorrent] = {}
+    for fmt in FORMATS:
+        request = CreateRequest(
+            repo_type,
+            repo_id,
+            commit,
+            include=include,
+            exclude=exclude,
+            webseeds=(webseed,),
+            trackers=(f"{public_url}/announce",),
+            format=fmt,
+        )
+        bar = progress(f"{fmt} {repo_id}") if progress else Progress("", enabled=False)
+        try:
+            made[fmt] = await create_release_torrent(request, origin, on_start=bar.start, on_progress=bar.advance)
+        finally:
+            bar.close()
+    return made["hybrid"].data, made["v1"].data
 
 
 async def publish_release(
@@ -37,22 +71,14 @@ async def publish_release(
     ``torrent_url``, ``classic_torrent_url`` and ``new``."""
     info = await asyncio.to_thread(registry.info)
     commit = await origin.resolve_revision(repo_type, repo_id, revision)
-    webseed = f"{info['webseed_base']}{repo_type}/{repo_id}/{commit}/"
-    made: dict[str, CreatedTorrent] = {}
-    for fmt in FORMATS:
-        request = CreateRequest(
-            repo_type,
-            repo_id,
-            commit,
-            include=include,
-            exclude=exclude,
-            webseeds=(webseed,),
-            trackers=(info["announce_url"],),
-            format=fmt,
-        )
-        bar = progress(f"{fmt} {repo_id}") if progress else Progress("", enabled=False)
-        try:
-            made[fmt] = await create_release_torrent(request, origin, on_start=bar.start, on_progress=bar.advance)
-        finally:
-            bar.close()
-    return await asyncio.to_thread(registry.publish, made["hybrid"].data, made["v1"].data)
+    hybrid, classic = await release_torrents(
+        origin,
+        repo_type,
+        repo_id,
+        commit,
+        public_url=info["public_url"],
+        include=include,
+        exclude=exclude,
+        progress=progress,
+    )
+    return await asyncio.to_thread(registry.publish, hybrid, classic)

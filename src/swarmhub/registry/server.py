@@ -106,6 +106,7 @@ def registry_app(
             routes.append(Mount("/webseed", routes=gateway.routes()))
     routes += website_routes(catalog, health, public_url=config.public_url)
     app = Starlette(routes=routes)
+    app.state.published = published
     app.state.swarms = swarms
     app.state.health = health
     return app
@@ -124,8 +125,14 @@ class RegistryServer:
         upstream: str | None = None,
         token: str | None = None,
         access_log: bool = False,
+        follow_interval: float = 0.0,
+        follow_concurrency: int = 2,
     ) -> None:
         self.db = db
+        self.follow_interval = follow_interval
+        self.follow_concurrency = follow_concurrency
+        self._stop_following = threading.Event()
+        self._follower: threading.Thread | None = None
         self.host = host
         self._requested_port = port
         self._public_url = public_url
@@ -161,9 +168,25 @@ class RegistryServer:
         app = registry_app(self.catalog, public_url=self.public_url, upstream=self.upstream, token=self._token)
         self._server = UvicornThread(f"registry-{self._port}", [app], [sock], access_log=self._access_log)
         self._server.start()
+        if self.follow_interval > 0 and self.upstream is not None:
+            from swarmhub.origin.client import OriginClient
+            from swarmhub.registry.follower import Follower
+
+            follower = Follower(
+                self.catalog,
+                OriginClient(self.upstream, self._token),
+                self.public_url,
+                interval=self.follow_interval,
+                concurrency=self.follow_concurrency,
+                on_publish=app.state.published.add,
+            )
+            self._follower = follower.run_in_thread(self._stop_following)
         return self
 
     def stop(self) -> None:
+        self._stop_following.set()
+        if self._follower is not None:
+            self._follower.join(10)  # a release being streamed stops at its next await
         if self._server is not None:
             self._server.stop()
         if self.catalog is not None:
