@@ -45,8 +45,11 @@ test: setup system-deps lint
 bench: setup system-deps
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) || true
+	@command -v opentracker >/dev/null || [ -x /usr/bin/opentracker ] || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opentracker >/dev/null) || true
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/pull.py
+	$(BIN)/python bench/tracker.py
 
 lock:
 	$(BIN)/python -m pip install --quiet uv

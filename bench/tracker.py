@@ -1,0 +1,397 @@
+"""Benchmark: HTTP announces per second on loopback, ``swarmhub tracker serve`` side by side with opentracker.
+
+Each tracker runs in a process of its own, started once and kept running over the rounds (the swarms fill up
+to their steady size in the warm-up round). The load is the same for every contender: a pre-generated mix of
+announces (``--torrents`` torrents, ``--peers`` distinct peers spread over them, a third of them seeding,
+5 % ``started`` and 5 % ``stopped`` events, ``compact=1``), sent for ``--seconds`` per round by ``--workers``
+client processes (asyncio, ``--connections`` connections in all). A reply counts when it is a whole bencoded
+dictionary with an ``interval``. Contenders:
+
+- ``swarmhub``               one TCP connection per announce, as BitTorrent clients announce (opentracker closes
+                             every connection after its reply anyway, so this is the shape both can serve)
+- ``opentracker``            Debian's build, open to the benchmark's torrents (it is built with a whitelist,
+                             so the benchmark's info hashes are whitelisted), the same shape
+- ``swarmhub (keep-alive)``  informative: the same announces on kept-alive connections, what HTTP/1.1 saves
+- ``null server``            informative: a constant reply from a bare asyncio server, connection per announce:
+                             the ceiling of this client on this machine (server and client share 2 cores)
+
+Rounds are interleaved with the order rotated after an untimed warm-up round. Reported per contender:
+announces/s (median), the server's user+sys CPU seconds per round, errors; and swarmhub / opentracker.
+
+Target (2 cores): swarmhub >= 5,000 announces/s (connection per announce).
+
+    python bench/tracker.py [--rounds 3] [--seconds 5] [--workers 2] [--connections 32] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psutil
+
+from pull import SWARMHUB, Servers, clean_env, url_in, wait_for
+
+OURS, OURS_KEEPALIVE, OPENTRACKER, NULL = "swarmhub", "swarmhub (keep-alive)", "opentracker", "null server"
+TARGET = 5000.0
+NULL_SCRIPT = """
+import asyncio, sys
+BODY = b"d8:completei1e10:incompletei1e8:intervali1800e5:peers6:\\x7f\\x00\\x00\\x01\\x1a\\xe1e"
+REPLY = b"HTTP/1.1 200 OK\\r\\ncontent-type: text/plain\\r\\ncontent-length: %d\\r\\n\\r\\n%s" % (len(BODY), BODY)
+
+class Null(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+    def data_received(self, data):
+        self.buffer += data
+        while b"\\r\\n\\r\\n" in self.buffer:
+            head, self.buffer = self.buffer.split(b"\\r\\n\\r\\n", 1)
+            self.transport.write(REPLY)
+            if b"connection: close" in head.lower():
+                self.transport.close()
+                return
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Null, "127.0.0.1", 0, backlog=1024)
+    print(f"null server at http://127.0.0.1:{server.sockets[0].getsockname()[1]}/announce", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+# ---------------------------------------------------------------------------------------------- the load
+
+
+def make_requests(port: int, count: int, torrents: list[bytes], peers: int, keepalive: bool, seed: int) -> list[bytes]:
+    """``count`` announce requests: random peers of a fixed population, each peer always on the same torrent."""
+    rng = random.Random(seed)
+    population = [
+        (rng.randbytes(20), 10000 + i, torrents[i % len(torrents)], 0 if i % 3 == 0 else rng.randrange(1, 1 << 30))
+        for i in range(peers)
+    ]
+    connection = b"keep-alive" if keepalive else b"close"
+    requests = []
+    for _ in range(count):
+        peer_id, peer_port, info_hash, left = rng.choice(population)
+        roll = rng.random()
+        event = "&event=started" if roll < 0.05 else "&event=stopped" if roll < 0.10 else ""
+        target = (
+            f"/announce?info_hash={quote(info_hash, safe='')}&peer_id={quote(peer_id, safe='')}&port={peer_port}"
+            f"&uploaded=0&downloaded=0&left={left}&compact=1{event}"
+        )
+        requests.append(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode() + b"Connection: " + connection + b"\r\n\r\n"
+        )
+    return requests
+
+
+async def _connection(port: int, requests: list[bytes], start: int, keepalive: bool, end: float) -> tuple[int, int]:
+    ok = errors = 0
+    i = start
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    while time.monotonic() < end:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert reader is not None
+            writer.write(requests[i % len(requests)])
+            i += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            body = await reader.readexactly(length)
+            if time.monotonic() < end:
+                if body[:1] == b"d" and body[-1:] == b"e" and b"8:intervali" in body:
+                    ok += 1
+                else:
+                    errors += 1
+            if not keepalive:
+                writer.close()
+                writer = None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            errors += 1
+            if writer is not None:
+                writer.close()
+            writer = None
+    if writer is not None:
+        writer.close()
+    return ok, errors
+
+
+async def _load(port: int, requests: list[bytes], connections: int, keepalive: bool, start_at: float, end: float):
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    step = len(requests) // max(connections, 1)
+    results = await asyncio.gather(*(_connection(port, requests, c * step, keepalive, end) for c in range(connections)))
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def _worker(port: int, requests: list[bytes], connections: int, keepalive: bool, start_at: float, end: float, out):
+    """One client process (CLOCK_MONOTONIC is system-wide, so every worker starts and stops at the same time)."""
+    ok, errors = asyncio.run(_load(port, requests, connections, keepalive, start_at, end))
+    usage = psutil.Process().cpu_times()
+    out.put((ok, errors, usage.user + usage.system))
+
+
+@dataclass(frozen=True)
+class Sample:
+    announces_per_s: float
+    errors: int
+    server_cpu_seconds: float  # user+sys of the tracker process during the round
+    client_cpu_seconds: float  # user+sys of the client processes
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    port: int
+    pid: int
+    keepalive: bool
+    requests: list[list[bytes]]  # one list per worker
+
+
+def cpu_of(pid: int) -> float:
+    try:
+        parent = psutil.Process(pid)
+        return sum(t.user + t.system for t in (p.cpu_times() for p in [parent, *parent.children(recursive=True)]))
+    except psutil.Error:
+        return 0.0
+
+
+def measure(contender: Contender, connections: int, seconds: float) -> Sample:
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    workers = len(contender.requests)
+    start_at = time.monotonic() + 0.3  # the workers are forked and ready before the clock starts
+    end = start_at + seconds
+    per_worker = [connections // workers + (1 if w < connections % workers else 0) for w in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(contender.port, reqs, n, contender.keepalive, start_at, end, out))
+        for reqs, n in zip(contender.requests, per_worker, strict=True)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        cpu_before = cpu_of(contender.pid)
+        time.sleep(max(0.0, end - time.monotonic()))
+        cpu_after = cpu_of(contender.pid)
+        results = [out.get(timeout=30 + seconds) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return Sample(
+        announces_per_s=sum(r[0] for r in results) / seconds,
+        errors=sum(r[1] for r in results),
+        server_cpu_seconds=cpu_after - cpu_before,
+        client_cpu_seconds=sum(r[2] for r in results),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"not ready: {proc.args!r}")
+
+
+def start_swarmhub(servers: Servers) -> tuple[int, int]:
+    cmd = [*SWARMHUB, "tracker", "serve", "--host", "127.0.0.1", "--port", "0", "--interval", "1800"]
+    proc, out = servers.start("swarmhub", cmd, clean_env())
+    url = wait_for(proc, out, url_in(r"tracker serving at (http://\S+/announce)"))
+    return int(url.rsplit(":", 1)[1].split("/")[0]), proc.pid
+
+
+def start_opentracker(work: Path, servers: Servers, torrents: list[bytes]) -> tuple[int, int]:
+    """Debian's opentracker is built with a whitelist: every torrent of the benchmark is on it, nothing else.
+
+    It chroots to ``-d`` (the work folder) before it reads the whitelist, hence the path from that root."""
+    port = free_port()
+    (work / "whitelist.txt").write_text("".join(h.hex() + "\n" for h in torrents))
+    (work / "opentracker.conf").write_text(
+        f"listen.tcp 127.0.0.1:{port}\nlisten.udp 127.0.0.1:{port}\naccess.whitelist /whitelist.txt\n"
+    )
+    binary = shutil.which("opentracker") or "/usr/bin/opentracker"
+    proc, _ = servers.start("opentracker", [binary, "-f", str(work / "opentracker.conf"), "-d", str(work)], clean_env())
+    wait_port(proc, port)
+    probe = make_requests(port, 1, torrents, 1, False, seed=0)[0]
+    deadline = time.monotonic() + 20
+    while b"8:intervali" not in _fetch(port, probe):  # it loads the whitelist in a thread of its own, later
+        if time.monotonic() > deadline:
+            raise SystemExit("opentracker does not accept the benchmark's torrents (whitelist not loaded)")
+        time.sleep(0.1)
+    return port, proc.pid
+
+
+def _fetch(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def start_null(servers: Servers) -> tuple[int, int]:
+    proc, out = servers.start("null", [sys.executable, "-c", NULL_SCRIPT], clean_env())
+    url = wait_for(proc, out, url_in(r"null server at (http://\S+/announce)"))
+    return int(url.rsplit(":", 1)[1].split("/")[0]), proc.pid
+
+
+# ---------------------------------------------------------------------------------------------- the report
+
+
+def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, Any]:
+    torrents = [random.Random(i).randbytes(20) for i in range(args.torrents)]
+    ours_port, ours_pid = start_swarmhub(servers)
+    found: list[tuple[str, int, int, bool]] = [
+        (OURS, ours_port, ours_pid, False),
+        (OURS_KEEPALIVE, ours_port, ours_pid, True),
+    ]
+    if shutil.which("opentracker") or Path("/usr/bin/opentracker").exists():
+        found.append((OPENTRACKER, *start_opentracker(work, servers, torrents), False))
+    else:
+        print("opentracker is not installed (apt-get install opentracker): benchmarking swarmhub only", file=sys.stderr)
+    found.append((NULL, *start_null(servers), False))
+    contenders = [
+        Contender(
+            name,
+            port,
+            pid,
+            keepalive,
+            [make_requests(port, 20000, torrents, args.peers, keepalive, seed=w) for w in range(args.workers)],
+        )
+        for name, port, pid, keepalive in found
+    ]
+    for _ in range(args.warmup):
+        for c in contenders:
+            measure(c, args.connections, min(args.seconds, 2.0))
+    results: dict[str, list[Sample]] = {c.name: [] for c in contenders}
+    for r in range(args.rounds):
+        shift = r % len(contenders)
+        for c in contenders[shift:] + contenders[:shift]:
+            sample = measure(c, args.connections, args.seconds)
+            results[c.name].append(sample)
+            if not args.json:
+                print(
+                    f"round {r + 1}  {c.name:<22} {sample.announces_per_s:9,.0f}/s  server cpu "
+                    f"{sample.server_cpu_seconds:5.2f} s  client cpu {sample.client_cpu_seconds:5.2f} s  "
+                    f"errors {sample.errors}",
+                    file=sys.stderr,
+                )
+    summary = {
+        name: {
+            "announces_per_s": round(statistics.median(s.announces_per_s for s in samples)),
+            "server_cpu_seconds": round(statistics.median(s.server_cpu_seconds for s in samples), 2),
+            "client_cpu_seconds": round(statistics.median(s.client_cpu_seconds for s in samples), 2),
+            "errors": sum(s.errors for s in samples),
+            "rounds": [asdict(s) for s in samples],
+        }
+        for name, samples in results.items()
+    }
+    ours = summary[OURS]["announces_per_s"]
+    report: dict[str, Any] = {
+        "settings": {
+            k: getattr(args, k) for k in ("rounds", "warmup", "seconds", "workers", "connections", "torrents", "peers")
+        },
+        "cpus": psutil.cpu_count(),
+        "contenders": summary,
+        "target_announces_per_s": TARGET,
+        "pass": ours >= TARGET,
+    }
+    if OPENTRACKER in summary and summary[OPENTRACKER]["announces_per_s"]:
+        report["ratio_swarmhub_to_opentracker"] = round(ours / summary[OPENTRACKER]["announces_per_s"], 3)
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    s = report["settings"]
+    print(
+        f"announces on loopback, {s['rounds']} rounds of {s['seconds']} s, {s['workers']} client processes, "
+        f"{s['connections']} connections, {s['torrents']} torrents, {s['peers']} peers, {report['cpus']} cpus"
+    )
+    print(f"{'contender':<24}{'announces/s':>12}{'server cpu s':>14}{'client cpu s':>14}{'errors':>8}")
+    for name, c in report["contenders"].items():
+        print(
+            f"{name:<24}{c['announces_per_s']:>12,}{c['server_cpu_seconds']:>14.2f}"
+            f"{c['client_cpu_seconds']:>14.2f}{c['errors']:>8}"
+        )
+    if "ratio_swarmhub_to_opentracker" in report:
+        print(f"swarmhub / opentracker: {report['ratio_swarmhub_to_opentracker']:.2f}x")
+    verdict = "PASS" if report["pass"] else "FAIL"
+    ours = report["contenders"][OURS]["announces_per_s"]
+    print(f"{verdict}: swarmhub {ours:,}/s (target >= {report['target_announces_per_s']:,.0f}/s)")
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first, 2 s each (default: 1)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of a round (default: 5)")
+    parser.add_argument("--workers", type=int, default=2, help="client processes (default: 2)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent connections in all (default: 32)")
+    parser.add_argument("--torrents", type=int, default=100)
+    parser.add_argument("--peers", type=int, default=2000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="swarmhub-bench-tracker-"))
+    work.chmod(0o755)  # opentracker drops to nobody
+    servers = Servers(work / "logs")
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        report = bench(args, work, servers)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        servers.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
