@@ -49,6 +49,7 @@ bench: setup system-deps
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opentracker >/dev/null) || true
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/pull.py
+	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/tracker.py
 
 lock:
