@@ -2,7 +2,7 @@
 
 Sockets are bound before the servers start, so a port of 0 (any free port) is known at once: callers can
 print it, put it in a URL, or hand it to a second app before anything serves. Several apps share one event
-loop in one daemon thread. Used by the dev hub and the tracker.
+loop in one daemon thread. Used by the dev hub, the tracker and the registry (``BackgroundServer``).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import FrameType
-from typing import Protocol
+from types import FrameType, TracebackType
+from typing import Protocol, Self
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from swarmhub.errors import ConfigError
 
-__all__ = ["Startable", "UvicornThread", "bind", "run_until_interrupted", "url_host"]
+__all__ = ["BackgroundServer", "Startable", "UvicornThread", "bind", "run_until_interrupted", "url_host"]
 
 _READY_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
@@ -155,3 +155,66 @@ def run_until_interrupted(server: Startable, ready: Callable[[], None] | None = 
             pass
         finally:
             server.stop()
+
+
+class BackgroundServer:
+    """ASGI apps served from a background thread, each on its own socket bound by ``start()`` (port 0: any free
+    port, known at once). Subclasses say which apps (``_apps``, called once the ports are bound) and what
+    their ``port``s mean; the dev hub, the tracker and the registry are this.
+    """
+
+    name = "server"
+
+    def __init__(self, host: str, ports: Sequence[int], *, access_log: bool = False) -> None:
+        self.host = host
+        self._ports = tuple(ports)
+        self._access_log = access_log
+        self._bound: list[int] = []  # the ports actually bound (kept after stop())
+        self._server: UvicornThread | None = None
+
+    def _apps(self) -> Sequence[ASGIApp]:
+        raise NotImplementedError
+
+    def _bound_port(self, which: int) -> int:
+        if not self._bound:
+            raise RuntimeError(f"{type(self).__name__} not started: call start() or use it as a context manager")
+        return self._bound[which]
+
+    @property
+    def port(self) -> int:
+        return self._bound_port(0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.running
+
+    def start(self) -> Self:
+        if self._server is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+        sockets = [bind(self.host, p) for p in self._ports]
+        self._bound = [int(sock.getsockname()[1]) for sock in sockets]
+        try:
+            apps = self._apps()
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._server = UvicornThread(f"{self.name}-{self.port}", apps, sockets, access_log=self._access_log)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start() if self._server is None else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

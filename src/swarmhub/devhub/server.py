@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+
+from starlette.types import ASGIApp
 
 from swarmhub.devhub.app import DevHubSettings, DevHubState, cdn_app, origin_app
 from swarmhub.devhub.faults import Faults, InjectedReset, RequestLog
 from swarmhub.devhub.repos import RepoStore
-from swarmhub.serving import UvicornThread, bind, run_until_interrupted, url_host
+from swarmhub.serving import BackgroundServer, run_until_interrupted, url_host
 
 __all__ = ["DevHub", "serve_forever"]
 
@@ -33,12 +34,14 @@ def _quiet_injected_resets() -> None:
         error_log.addFilter(_DropInjectedResets())
 
 
-class DevHub:
+class DevHub(BackgroundServer):
     """A local Hub-compatible origin plus its CDN, served from a background thread.
 
     >>> with DevHub(tmp_path, settings=DevHubSettings(page_size=2)) as hub:
     ...     hf_hub_download("org/name", "config.json", endpoint=hub.endpoint, cache_dir=...)
     """
+
+    name = "devhub"
 
     def __init__(
         self,
@@ -51,13 +54,9 @@ class DevHub:
         cdn_port: int = 0,
         access_log: bool = False,
     ) -> None:
+        super().__init__(host, (port, cdn_port), access_log=access_log)
         self.root = Path(root)
-        self.host = host
         self.state = DevHubState(RepoStore(self.root), settings or DevHubSettings(), faults=faults or Faults())
-        self._ports = (port, cdn_port)
-        self._access_log = access_log
-        self._bound: list[int] = []  # the ports actually bound (kept after stop())
-        self._server: UvicornThread | None = None
 
     # What tests look at and change while the hub runs.
     @property
@@ -76,15 +75,6 @@ class DevHub:
     def settings(self, value: DevHubSettings) -> None:
         self.state.settings = value
 
-    def _bound_port(self, which: int) -> int:
-        if not self._bound:
-            raise RuntimeError("DevHub not started: call start() or use it as a context manager")
-        return self._bound[which]
-
-    @property
-    def port(self) -> int:
-        return self._bound_port(0)
-
     @property
     def cdn_port(self) -> int:
         return self._bound_port(1)
@@ -92,39 +82,16 @@ class DevHub:
     @property
     def endpoint(self) -> str:
         """The origin's base URL, e.g. ``http://127.0.0.1:43121`` (what ``HF_ENDPOINT`` would be)."""
-        return f"http://{url_host(self.host)}:{self.port}"
+        return self.url
 
     @property
     def cdn_endpoint(self) -> str:
         return f"http://{url_host(self.host)}:{self.cdn_port}"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
-
-    def start(self) -> DevHub:
-        if self._server is not None:
-            raise RuntimeError("DevHub already started")
+    def _apps(self) -> tuple[ASGIApp, ASGIApp]:
         _quiet_injected_resets()
-        sockets = [bind(self.host, p) for p in self._ports]
-        self._bound = [int(sock.getsockname()[1]) for sock in sockets]
         self.state.cdn_port = self.cdn_port
-        apps = (origin_app(self.state), cdn_app(self.state))
-        self._server = UvicornThread(f"devhub-{self.port}", apps, sockets, access_log=self._access_log)
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> DevHub:
-        return self.start() if self._server is None else self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return origin_app(self.state), cdn_app(self.state)
 
 
 def serve_forever(

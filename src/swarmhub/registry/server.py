@@ -12,10 +12,11 @@ import random
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from swarmhub.bt.metainfo import Torrent, parse_torrent
 from swarmhub.bt.tracker import Swarms
@@ -23,7 +24,7 @@ from swarmhub.hub.repo import RepoType
 from swarmhub.registry.api import ApiConfig, api_routes
 from swarmhub.registry.catalog import Catalog, Release
 from swarmhub.registry.web import SwarmHealth, website_routes
-from swarmhub.serving import UvicornThread, bind, url_host
+from swarmhub.serving import BackgroundServer
 from swarmhub.tracker.app import tracker_app
 
 __all__ = ["RegistryServer", "SwarmHealth", "registry_app"]
@@ -112,8 +113,10 @@ def registry_app(
     return app
 
 
-class RegistryServer:
+class RegistryServer(BackgroundServer):
     """The registry from a background thread (tests, the demo); ``serve`` in the CLI runs it in front."""
+
+    name = "registry"
 
     def __init__(
         self,
@@ -128,57 +131,42 @@ class RegistryServer:
         follow_interval: float = 0.0,
         follow_concurrency: int = 2,
     ) -> None:
+        super().__init__(host, (port,), access_log=access_log)
         self.db = db
+        self.upstream = upstream
         self.follow_interval = follow_interval
         self.follow_concurrency = follow_concurrency
+        self.catalog: Catalog | None = None
+        self._public_url = public_url
+        self._token = token
         self._stop_following = threading.Event()
         self._follower: threading.Thread | None = None
-        self.host = host
-        self._requested_port = port
-        self._public_url = public_url
-        self.upstream = upstream
-        self._token = token
-        self._access_log = access_log
-        self.catalog: Catalog | None = None
-        self._server: UvicornThread | None = None
-        self._port: int | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("RegistryServer not started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}"
+        self._published: _Published | None = None
 
     @property
     def public_url(self) -> str:
         return (self._public_url or self.url).rstrip("/")
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
-
-    def start(self) -> RegistryServer:
-        sock = bind(self.host, self._requested_port)
-        self._port = int(sock.getsockname()[1])
+    def _apps(self) -> list[ASGIApp]:
         self.catalog = Catalog(self.db)
         app = registry_app(self.catalog, public_url=self.public_url, upstream=self.upstream, token=self._token)
-        self._server = UvicornThread(f"registry-{self._port}", [app], [sock], access_log=self._access_log)
-        self._server.start()
+        self._published = app.state.published
+        return [app]
+
+    def start(self) -> Self:
+        super().start()
         if self.follow_interval > 0 and self.upstream is not None:
             from swarmhub.origin.client import OriginClient
             from swarmhub.registry.follower import Follower
 
+            assert self.catalog is not None and self._published is not None
             follower = Follower(
                 self.catalog,
                 OriginClient(self.upstream, self._token),
                 self.public_url,
                 interval=self.follow_interval,
                 concurrency=self.follow_concurrency,
-                on_publish=app.state.published.add,
+                on_publish=self._published.add,
             )
             self._follower = follower.run_in_thread(self._stop_following)
         return self
@@ -187,15 +175,6 @@ class RegistryServer:
         self._stop_following.set()
         if self._follower is not None:
             self._follower.join(10)  # a release being streamed stops at its next await
-        if self._server is not None:
-            self._server.stop()
+        super().stop()
         if self.catalog is not None:
             self.catalog.close()
-
-    def __enter__(self) -> RegistryServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from types import TracebackType
+
+from starlette.types import ASGIApp
 
 from swarmhub.bt.tracker import Swarms
-from swarmhub.serving import UvicornThread, bind, run_until_interrupted, url_host
+from swarmhub.serving import BackgroundServer, run_until_interrupted
 from swarmhub.tracker.app import tracker_app
 
 __all__ = ["TrackerServer", "serve_forever"]
 
 
-class TrackerServer:
+class TrackerServer(BackgroundServer):
     """An HTTP tracker served from a background thread; binds 127.0.0.1 unless told otherwise.
 
     >>> with TrackerServer() as tracker:
     ...     tracker.announce_url   # 'http://127.0.0.1:41234/announce'
     """
+
+    name = "tracker"
 
     def __init__(
         self,
@@ -31,22 +34,8 @@ class TrackerServer:
         swarms: Swarms | None = None,
         access_log: bool = False,
     ) -> None:
-        self.host = host
+        super().__init__(host, (port,), access_log=access_log)
         self.swarms = swarms if swarms is not None else Swarms(rng=random.Random())
-        self._requested_port = port
-        self._access_log = access_log
-        self._port: int | None = None  # the port actually bound (kept after stop())
-        self._server: UvicornThread | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("TrackerServer not started: call start() or use it as a context manager")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def announce_url(self) -> str:
@@ -56,32 +45,8 @@ class TrackerServer:
     def scrape_url(self) -> str:
         return f"{self.url}/scrape"  # BEP 48: the announce URL with "announce" replaced by "scrape"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
-
-    def start(self) -> TrackerServer:
-        if self._server is not None:
-            raise RuntimeError("TrackerServer already started")
-        sock = bind(self.host, self._requested_port)
-        self._port = int(sock.getsockname()[1])
-        self._server = UvicornThread(
-            f"tracker-{self._port}", [tracker_app(self.swarms)], [sock], access_log=self._access_log
-        )
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def __enter__(self) -> TrackerServer:
-        return self.start() if self._server is None else self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _apps(self) -> list[ASGIApp]:
+        return [tracker_app(self.swarms)]
 
 
 def serve_forever(
