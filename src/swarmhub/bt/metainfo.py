@@ -64,6 +64,11 @@ class Torrent:
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def key(self) -> str:
+        """The v2 info-hash, else the v1 (what the engine keys torrents by)."""
+        return self.info_hash_v2 or self.info_hash_v1 or ""
+
 
 # --------------------------------------------------------------------------------------------- building
 

@@ -431,9 +431,6 @@ class Engine:
         """Per piece: how many connected peers have it."""
         return [int(n) for n in self._handle(key).piece_availability()]
 
-    def peers(self, key: str) -> list[str]:
-        return [f"{p.ip[0]}:{p.ip[1]}" for p in self._handle(key).get_peer_info()]
-
     def status(self, key: str) -> TorrentStatus:
         s = self._handle(key).status()
         return TorrentStatus(

@@ -182,7 +182,7 @@ class Gateway:
         raise _Refused(404, "not a file of a published release")
 
     def _files_of(self, torrent: Torrent) -> dict[str, TorrentFile]:
-        key = torrent.info_hash_v2 or torrent.info_hash_v1 or torrent.name
+        key = torrent.key
         files = self._file_maps.get(key)
         if files is None:
             files = self._file_maps[key] = {f.path: f for f in torrent.files}

@@ -28,10 +28,6 @@ class StoredTorrent:
     torrent: Torrent
     data: bytes
 
-    @property
-    def key(self) -> str:
-        return self.torrent.info_hash_v2 or self.torrent.info_hash_v1 or ""
-
 
 class TorrentStore:
     def __init__(self, state_dir: Path) -> None:
@@ -39,8 +35,7 @@ class TorrentStore:
 
     def save(self, torrent: Torrent, data: bytes) -> Path:
         assert torrent.repo is not None
-        key = torrent.info_hash_v2 or torrent.info_hash_v1 or ""
-        path = self.dir / f"{torrent.repo.cache_folder}--{torrent.repo.commit}--{key[:16]}.torrent"
+        path = self.dir / f"{torrent.repo.cache_folder}--{torrent.repo.commit}--{torrent.key[:16]}.torrent"
         if path.exists() and path.read_bytes() == data:
             return path
         self.dir.mkdir(parents=True, exist_ok=True)
