@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "info_hashes",
     "libtorrent_check",
     "libtorrent_info_hashes",
+    "libtorrent_refuses",
     "libtorrent_reorders",
     "libtorrent_torrent",
     "run_cli",
@@ -184,8 +185,18 @@ def info_hashes(torrent: bytes) -> tuple[str | None, str | None]:
 
 
 def libtorrent_reorders(paths: Sequence[str]) -> bool:
-    """True when libtorrent's hybrid creator (full-path order) breaks its own torrent for these paths."""
+    """True when libtorrent's hybrid creator (full-path order) lists these files in another order than ours."""
     return sorted(paths, key=lambda p: p.encode()) != sorted(paths, key=path_sort_key)
+
+
+def libtorrent_refuses(layout: Mapping[str, int]) -> bool:
+    """True when libtorrent then also refuses its own hybrid: it compares its v1 list and v2 tree position by
+    position, and empty files carry nothing to compare but their size (measured: two empty files swapped pass)."""
+
+    def listed(key: Callable[[str], Any]) -> list[tuple[str | None, int]]:
+        return [(p if layout[p] else None, layout[p]) for p in sorted(layout, key=key)]
+
+    return listed(lambda p: p.encode()) != listed(path_sort_key)
 
 
 def libtorrent_torrent(parent: Path, paths_sizes: Sequence[tuple[str, int]], piece: int, fmt: Format) -> bytes:
@@ -204,7 +215,18 @@ def libtorrent_info_hashes(torrent: bytes) -> tuple[str | None, str | None]:
 
 
 def libtorrent_check(torrent: bytes, save_path: Path, timeout: float = 20.0) -> CheckResult:
-    """libtorrent's full hash check of the files under ``save_path`` (the project's own engine seam)."""
+    """libtorrent's full hash check of the files under ``save_path`` (the project's own engine seam).
+
+    libtorrent renames a file whose path differs from another's only by case (``A`` beside a folder ``a``
+    becomes ``A.1``); a link at the name it looks for lets it check the same bytes."""
+    files = lt.torrent_info(torrent).files()
+    parsed = parse_torrent(torrent)
+    real = [i for i in range(files.num_files()) if not files.file_flags(i) & lt.file_storage.flag_pad_file]
+    for index, ours in zip(real, parsed.files, strict=True):
+        where, mine = save_path / files.file_path(index), save_path / parsed.name / ours.path
+        if where != mine and mine.exists() and not where.exists():
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.symlink_to(mine)
     return check_files(torrent, save_path, timeout)
 
 
