@@ -1,0 +1,41 @@
+"""What the node's Hub endpoint asks of the swarm: the releases it knows, and a file's bytes as they arrive.
+
+The endpoint (``node.endpoint``) speaks HTTP and the Hub's dialect; the node (``node.daemon``) owns the
+libtorrent session, the cache and the pulls. This module is the seam between them, so each side is tested
+without the other: the endpoint against an in-memory ``ReleaseSource``, the node against real swarms.
+
+- ``ReleaseSource.release(repo_type, repo_id, commit)``: the release when the swarm knows it (a torrent in the
+  node's store or the registry's catalog), else None — the endpoint then passes the request to the upstream.
+- ``ReleaseSource.local_commit(repo_type, repo_id, revision)``: a branch or tag resolved without the upstream
+  (the node cache's ``refs/<revision>``), for when the upstream cannot be reached.
+- ``KnownRelease.stream(path, start, end)``: bytes ``[start, end)`` of one file, in order, as soon as they
+  are there — from the landed blob, or from pieces still arriving (the reader's position sets the pieces'
+  deadlines). Raises ``SwarmhubError`` (e.g. ``StalledError``) when the bytes cannot come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from swarmhub.hub.repo import RepoFile, RepoRef, RepoType
+
+__all__ = ["KnownRelease", "ReleaseSource"]
+
+
+class KnownRelease(Protocol):
+    @property
+    def ref(self) -> RepoRef: ...
+
+    @property
+    def files(self) -> Sequence[RepoFile]: ...
+
+    def stream(self, path: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of ``path`` (a file of ``files``), in order, as they arrive."""
+        ...
+
+
+class ReleaseSource(Protocol):
+    async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> KnownRelease | None: ...
+
+    async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None: ...
