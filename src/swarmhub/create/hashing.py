@@ -4,6 +4,9 @@
 every piece the chunk holds whole, fragments of pieces it cuts (v1 layouts only, at file boundaries), and
 the v2 hashes for its pieces. ``ReleaseHasher`` gathers chunk results and the whole-file digests (which need
 the bytes in order and are fed separately) and turns them into piece hashes, merkle roots and etags.
+
+``PieceStream`` is the in-order alternative for the v1 pieces of a layout with no pads (a classic torrent),
+fed the same bytes as another layout's chunks: its pieces span files, so they cannot be cut from those chunks.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from swarmhub.bt.merkle import (
 from swarmhub.errors import IntegrityError
 from swarmhub.hub.repo import etag_hasher
 
-__all__ = ["ChunkDigest", "FileDigests", "ReleaseHasher", "V2File", "hash_chunk"]
+__all__ = ["ChunkDigest", "FileDigests", "PieceStream", "ReleaseHasher", "V2File", "hash_chunk"]
 
 
 @dataclass
@@ -170,3 +173,42 @@ class ReleaseHasher:
             v1_pieces=b"".join(h for h in self._v1 if h is not None),
             v2=tuple(v2),
         )
+
+
+class PieceStream:
+    """The v1 piece hashes of a v1 plan, from its files' bytes fed in torrent order across files.
+
+    One caller at a time, in order (the pipeline chains the calls). Each piece's SHA-1 is updated in place, so
+    nothing is copied or kept but the digests.
+    """
+
+    def __init__(self, plan: TorrentPlan) -> None:
+        if plan.format != "v1":
+            raise ValueError("a piece stream has no pads: it hashes v1 plans only")
+        self.plan = plan
+        self._digests = bytearray()
+        self._piece = hashlib.sha1()
+        self._in_piece = 0
+        self._fed = 0
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        if self._fed + len(view) > self.plan.stream_length:
+            raise ValueError(f"fed {self._fed + len(view)} bytes to a stream of {self.plan.stream_length}")
+        while view:
+            take = min(len(view), self.plan.piece_size - self._in_piece)
+            self._piece.update(view[:take])
+            self._in_piece += take
+            self._fed += take
+            view = view[take:]
+            # only the last piece may be short
+            if self._in_piece == self.plan.piece_size or self._fed == self.plan.stream_length:
+                self._digests += self._piece.digest()
+                self._piece = hashlib.sha1()
+                self._in_piece = 0
+
+    def pieces(self) -> bytes:
+        """The ``pieces`` string: every piece's SHA-1, in order."""
+        if self._fed != self.plan.stream_length:
+            raise RuntimeError(f"piece stream fed {self._fed} of {self.plan.stream_length} bytes")
+        return bytes(self._digests)

@@ -3,7 +3,9 @@
 Chunks are taken in torrent order. Each is read from its source (ranged GET or pread), then two things
 happen: its piece hashes are computed in the thread pool (any order), and its bytes are fed to the file's
 whole-file digest (the etag), which must see a file's chunks in order; a chain of steps per file does that.
-A chunk's buffer is released once both are done; a semaphore caps the chunks alive at once, so memory is
+Optionally a third: a ``PieceStream`` is fed every chunk in torrent order across files (one chain for the
+whole release), which hashes the pieces of the classic v1 layout of the same files in the same pass.
+A chunk's buffer is released once all are done; a semaphore caps the chunks alive at once, so memory is
 O(chunk size x in-flight chunks) whatever the release's size. Disk use is zero.
 
 No deadlock: chunks acquire the semaphore in order, so the chunk every chain waits for is already running.
@@ -15,14 +17,17 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from swarmhub.bt.layout import Chunk, TorrentPlan
-from swarmhub.create.hashing import FileDigests, ReleaseHasher, hash_chunk
+from swarmhub.create.hashing import FileDigests, PieceStream, ReleaseHasher, hash_chunk
 from swarmhub.errors import SwarmhubError
 from swarmhub.workers import PriorityPool
 
 __all__ = ["ChunkSource", "hash_release"]
+
+Feed = Callable[[bytes | memoryview], None]  # a digest that takes bytes in order
 
 
 class ChunkSource(Protocol):
@@ -51,16 +56,18 @@ async def hash_release(
     in_flight: int,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    stream: PieceStream | None = None,
 ) -> FileDigests:
+    """Hash ``plan``'s files read from ``source``; ``stream``, if given, is also fed every byte in order."""
     hasher = ReleaseHasher(plan, lfs, expected_etags)
     loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(max(1, in_flight))
-    # Whole-file digests are sequential per file and so the critical path: they are urgent jobs, taken
-    # before any piece hashing by threads that are exactly as many as the cores.
+    # Chains (whole-file digests, per file; the stream, across files) are sequential and so the critical
+    # path: their links are urgent jobs, taken before any piece hashing by threads as many as the cores.
     with PriorityPool(workers or default_workers(), "swarmhub-hash") as pool:
 
         async def fetch_and_hash(
-            chunk: Chunk, data_ready: asyncio.Future[bytes | memoryview], fed: asyncio.Future[None]
+            chunk: Chunk, data_ready: asyncio.Future[bytes | memoryview], fed: list[asyncio.Task[None]]
         ) -> None:
             try:
                 data = await source.read(chunk.file.path, chunk.file_offset, chunk.length)
@@ -68,33 +75,39 @@ async def hash_release(
                 digest = await asyncio.wrap_future(pool.submit(hash_chunk, plan, chunk, data))
                 for piece, joined in hasher.add_chunk(digest):
                     hasher.set_v1_piece(piece, await asyncio.wrap_future(pool.submit(_sha1, joined)))
-                await fed
+                for step in fed:
+                    await step
                 source.release(data)
+                if on_progress is not None:
+                    on_progress(len(data))
             finally:
                 slots.release()
 
-        async def feed_whole(
-            chunk: Chunk, data_ready: asyncio.Future[bytes | memoryview], previous: asyncio.Future[None] | None
-        ) -> None:
-            if previous is not None:
-                await previous
-            data = await data_ready
-            await asyncio.wrap_future(pool.submit(hasher.feed_whole, chunk.file, data, urgent=True))
-            if on_progress is not None:
-                on_progress(len(data))
-
         try:
             async with asyncio.TaskGroup() as group:
-                last_step: dict[int, asyncio.Future[None]] = {}
+                last_step: dict[int | None, asyncio.Task[None]] = {}  # per file index; None: the stream
                 for chunk in plan.chunks(chunk_size):
                     await slots.acquire()
                     data_ready: asyncio.Future[bytes | memoryview] = loop.create_future()
-                    step = group.create_task(feed_whole(chunk, data_ready, last_step.get(chunk.file.index)))
-                    last_step[chunk.file.index] = step
-                    group.create_task(fetch_and_hash(chunk, data_ready, step))
+                    chains: dict[int | None, Feed] = {chunk.file.index: partial(hasher.feed_whole, chunk.file)}
+                    if stream is not None:
+                        chains[None] = stream.feed
+                    for key, feed in chains.items():
+                        last_step[key] = group.create_task(_in_order(pool, feed, data_ready, last_step.get(key)))
+                    group.create_task(fetch_and_hash(chunk, data_ready, [last_step[key] for key in chains]))
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
     return hasher.result()
+
+
+async def _in_order(
+    pool: PriorityPool, feed: Feed, data_ready: asyncio.Future[bytes | memoryview], previous: asyncio.Task[None] | None
+) -> None:
+    """One link of a chain: ``feed`` this chunk's bytes once the previous link has fed the chunk before."""
+    if previous is not None:
+        await previous
+    data = await data_ready
+    await asyncio.wrap_future(pool.submit(feed, data, urgent=True))
 
 
 def _sha1(data: bytes) -> bytes:

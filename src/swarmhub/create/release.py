@@ -1,6 +1,7 @@
 """One release, one torrent: resolve, list, filter, plan, hash (streamed or local), build.
 
-``create_release_torrent`` is what ``swarmhub create`` (and later ``publish``) calls.
+``create_release_torrent`` is what ``swarmhub create`` calls; ``create_hybrid_and_classic`` is what publishing
+calls: both torrents of a release from one pass over its bytes (the origin sends each byte once).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from swarmhub.bt.layout import Format, TorrentPlan, auto_piece_size, plan_torrent, valid_piece_size
 from swarmhub.bt.magnet import magnet_for
 from swarmhub.bt.metainfo import Torrent, build_torrent, parse_torrent
+from swarmhub.create.hashing import FileDigests, PieceStream
 from swarmhub.create.pipeline import hash_release
 from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, SourceFile, local_release
 from swarmhub.errors import LocalSourceError, UsageError
@@ -22,7 +24,7 @@ from swarmhub.hub.repo import RepoRef, RepoType, is_commit
 if TYPE_CHECKING:
     from swarmhub.origin.client import OriginClient
 
-__all__ = ["CreateRequest", "CreatedTorrent", "create_release_torrent", "torrent_name"]
+__all__ = ["CreateRequest", "CreatedTorrent", "create_hybrid_and_classic", "create_release_torrent", "torrent_name"]
 
 LOCAL_CHUNK = 4 * 1024 * 1024
 ORIGIN_CHUNK = 8 * 1024 * 1024
@@ -82,14 +84,58 @@ async def _origin_files(request: CreateRequest, client: OriginClient) -> tuple[R
     return ref, [SourceFile(f.path, f.size, f.is_lfs, f.etag) for f in listed]
 
 
-async def create_release_torrent(
-    request: CreateRequest,
-    client: OriginClient | None,
-    *,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> CreatedTorrent:
-    """Create the torrent of a release. ``client`` is needed unless ``from_dir`` says everything."""
+@dataclass(frozen=True)
+class _Release:
+    """A release's selected files and where their bytes come from: any layout of them is planned from here."""
+
+    request: CreateRequest
+    ref: RepoRef
+    files: dict[str, SourceFile]  # selected, by path
+    source: LocalSource | OriginSource
+    target_chunk: int
+    budget: int
+    client: OriginClient | None
+
+    def plan(self, fmt: Format) -> TorrentPlan:
+        sizes = [(f.path, f.size) for f in self.files.values()]
+        return plan_torrent(sizes, _piece_size(self.request, sum(s for _, s in sizes)), fmt)
+
+    async def hash(
+        self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | None = None
+    ) -> FileDigests:
+        chunk = _chunk_size(plan, self.target_chunk)
+        try:
+            return await hash_release(
+                plan,
+                self.source,
+                lfs=[self.files[f.path].lfs for f in plan.files],
+                expected_etags=[self.files[f.path].etag for f in plan.files],
+                chunk_size=chunk,
+                in_flight=max(2, self.budget // chunk),
+                on_progress=on_progress,
+                stream=stream,
+            )
+        finally:
+            self.source.close()
+
+    def torrent(self, plan: TorrentPlan, v1_pieces: bytes, digests: FileDigests) -> CreatedTorrent:
+        data = build_torrent(
+            plan,
+            torrent_name(self.ref),
+            v1_pieces=v1_pieces,
+            v2=[(v.root, v.layer) for v in digests.v2],
+            repo=self.ref,
+            etags=digests.etags,
+            trackers=self.request.trackers,
+            webseeds=self.request.webseeds,
+        )
+        torrent = parse_torrent(data)  # what we wrote must be what we accept
+        client, streamed = self.client, self.request.from_dir is None
+        origin_bytes = client.bytes_received if client is not None and streamed else 0
+        return CreatedTorrent(data, torrent, magnet_for(torrent), {"origin_bytes": origin_bytes})
+
+
+async def _open_release(request: CreateRequest, client: OriginClient | None) -> _Release:
     source: LocalSource | OriginSource
     if request.from_dir is not None:
         local = local_release(request.from_dir, request.revision)
@@ -101,6 +147,11 @@ async def create_release_torrent(
     else:
         raise UsageError("no origin to stream from")
     chosen = {f.path: f for f in candidates if path_selected(f.path, request.include, request.exclude)}
+    _check_selection(request, chosen)
+    return _Release(request, ref, chosen, source, target_chunk, budget, client)
+
+
+def _check_selection(request: CreateRequest, chosen: dict[str, SourceFile]) -> None:
     if not chosen:
         raise UsageError(
             f"no files of {request.repo_id} match the include/exclude patterns",
@@ -111,37 +162,44 @@ async def create_release_torrent(
             f"every selected file of {request.repo_id} is empty: a torrent needs at least one byte",
             hint="select some non-empty files with --include/--exclude",
         )
-    sizes = [(f.path, f.size) for f in chosen.values()]
-    plan = plan_torrent(sizes, _piece_size(request, sum(s for _, s in sizes)), request.format)
+
+
+async def create_release_torrent(
+    request: CreateRequest,
+    client: OriginClient | None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> CreatedTorrent:
+    """Create the torrent of a release. ``client`` is needed unless ``from_dir`` says everything."""
+    release = await _open_release(request, client)
+    plan = release.plan(request.format)
     if on_start is not None:
         on_start(plan.total_size)
-    chunk = _chunk_size(plan, target_chunk)
-    try:
-        digests = await hash_release(
-            plan,
-            source,
-            lfs=[chosen[f.path].lfs for f in plan.files],
-            expected_etags=[chosen[f.path].etag for f in plan.files],
-            chunk_size=chunk,
-            in_flight=max(2, budget // chunk),
-            on_progress=on_progress,
-        )
-    finally:
-        source.close()
+    digests = await release.hash(plan, on_progress)
+    return release.torrent(plan, digests.v1_pieces, digests)
 
-    data = build_torrent(
-        plan,
-        torrent_name(ref),
-        v1_pieces=digests.v1_pieces,
-        v2=[(v.root, v.layer) for v in digests.v2],
-        repo=ref,
-        etags=digests.etags,
-        trackers=request.trackers,
-        webseeds=request.webseeds,
-    )
-    torrent = parse_torrent(data)  # what we wrote must be what we accept
-    origin_bytes = client.bytes_received if client is not None and request.from_dir is None else 0
-    return CreatedTorrent(data, torrent, magnet_for(torrent), {"origin_bytes": origin_bytes})
+
+async def create_hybrid_and_classic(
+    request: CreateRequest,
+    client: OriginClient | None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[CreatedTorrent, CreatedTorrent]:
+    """The hybrid torrent of a release and its classic v1 twin (no pads) from one pass over its bytes; each
+    is what ``create_release_torrent`` makes with that ``format`` (``request.format`` is not used).
+
+    The pipeline hashes the hybrid layout's chunks; the classic layout's pieces span files, so they come from
+    the same bytes fed in torrent order to a ``PieceStream``.
+    """
+    release = await _open_release(request, client)
+    hybrid, classic = release.plan("hybrid"), release.plan("v1")
+    if on_start is not None:
+        on_start(hybrid.total_size)
+    stream = PieceStream(classic)
+    digests = await release.hash(hybrid, on_progress, stream)
+    return release.torrent(hybrid, digests.v1_pieces, digests), release.torrent(classic, stream.pieces(), digests)
 
 
 def _local_ref(request: CreateRequest, local: LocalRelease) -> RepoRef:

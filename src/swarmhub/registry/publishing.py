@@ -1,4 +1,4 @@
-"""Publishing a release: its hybrid and classic torrents, streamed from the origin, uploaded to a registry.
+"""Publishing a release: its hybrid and classic torrents, streamed from the origin once, uploaded to a registry.
 
 Both torrents carry the registry's gateway as web seed (``{public}/webseed/{type}/{repo}/{commit}/``) and its
 tracker, so any BitTorrent client finds peers there and falls back to the Hub through the gateway.
@@ -10,16 +10,13 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from swarmhub.bt.layout import Format
 from swarmhub.cli.output import Progress
-from swarmhub.create.release import CreatedTorrent, CreateRequest, create_release_torrent
+from swarmhub.create.release import CreateRequest, create_hybrid_and_classic
 from swarmhub.hub.repo import RepoType
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
 
 __all__ = ["publish_release", "release_torrents"]
-
-FORMATS: tuple[Format, Format] = ("hybrid", "v1")
 
 
 async def release_torrents(
@@ -33,27 +30,23 @@ async def release_torrents(
     exclude: Sequence[str] | None = None,
     progress: Callable[[str], Progress] | None = None,
 ) -> tuple[bytes, bytes]:
-    """The hybrid and the classic torrent of a release, streamed, with the registry's web seed and tracker."""
+    """The hybrid and the classic torrent of a release, streamed once, with the registry's web seed and tracker."""
     public_url = public_url.rstrip("/")
-    webseed = f"{public_url}/webseed/{repo_type}/{repo_id}/{commit}/"
-    made: dict[str, CreatedTorrent] = {}
-    for fmt in FORMATS:
-        request = CreateRequest(
-            repo_type,
-            repo_id,
-            commit,
-            include=include,
-            exclude=exclude,
-            webseeds=(webseed,),
-            trackers=(f"{public_url}/announce",),
-            format=fmt,
-        )
-        bar = progress(f"{fmt} {repo_id}") if progress else Progress("", enabled=False)
-        try:
-            made[fmt] = await create_release_torrent(request, origin, on_start=bar.start, on_progress=bar.advance)
-        finally:
-            bar.close()
-    return made["hybrid"].data, made["v1"].data
+    request = CreateRequest(
+        repo_type,
+        repo_id,
+        commit,
+        include=include,
+        exclude=exclude,
+        webseeds=(f"{public_url}/webseed/{repo_type}/{repo_id}/{commit}/",),
+        trackers=(f"{public_url}/announce",),
+    )
+    bar = progress(f"hybrid+v1 {repo_id}") if progress else Progress("", enabled=False)
+    try:
+        hybrid, classic = await create_hybrid_and_classic(request, origin, on_start=bar.start, on_progress=bar.advance)
+    finally:
+        bar.close()
+    return hybrid.data, classic.data
 
 
 async def publish_release(
