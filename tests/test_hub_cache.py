@@ -55,7 +55,7 @@ def test_unsafe_paths_are_refused(bad: str) -> None:
 
 
 def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) -> None:
-    """Bytes in blobs/<etag>.incomplete, verified, landed: huggingface_hub finds them with local_files_only."""
+    """Bytes in blobs/<etag>.swarmhub-part, verified, landed: huggingface_hub finds them with local_files_only."""
     import hashlib
 
     from huggingface_hub import hf_hub_download, snapshot_download
@@ -74,7 +74,7 @@ def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) ->
     commit = "c0ffee" + "0" * 34
     dest = CacheDestination(tmp_path / "hub", RepoRef("model", "org/landed", commit))
     placed = dest.placements([RepoFile(p, len(d), etag(p, d)) for p, d in FILES.items()])
-    assert all(p.pending.name == p.final.name + ".incomplete" and p.final.parent.name == "blobs" for p in placed)
+    assert all(p.pending.name == p.final.name + ".swarmhub-part" and p.final.parent.name == "blobs" for p in placed)
     for p in placed:
         if p.primary:
             (dest.root / p.pending).parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def test_landed_release_is_what_huggingface_hub_loads_offline(tmp_path: Path) ->
         dest.publish(p)
     assert dest.finish("main") == dest.snapshot
     repo_dir = dest.root
-    assert not list((repo_dir / "blobs").glob("*.incomplete"))
+    assert not list((repo_dir / "blobs").glob("*.swarmhub-part"))
     assert (repo_dir / "refs" / "main").read_text() == commit
 
     cache = tmp_path / "hub"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub import hf_hub_download
 
 from support.cli import run_cli
 from support.swarm import PIECE, REPO_ID, make_release, pull, seeding, sha256, snapshot_files, swarmhub
@@ -107,7 +108,7 @@ def test_origin_only_pull_lands_what_huggingface_hub_and_transformers_load(
     repo_dir = _repo_dir(seeded_cache)
     snapshot = repo_dir / "snapshots" / release.commit
     assert (repo_dir / "refs" / "main").read_text() == release.commit  # @main was confirmed by the origin
-    assert not list(repo_dir.rglob("*.incomplete"))
+    assert not list(repo_dir.rglob("*.swarmhub-part"))
     for path, data in release.files.items():
         link = snapshot / path
         assert link.is_symlink() and not os.path.isabs(os.readlink(link))
@@ -214,7 +215,7 @@ def test_kill_9_mid_pull_then_resume(release: Release, seeded_cache: Path, tmp_p
     """kill -9 while pieces arrive from a slow seeder; run again: only what was missing moves."""
     cache = tmp_path / "hub"
     repo_dir = _repo_dir(cache)
-    pending = repo_dir / "blobs" / f"{sha256(release.files['model.safetensors'])}.incomplete"
+    pending = repo_dir / "blobs" / f"{sha256(release.files['model.safetensors'])}.swarmhub-part"
     with seeding(seeded_cache, "--upload-limit", "1M") as slow:
         args = ["--torrent", release.hybrid, "--cache-dir", cache, "--no-origin"]
         process = subprocess.Popen(swarmhub("pull", REPO_ID, *args, "--peer", f"127.0.0.1:{slow.port}"))
@@ -231,6 +232,11 @@ def test_kill_9_mid_pull_then_resume(release: Release, seeded_cache: Path, tmp_p
         if link.is_symlink():
             assert link.read_bytes() == release.files[link.relative_to(snapshot).as_posix()]
     assert pending.exists() and not (snapshot / "model.safetensors").exists()
+    # huggingface_hub sharing the cache never takes the half-written file for its own partial download
+    fetched = hf_hub_download(
+        REPO_ID, "model.safetensors", revision=release.commit, cache_dir=cache, endpoint=release.hub.endpoint
+    )
+    assert Path(fetched).read_bytes() == release.files["model.safetensors"]
     with seeding(seeded_cache) as seeder:
         result = pull(REPO_ID, *args, "--peer", f"127.0.0.1:{seeder.port}")
     assert snapshot_files(Path(result["snapshot_path"])) == release.files
@@ -256,7 +262,7 @@ def test_torrent_of_another_repo_or_commit_is_refused(release: Release, tmp_path
     assert done.returncode == 2 and f"the torrent is for commit {release.commit}" in done.stderr
     done = run_cli("pull", REPO_ID, "--cache-dir", tmp_path)
     assert done.returncode == 2 and "no torrent known for swarmhub-demo/tiny-model" in done.stderr
-    assert not list(tmp_path.rglob("*.incomplete"))
+    assert not list(tmp_path.rglob("*.swarmhub-part"))
 
 
 def test_pull_of_a_landed_release_moves_no_bytes(release: Release, seeded_cache: Path) -> None:

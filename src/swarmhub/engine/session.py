@@ -18,6 +18,7 @@ mapping).
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import queue
 import threading
@@ -40,6 +41,7 @@ __all__ = [
     "MetadataReceived",
     "PeerBanned",
     "PieceFinished",
+    "PieceRead",
     "Profile",
     "StorageFile",
     "StorageLayout",
@@ -119,6 +121,15 @@ class PieceFinished(Event):
 @dataclass(frozen=True)
 class HashFailed(Event):
     piece: int
+
+
+@dataclass(frozen=True)
+class PieceRead(Event):
+    """A piece's bytes, asked for by ``read_piece`` or a deadline; ``error`` set when it could not be read."""
+
+    piece: int
+    data: bytes
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -282,6 +293,11 @@ def _translate(alert: Any) -> Event | None:
         return PeerBanned(key, f"{host}:{port}")
     if isinstance(alert, lt.metadata_received_alert):
         return MetadataReceived(key)
+    if isinstance(alert, lt.read_piece_alert):
+        failed = alert.error.value() != 0
+        return PieceRead(
+            key, int(alert.piece), b"" if failed else bytes(alert.buffer), alert.error.message() if failed else None
+        )
     if isinstance(alert, lt.cache_flushed_alert):
         return Flushed(key)
     if isinstance(alert, lt.save_resume_data_alert):
@@ -294,9 +310,25 @@ def _translate(alert: Any) -> Event | None:
 
 # ------------------------------------------------------------------------------------------------ engine
 
+UNCLAIMED_EVENTS = 100_000
+
+
+class _Subscriber:
+    """One consumer of events: its queue, filled by the alert thread, and the event that wakes its loop."""
+
+    def __init__(self, key: str | None, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.loop = loop
+        self.pending: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        if not self.pending.empty() and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.wakeup.set)
+
 
 class Engine:
-    """One libtorrent session. Methods are thread-safe (libtorrent's are); events are for one consumer."""
+    """One libtorrent session. Methods are thread-safe (libtorrent's are); events go to every subscriber."""
 
     def __init__(
         self, profile: Profile = "isolated", *, listen: str | None = None, extra: dict[str, Any] | None = None
@@ -307,9 +339,11 @@ class Engine:
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"libtorrent refuses a setting: {exc}", hint="check SWARMHUB_LIBTORRENT") from exc
         self._handles: dict[str, Any] = {}
-        self._pending: queue.SimpleQueue[Event] = queue.SimpleQueue()  # filled from the start: nothing is lost
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
+        self._lock = threading.Lock()
+        self._subscribers: list[_Subscriber] = []
+        # events no subscriber took yet, so a consumer that starts late loses nothing (bounded: a torrent
+        # nobody listens to must not grow it for ever)
+        self._unclaimed: collections.deque[Event] = collections.deque(maxlen=UNCLAIMED_EVENTS)
         self._closed = threading.Event()
         self._pump = threading.Thread(target=self._pump_alerts, name="swarmhub-alerts", daemon=True)
         self._pump.start()
@@ -423,6 +457,21 @@ class Engine:
         """
         self._handle(key).flush_cache()
 
+    def read_piece(self, key: str, piece: int) -> None:
+        """Ask for a piece's bytes (a piece the torrent has); a ``PieceRead`` event follows."""
+        self._handle(key).read_piece(piece)
+
+    def set_deadline(self, key: str, piece: int, milliseconds: int) -> None:
+        """Want ``piece`` within ``milliseconds`` (libtorrent asks peers for it first, block by block); a
+        ``PieceRead`` with its bytes follows once it is there."""
+        self._handle(key).set_piece_deadline(piece, milliseconds, lt.deadline_flags_t.alert_when_available)
+
+    def set_file_priorities(self, key: str, priorities: Mapping[int, int]) -> None:
+        """Priorities of some files (0: skip, 1-7: download); the others keep theirs."""
+        handle = self._handle(key)
+        for index, priority in priorities.items():
+            handle.file_priority(index, priority)
+
     def rename_file(self, key: str, index: int, path: str) -> None:
         """Move one file in storage (libtorrent moves it on disk); a ``FileRenamed`` event follows."""
         self._handle(key).rename_file(index, path)
@@ -461,23 +510,43 @@ class Engine:
         while not self._closed.is_set():
             self._session.wait_for_alert(200)
             events = [e for e in map(_translate, self._session.pop_alerts()) if e is not None]
-            for event in events:
-                self._pending.put(event)
-            loop, wakeup = self._loop, self._wakeup
-            # checked on every round, not only when new events came: no wakeup is ever lost
-            if loop is not None and wakeup is not None and not self._pending.empty() and not loop.is_closed():
-                loop.call_soon_threadsafe(wakeup.set)
+            with self._lock:
+                for event in events:
+                    takers = [sub for sub in self._subscribers if sub.key in (None, event.info_hash)]
+                    for sub in takers:
+                        sub.pending.put(event)
+                    if not takers:
+                        self._unclaimed.append(event)
+                subscribers = list(self._subscribers)
+            for sub in subscribers:  # checked on every round, not only when new events came: no wakeup is lost
+                sub.wake()
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event since the engine started, in order, then new ones as they come (one consumer)."""
-        self._loop, self._wakeup = asyncio.get_running_loop(), asyncio.Event()
-        while True:
-            try:
-                yield self._pending.get_nowait()
-            except queue.Empty:
-                self._wakeup.clear()
-                if self._pending.empty():
-                    await self._wakeup.wait()
+    async def events(self, key: str | None = None) -> AsyncIterator[Event]:
+        """Events in order: those nobody took yet (since the engine started), then new ones as they come.
+
+        ``key``: only that torrent's. Several consumers may listen at once (one per torrent, or one for all).
+        """
+        sub = _Subscriber(key, asyncio.get_running_loop())
+        with self._lock:
+            kept: collections.deque[Event] = collections.deque(maxlen=UNCLAIMED_EVENTS)
+            for event in self._unclaimed:
+                if key in (None, event.info_hash):
+                    sub.pending.put(event)
+                else:
+                    kept.append(event)
+            self._unclaimed = kept
+            self._subscribers.append(sub)
+        try:
+            while True:
+                try:
+                    yield sub.pending.get_nowait()
+                except queue.Empty:
+                    sub.wakeup.clear()
+                    if sub.pending.empty():
+                        await sub.wakeup.wait()
+        finally:
+            with self._lock:
+                self._subscribers.remove(sub)
 
     def close(self) -> None:
         self._closed.set()

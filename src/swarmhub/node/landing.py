@@ -2,14 +2,18 @@
 
 Two destinations, one protocol (``Destination``):
 
-- ``CacheDestination``: the Hugging Face cache. Bytes arrive in ``blobs/<etag>.incomplete`` (huggingface_hub's
-  own name for a blob being written). ``hf_hub_download`` treats an existing ``blobs/<etag>`` as complete,
-  which is why nothing is ever written to that name directly: a file becomes ``blobs/<etag>`` by a rename
-  only once its whole content hashes to its etag, then its snapshot symlink appears (made under a temporary
-  name and renamed over, so it is never half-made), and ``refs/<rev>`` is written once the release is there.
+- ``CacheDestination``: the Hugging Face cache. Bytes arrive in ``blobs/<etag>.swarmhub-part``. Not
+  huggingface_hub's ``<etag>.incomplete``: it resumes such a file from its size, taking every byte before as
+  good, and libtorrent writes pieces in any order (a full-size sparse file is "complete" to it). A client that
+  shares the cache downloads its own copy meanwhile; both end as the same blob. ``hf_hub_download`` treats an
+  existing ``blobs/<etag>`` as complete, which is why nothing is ever written to that name directly: a file
+  becomes ``blobs/<etag>`` by a rename only once its whole content hashes to its etag, then its snapshot
+  symlink appears (made under a temporary name and renamed over, so it is never half-made), and
+  ``refs/<rev>`` is written once the release is there.
 - ``LocalDirDestination``: a plain folder, as huggingface_hub's ``local_dir``: bytes arrive under
-  ``.cache/huggingface/download/``, the verified file is renamed to ``<dir>/<path>`` and its ``.metadata``
-  (commit, etag, time) written, so huggingface_hub itself later sees the file as up to date.
+  ``.cache/huggingface/download/`` (``<path>.<etag>.swarmhub-part``), the verified file is renamed to
+  ``<dir>/<path>`` and its ``.metadata`` (commit, etag, time) written, so huggingface_hub itself later sees
+  the file as up to date.
 
 The rename itself is done by whoever holds the file open (libtorrent's ``rename_file``); this module says
 which names, verifies the bytes, and makes everything that points at a landed file.
@@ -31,6 +35,7 @@ from swarmhub.hub.cache import CachedFile, CacheLayout, ref_path_for, safe_repo_
 from swarmhub.hub.repo import RepoFile, RepoRef, etag_hasher, is_commit
 
 __all__ = [
+    "PART_SUFFIX",
     "CacheDestination",
     "Destination",
     "LocalDirDestination",
@@ -84,11 +89,16 @@ def verify_etag(path: Path, file: RepoFile) -> None:
             actual=digest.hexdigest(),
         )
 
+PART_SUFFIX = ".swarmhub-part"  # a file being written by libtorrent (never huggingface_hub's ".incomplete")
+
 
 class Destination(Protocol):
     root: Path  # libtorrent's save path; every Placement path is relative to it
 
-    def placements(self, files: list[RepoFile]) -> list[Placement]: ...
+    def placements(self, files: list[RepoFile]) -> list[Placement]:
+        """Where each of ``files`` goes: the whole plan (each call replaces the last; the first file with an
+        etag is the one written, the others follow it)."""
+        ...
 
     def landed(self, placement: Placement) -> bool:
         """Is the verified file already at its final place (a previous pull, or an earlier run)?"""
@@ -114,7 +124,7 @@ class CacheDestination:
         for f, cached in zip(files, self.layout.files(files), strict=True):
             self._cached[f.path] = cached
             blob = Path(cached.blob)
-            out.append(Placement(f, blob.with_name(blob.name + ".incomplete"), blob, cached.first_of_blob))
+            out.append(Placement(f, blob.with_name(blob.name + PART_SUFFIX), blob, cached.first_of_blob))
         return out
 
     def landed(self, placement: Placement) -> bool:
@@ -150,9 +160,10 @@ class LocalDirDestination:
 
     def placements(self, files: list[RepoFile]) -> list[Placement]:
         out = []
+        self._first = {}
         for f in files:
             path = Path(safe_repo_path(f.path))
-            pending = self._meta / path.parent / f"{path.name}.{f.etag}.incomplete"
+            pending = self._meta / path.parent / f"{path.name}.{f.etag}{PART_SUFFIX}"
             primary = f.etag not in self._first
             placement = Placement(f, pending, path, primary)
             if primary:

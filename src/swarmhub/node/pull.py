@@ -3,7 +3,7 @@
 The flow of ``Pull.run``:
 
 1. Map the torrent's files (libtorrent's storage, pads included) onto the destination: every wanted file
-   is renamed in storage to its ``.incomplete`` name, already-landed and unwanted files get priority 0, so
+   is renamed in storage to its ``.swarmhub-part`` name, already-landed and unwanted files get priority 0, so
    libtorrent writes only what is missing and never touches a landed file.
 2. libtorrent checks what is on disk (this is the resume after a kill: verified pieces are kept).
 3. Peers (trackers in the torrent, ``peers`` given) send pieces. After ``peer_grace`` seconds, any wanted
@@ -12,6 +12,9 @@ The flow of ``Pull.run``:
 4. When all pieces of a file are in, its whole content is checked against its etag, libtorrent renames it
    to its final name, and the destination makes it visible (snapshot link / local_dir file).
 5. No progress for ``stall_timeout`` seconds is an error saying what was tried.
+
+The node keeps a pull running (``linger``): programs ask for more files (``want``) and read pieces while they
+arrive (``piece``: a deadline for libtorrent, first in line for the origin fetcher).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from swarmhub.engine.session import (
     HashFailed,
     PeerBanned,
     PieceFinished,
+    PieceRead,
     StorageFile,
     StorageLayout,
     TorrentChecked,
@@ -118,6 +122,8 @@ class _State:
     error: SwarmhubError | None = None
     checked: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    readers: dict[int, list[asyncio.Future[bytes]]] = field(default_factory=dict)  # piece -> who waits for it
+    wanted_at: float = 0.0  # when files were last added: progress is measured from then
 
 
 class Pull:
@@ -136,6 +142,7 @@ class Pull:
         peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
         on_progress: Callable[[PullProgress], None] | None = None,
+        linger: bool = False,
     ) -> None:
         self.engine = engine
         self.torrent = torrent
@@ -147,9 +154,12 @@ class Pull:
         self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
         self.on_progress = on_progress
+        self.linger = linger
+        self.closed = False
         assert torrent.repo is not None
         self.ref: RepoRef = torrent.repo
         every = release_files(torrent)
+        self._every = {f.path: f for f in every}
         self.wanted = [f for f in every if path_selected(f.path, include, exclude)]
         self.layout: StorageLayout = storage_layout(torrent_bytes)
         self._files = self._map_files(every)
@@ -173,6 +183,42 @@ class Pull:
             _File(p, by_path[p.file.path], self.layout.pieces_of(by_path[p.file.path]), self.dest.landed(p))
             for p in placements
         ]
+
+    def want(self, paths: Iterable[str]) -> None:
+        """Fetch these files too (a running pull takes them at once)."""
+        known = {f.path for f in self.wanted}
+        new = [self._every[p] for p in dict.fromkeys(paths) if p not in known]
+        if not new:
+            return
+        self.wanted += new
+        added = []
+        for placement in self.dest.placements(self.wanted)[len(self._files) :]:
+            storage = next(s for s in self.layout.files if not s.pad and s.path == placement.file.path)
+            added.append(_File(placement, storage, self.layout.pieces_of(storage), self.dest.landed(placement)))
+        self._files += added
+        self._state.wanted_at = time.monotonic()
+        if self.key:
+            self._plan_added(added)
+        self._state.changed.set()
+
+    def _plan_added(self, added: list[_File]) -> None:
+        """Storage names and priorities of files wanted after the torrent was added."""
+        priorities, renamed = self._storage_plan()
+        for f in added:
+            index = f.storage.index
+            self.engine.rename_file(self.key, index, renamed[index])
+        self.engine.set_file_priorities(self.key, {f.storage.index: priorities[f.storage.index] for f in added})
+        for f in added:
+            if f.landed or not f.placement.file.size or self._twin_landed(f):
+                self._land_locally(f)
+
+    def _twin_landed(self, f: _File) -> bool:
+        return not f.placement.primary and any(
+            t.landed and t.placement.primary and t.placement.file.etag == f.placement.file.etag for t in self._files
+        )
+
+    def wants(self, path: str) -> bool:
+        return any(f.placement.file.path == path for f in self._files)
 
     def _to_fetch(self) -> list[_File]:
         return [f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size]
@@ -201,8 +247,55 @@ class Pull:
     async def run(self) -> PullResult:
         try:
             return await self._run()
+        except BaseException as exc:
+            self._fail_readers(exc if isinstance(exc, SwarmhubError) else SwarmhubError(f"the pull ended: {exc!r}"))
+            raise
         finally:
+            self._fail_readers(SwarmhubError(f"the pull of {self.ref.repo_id} ended"))
             self._verifier.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """A lingering pull ends once what it fetches has landed."""
+        self.closed = True
+        self._state.changed.set()
+
+    # ------------------------------------------------------------------------------------------- readers
+
+    async def piece(self, index: int, deadline_ms: int) -> bytes:
+        """A piece's bytes once it is in (``deadline_ms``: how soon it is needed, for libtorrent's picker)."""
+        await self._state.checked.wait()
+        self._check_error()
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiting = self._state.readers.setdefault(index, [])
+        waiting.append(waiter)
+        if len(waiting) == 1:  # libtorrent reads it for us at once when it already has it
+            self.engine.set_deadline(self.key, index, deadline_ms)
+        self._state.changed.set()
+        try:
+            return await waiter
+        finally:
+            if waiter in waiting:
+                waiting.remove(waiter)
+            if not waiting and self._state.readers.get(index) is waiting:
+                del self._state.readers[index]
+
+    def _answer_readers(self, event: PieceRead) -> None:
+        for waiter in self._state.readers.pop(event.piece, []):
+            if waiter.done():
+                continue
+            if event.error is None:
+                waiter.set_result(event.data)
+            else:
+                waiter.set_exception(
+                    StorageError(f"cannot read piece {event.piece} of {self.ref.repo_id}: {event.error}")
+                )
+
+    def _fail_readers(self, error: SwarmhubError) -> None:
+        for waiting in self._state.readers.values():
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_exception(error)
+        self._state.readers.clear()
 
     async def _run(self) -> PullResult:
         started = time.monotonic()
@@ -241,7 +334,9 @@ class Pull:
             verify_etag(pending, f.placement.file)
             (root / f.placement.final).parent.mkdir(parents=True, exist_ok=True)
             pending.replace(root / f.placement.final)
-        if f.placement.primary:
+        elif f.landed and f.placement.primary:  # an interrupted pull's bytes, landed since by someone else
+            (root / f.placement.pending).unlink(missing_ok=True)
+        if f.placement.primary or self._twin_landed(f):
             self.dest.publish(f.placement)
             f.landed = True
 
@@ -290,7 +385,7 @@ class Pull:
 
     async def _pump_events(self) -> None:
         state = self._state
-        async for event in self.engine.events():
+        async for event in self.engine.events(self.key):
             if event.info_hash != self.key:
                 continue
             if isinstance(event, TorrentChecked):
@@ -298,6 +393,8 @@ class Pull:
                 state.checked.set()
             elif isinstance(event, PieceFinished):
                 state.have.add(event.piece)
+            elif isinstance(event, PieceRead):
+                self._answer_readers(event)
             elif isinstance(event, HashFailed):
                 state.hash_failures[event.piece] = state.hash_failures.get(event.piece, 0) + 1
             elif isinstance(event, FileRenamed):
@@ -358,12 +455,12 @@ class Pull:
                 if task.done():
                     task.result()  # raises the landing's error
                     del landing[idx]
-            if not self._to_fetch() and not landing:
+            if not self._to_fetch() and not landing and (not self.linger or self.closed):
                 return
             status = self.engine.status(self.key)
             done = status.total_wanted_done
             self._report(status.total_wanted_done, status.total_wanted, status.num_peers)
-            if done != last_done:
+            if done != last_done or not self._to_fetch() or state.wanted_at > last_change:
                 last_done, last_change = done, time.monotonic()
             elif time.monotonic() - last_change > self.stall_timeout and not landing:
                 raise self._stalled(status.num_peers)
@@ -428,6 +525,10 @@ class Pull:
                 raise StorageError(f"{p.file.path}: cannot move it into place: {error}")
         await asyncio.to_thread(self.dest.publish, p)
         f.landed = True
+        if self.linger:  # a one-off pull links the twins at its end
+            for t in twins:
+                if not t.placement.primary:
+                    await asyncio.to_thread(self._land_locally, t)
         self._state.changed.set()
 
     # -------------------------------------------------------------------------------------------- origin
@@ -498,7 +599,8 @@ class Pull:
             if peer_bytes != last_peer_bytes:
                 last_peer_bytes, last_peer_progress = peer_bytes, now
             if now - started >= self.peer_grace and len(in_flight) < limit:
-                missing = sorted(self._wanted_pieces() - state.have - set(claimed))
+                urgent = state.readers.keys()
+                missing = sorted(self._wanted_pieces() - state.have - set(claimed), key=lambda p: (p not in urgent, p))
                 if missing:
                     stalled = now - last_peer_progress >= self.peer_grace
                     availability = self.engine.availability(self.key)
