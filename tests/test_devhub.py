@@ -395,6 +395,41 @@ def test_tree_pages_follow_link(state: DevHubState) -> None:
     assert [e["path"] for e in sub] == ["sub/deep/empty.txt", "sub/deep/notes.md"]
 
 
+def test_repo_listings_page_by_limit_and_link(state: DevHubState) -> None:
+    commits = {r: RepoStore(state.store.root).snapshot("model", r).commit for r in ("org/gated", "org/tiny")}
+    url: str | None = "/api/models?author=org&expand=sha&limit=1"
+    seen: list[dict[str, Any]] = []
+    while url is not None:
+        r = asgi(state, url)
+        assert r.status_code == 200 and len(r.json()) <= 1
+        seen += r.json()
+        m = re.fullmatch(r'<(http://hub\.test/api/models\?[^>]*cursor=[^>]+)>; rel="next"', r.headers.get("Link", ""))
+        assert m is not None or "Link" not in r.headers
+        url = m.group(1) if m else None
+        if url is not None:
+            assert "limit=1" in url and "author=org" in url and "expand=sha" in url  # the query is kept
+    assert [(e["id"], e["sha"]) for e in seen] == list(commits.items())  # gated repos are listed too
+    assert set(seen[0]) == {"_id", "id", "sha"}  # expand=sha: only what was asked for
+    everything = asgi(state, "/api/models").json()  # no author: every model, 3 (page_size) a page
+    assert [e["id"] for e in everything] == ["org/gated", "org/tiny", "solo"]
+    assert "sha" not in everything[0] and everything[0]["modelId"] == "org/gated"  # the Hub's default fields
+    assert [e["id"] for e in asgi(state, "/api/datasets?author=org").json()] == ["org/data"]
+    assert asgi(state, "/api/models?author=nobody").json() == []
+    for bad in ("limit=0", "limit=x", "cursor=_w%3D%3D"):  # the last: not UTF-8
+        assert asgi(state, f"/api/models?{bad}").status_code == 400, bad
+
+
+def test_list_models_with_real_client(hub: DevHub) -> None:
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.endpoint, token=False)
+    listed = {m.id: m.sha for m in api.list_models(author="org", expand=["sha"])}
+    assert listed == {r: hub.state.store.snapshot("model", r).commit for r in ("org/gated", "org/tiny")}
+    assert len(hub.log.entries("/api/models")) == 1  # page_size 2: one page, no Link
+    assert [m.id for m in api.list_models()] == ["org/gated", "org/tiny", "solo"]
+    assert len(hub.log.entries("/api/models")) == 3  # two pages, the second through the Link header
+
+
 def test_tree_can_be_switched_off(state: DevHubState) -> None:
     state.settings = replace(state.settings, tree_404=True)
     assert asgi(state, "/api/models/org/tiny/tree/main").status_code == 404

@@ -7,6 +7,7 @@ finding A through the registry's tracker alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -24,8 +25,10 @@ from support.cli import run_cli
 from support.swarm import REPO_ID, make_release, pull, seeding, snapshot_files
 from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import parse_torrent
-from swarmhub.devhub import DevHub
+from swarmhub.devhub import DevHub, DevHubSettings
+from swarmhub.origin.client import OriginClient
 from swarmhub.registry.catalog import Catalog, PublishRefused
+from swarmhub.registry.follower import Follower
 from swarmhub.registry.server import RegistryServer
 
 
@@ -164,7 +167,7 @@ def test_catalog_refuses_mismatched_pairs_and_keeps_tokens_hashed(setup: Setup, 
         assert new and catalog.publish(hybrid, classic, "t") == (release, False)
         token = catalog.create_token("someone")
         assert catalog.token_owner(token) == "someone" and catalog.token_owner(token + "x") is None
-        assert catalog.schema_version == 2
+        assert catalog.schema_version == 3
     finally:
         catalog.close()
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("c.db*"))
@@ -188,8 +191,6 @@ def test_the_registry_follows_a_repo_and_publishes_each_new_commit(tmp_path: Pat
     db = tmp_path / "registry.db"
     added = run_cli("registry", "follow", REPO_ID, "--db", db)
     assert added.returncode == 0 and added.stdout.startswith("following"), added.stderr
-    org_only = run_cli("registry", "follow", "swarmhub-demo", "--db", db)
-    assert org_only.returncode == 2 and "ORG/NAME" in org_only.stderr
     with DevHub(tmp_path / "origin") as hub, RegistryServer(db, upstream=hub.endpoint, follow_interval=0.3) as reg:
         latest = f"{reg.url}/api/repos/model/{REPO_ID}/latest"
         first = _wait_json(latest, lambda r: True)
@@ -212,3 +213,67 @@ def test_the_registry_follows_a_repo_and_publishes_each_new_commit(tmp_path: Pat
         )
         answer = decode(_get(f"{reg.url}/announce?{query}")[1])
         assert isinstance(answer, dict) and b"interval" in answer  # the new release is tracked at once
+
+
+def _org_repo(root: Path, repo_id: str, text: str) -> Path:
+    folder = root / "models" / repo_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model": repo_id}))
+    (folder / "README.md").write_text(text)
+    return folder
+
+
+def test_the_registry_follows_an_org_repo_by_repo(tmp_path: Path) -> None:
+    """An org follow lists the org's repos every round (all pages) and publishes each one's new commits; a repo
+    that fails is recorded as failing and the others go on; a repo whose listed commit is published already
+    costs no resolve."""
+    root, db = tmp_path / "origin", tmp_path / "registry.db"
+    a = _org_repo(root, "acme/alpha", "# alpha\n")
+    _org_repo(root, "acme/beta", "# beta\n")
+    _org_repo(root, "acme/gated", "# gated\n")  # listed, but its revision needs a token we do not have
+    _org_repo(root, "other/gamma", "# not acme's\n")
+    added = run_cli("registry", "follow", "acme", "--json", "--db", db)
+    assert added.returncode == 0, added.stderr
+    shown = json.loads(added.stdout)
+    assert (shown["kind"], shown["org"], shown["repo_id"], shown["branch"], shown["new"]) == (
+        "org",
+        "acme",
+        None,
+        "main",
+        True,
+    )
+    assert shown["repos"] == []
+    assert json.loads(run_cli("registry", "follow", "acme", "--json", "--db", db).stdout)["new"] is False
+    settings = DevHubSettings(page_size=1, gated={"acme/gated": "hf_secret"})  # one repo per listing page
+
+    async def two_rounds(hub: DevHub, catalog: Catalog) -> tuple[list[str], list[str]]:
+        async with OriginClient(hub.endpoint, retries=2, backoff_base=0.01) as origin:
+            follower = Follower(catalog, origin, "http://registry.test", interval=0)
+            first = [r.repo_id for r in await follower.check_all()]
+            (a / "README.md").write_text("# alpha, second commit\n")
+            second = [r.repo_id for r in await follower.check_all()]
+        return first, second
+
+    with DevHub(root, settings=settings) as hub:
+        catalog = Catalog(db)
+        try:
+            first, second = asyncio.run(two_rounds(hub, catalog))
+            assert sorted(first) == ["acme/alpha", "acme/beta"] and second == ["acme/alpha"]
+            assert [len(catalog.releases_of("model", r)) for r in ("acme/alpha", "acme/beta")] == [2, 1]
+            assert catalog.releases_of("model", "other/gamma") == []
+        finally:
+            catalog.close()
+        listings = hub.log.entries("/api/models", method="GET")
+        assert len(listings) == 2 * 3 and all("author=acme" in e.query for e in listings)  # 3 pages a round
+        assert len(hub.log.entries("/api/models/acme/beta/revision/main")) == 1  # round 2: its listed sha sufficed
+        assert len(hub.log.entries("/api/models/acme/alpha/revision/main")) == 2
+        with RegistryServer(db) as registry:
+            follows = json.loads(_get(f"{registry.url}/api/follows")[1])["follows"]
+    (org,) = follows
+    assert (org["kind"], org["org"], org["repo_id"], org["last_error"]) == ("org", "acme", None, None)
+    assert org["checked_at"] is not None
+    repos = {r["repo_id"]: r for r in org["repos"]}
+    assert sorted(repos) == ["acme/alpha", "acme/beta", "acme/gated"]
+    assert repos["acme/alpha"]["last_commit"] == hub.state.store.snapshot("model", "acme/alpha").commit
+    assert repos["acme/beta"]["last_error"] is None and repos["acme/beta"]["last_commit"]
+    assert repos["acme/gated"]["last_commit"] is None and "HTTP 401" in repos["acme/gated"]["last_error"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from swarmhub.cli.args import parse_port
-from swarmhub.errors import UsageError
 from swarmhub.settings import Settings, check_endpoint
 
 __all__ = ["register"]
@@ -55,13 +55,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.set_defaults(func=_serve)
     follow = commands.add_parser(
         "follow",
-        help="publish every new commit of a repo automatically (the running registry checks it)",
-        description="Record a repo to follow: `registry serve` resolves its branch every --follow-interval "
-        "seconds and publishes each new commit, streamed.",
+        help="publish every new commit of a repo, or of each repo of an org, automatically (the running "
+        "registry checks them)",
+        description="Record a repo (org/name) or an org (no slash) to follow: `registry serve` lists the org's "
+        "repos and resolves the branch of each every --follow-interval seconds, and publishes each new commit, "
+        "streamed.",
     )
-    follow.add_argument("repo_id", metavar="REPO_ID", help="org/name")
+    follow.add_argument("repo_id", metavar="REPO_ID|ORG", help="org/name, or an org for every repo of it")
     follow.add_argument("--branch", default="main", help="branch (or tag) to follow (default: main)")
     follow.add_argument("--repo-type", default="model", choices=["model", "dataset"])
+    follow.add_argument("--json", action="store_true", help="print the follow as one JSON object")
     _db_option(follow)
     follow.set_defaults(func=_follow)
     token = commands.add_parser("token", help="publishing tokens")
@@ -104,21 +107,25 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _follow(args: argparse.Namespace) -> int:
     from swarmhub.hub.repo import parse_repo_type, validate_repo_id
-    from swarmhub.registry.catalog import Catalog
+    from swarmhub.registry.api import follow_json
+    from swarmhub.registry.catalog import Catalog, FollowKind
 
-    repo_id = validate_repo_id(args.repo_id)
-    if "/" not in repo_id:
-        raise UsageError(
-            f"{repo_id!r} is an org: following every repo of an org is not supported yet",
-            hint="follow its repos one by one: swarmhub registry follow ORG/NAME",
-        )
+    name = validate_repo_id(args.repo_id)
+    kind: FollowKind = "repo" if "/" in name else "org"  # the Hub's repo ids are org/name: a bare name is an org
+    repo_type = parse_repo_type(args.repo_type)
     db = _db(args, Settings.from_env())
     catalog = Catalog(db)
     try:
-        new = catalog.follow(parse_repo_type(args.repo_type), repo_id, args.branch)
+        new = catalog.follow(repo_type, name, args.branch, kind=kind)
+        key = (repo_type, name, args.branch)
+        follow = next(f for f in catalog.follows() if (f.repo_type, f.repo_id, f.branch) == key)
     finally:
         catalog.close()
-    print(f"{'following' if new else 'already following'} {repo_id}@{args.branch} ({db})")
+    if args.json:
+        print(json.dumps({**follow_json(follow), "new": new, "db": str(db)}))
+        return 0
+    what = f"every {repo_type} of {name}" if kind == "org" else name
+    print(f"{'following' if new else 'already following'} {what}@{args.branch} ({db})")
     return 0
 
 

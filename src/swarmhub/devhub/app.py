@@ -10,7 +10,9 @@ What huggingface_hub relies on, and so what the origin does (``file_download.get
   downloads the signed URL *without* its Authorization header;
 - errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``)
   and ``X-Error-Message``, which the client maps to its exception types;
-- ``/tree/`` pages are linked with ``Link: <absolute url>; rel="next"`` (``utils/_pagination.py``).
+- ``/tree/`` pages are linked with ``Link: <absolute url>; rel="next"`` (``utils/_pagination.py``), and so
+  are repo listings (``/api/models?author=ORG``, ``/api/datasets?...``; ``limit`` sets the page size,
+  ``expand=sha`` adds each repo's commit, as ``HfApi.list_models(author=..., expand=["sha"])`` asks);
 
 No Xet headers are ever sent, so clients always take the plain HTTP path.
 """
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 import anyio
@@ -59,7 +62,7 @@ _CHUNK = 256 * 1024
 class DevHubSettings:
     """What a test may change on a running hub, by replacing the whole object (``dataclasses.replace``)."""
 
-    page_size: int = 1000  # /tree entries per page (the Hub: 1000)
+    page_size: int = 1000  # /tree entries and listed repos per page (the Hub: 1000), unless ?limit= says
     url_lifetime: float = 3600.0  # seconds a signed CDN URL stays valid
     tree_404: bool = False  # answer 404 on /tree, like origins that only offer ``siblings``
     gated: Mapping[str, str] = field(default_factory=dict)  # "org/name" or "datasets/org/name" -> token
@@ -271,6 +274,58 @@ async def _tree(state: DevHubState, request: Request, params: dict[str, str]) ->
     return JSONResponse(page, headers=headers)
 
 
+_LISTED_FIELDS = ("author", "sha", "lastModified", "private", "downloads", "likes", "tags")
+_DEFAULT_FIELDS = ("private", "downloads", "likes", "tags")  # the Hub's listing without expand: no sha
+
+
+def _listed(state: DevHubState, repo_type: RepoType, repo_id: str, expand: list[str]) -> dict[str, Any] | None:
+    """One listing entry: ``_id`` and ``id``, then the fields ``expand`` asks for, else the default ones."""
+    try:
+        snap = state.store.snapshot(repo_type, repo_id)
+    except RepoNotFound:
+        return None  # removed since it was listed
+    values: dict[str, object] = {
+        "author": repo_id.split("/")[0] if "/" in repo_id else None,
+        "sha": snap.commit,
+        "lastModified": _iso(snap.last_modified_ns),
+        "private": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+    }
+    fields = [f for f in _LISTED_FIELDS if f in expand] if expand else _DEFAULT_FIELDS
+    entry: dict[str, Any] = {"_id": snap.commit[:24], "id": repo_id} | {k: values[k] for k in fields}
+    if repo_type == "model" and not expand:
+        entry["modelId"] = repo_id
+    return entry
+
+
+async def _list_repos(state: DevHubState, request: Request, params: dict[str, str]) -> Response:
+    """``/api/models?author=ORG``: the Hub's listing, paged by ``limit`` (else ``page_size``) and a cursor."""
+    repo_type: RepoType = "dataset" if params["type"] == "datasets" else "model"
+    q = request.query_params
+    raw_limit = q.get("limit", str(state.settings.page_size))
+    if not raw_limit.isdigit() or int(raw_limit) < 1:
+        raise _Problem(400, f"Invalid limit: {raw_limit[:20]}")
+    limit = min(int(raw_limit), 1000)
+    expand = [*q.getlist("expand"), *q.getlist("expand[]")]
+    ids = await anyio.to_thread.run_sync(state.store.repo_ids, repo_type, q.get("author") or None)
+    start = 0
+    if cursor := q.get("cursor"):
+        try:
+            after = base64.urlsafe_b64decode(cursor.encode()).decode()
+        except ValueError:
+            raise _Problem(400, "Invalid cursor") from None
+        start = bisect.bisect_right(ids, after)
+    page = ids[start : start + limit]
+    entries = [await anyio.to_thread.run_sync(_listed, state, repo_type, r, expand) for r in page]
+    headers = {}
+    if start + len(page) < len(ids):
+        next_url = request.url.include_query_params(cursor=_cursor(page[-1]), limit=limit)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return JSONResponse([e for e in entries if e is not None], headers=headers)
+
+
 def _cdn_base(state: DevHubState, request: Request) -> str:
     if state.settings.cdn_url:
         return state.settings.cdn_url.rstrip("/")
@@ -308,6 +363,7 @@ async def _resolve_cache(state: DevHubState, request: Request, params: dict[str,
 
 # Matched against the raw (still percent-encoded) path, so "refs%2Fpr%2F1" stays one segment.
 _ORIGIN_ROUTES: _Routes = (
+    (re.compile(r"/api/(?P<type>models|datasets)"), _list_repos),
     (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"), _tree),
     (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/revision/(?P<rev>[^/]+)"), _info),
     (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}"), _info),

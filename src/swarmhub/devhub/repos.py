@@ -256,16 +256,28 @@ class RepoStore:
             return None
         return local, st.st_size
 
+    def repo_ids(self, repo_type: RepoType, author: str | None = None) -> list[str]:
+        """Every repo of a type, sorted (only ``author``'s: ids ``author/...``, as the Hub's ``?author=``)."""
+        found = []
+        for repo_id in _repo_ids(self.root / f"{repo_type}s"):
+            if author is not None and not repo_id.startswith(author + "/"):
+                continue
+            try:
+                self.folder(repo_type, repo_id)
+            except RepoNotFound:
+                continue
+            found.append(repo_id)
+        return sorted(found)
+
     def warm(self) -> None:
         """Hash every repo's files now, so the first request does not (clients time out after ~10 s)."""
         kinds: tuple[RepoType, ...] = ("model", "dataset")
         for repo_type in kinds:
-            base = self.root / f"{repo_type}s"
-            for repo_id in _repo_ids(base):
+            for repo_id in self.repo_ids(repo_type):
                 try:
                     self.snapshot(repo_type, repo_id)
                 except RepoNotFound:
-                    continue
+                    continue  # removed meanwhile
 
 
 def _repo_ids(base: Path) -> Iterator[str]:

@@ -6,6 +6,8 @@
 - revision API (``/api/models/{repo}/revision/{rev}?blobs=true``): ``sha`` and ``siblings`` with
   ``rfilename`` and, with blobs, ``size``, ``blobId`` and ``lfs.sha256``. Mirrors may omit the blob fields;
   such files are completed from a HEAD on ``resolve`` (``X-Linked-Etag``/``ETag``, ``X-Linked-Size``).
+- repo listings (``/api/models?author=ORG&expand=sha``, ``/api/datasets?...``): objects with ``id``
+  (``org/name``) and, when asked with ``expand=sha``, ``sha`` (the commit of ``main``). Paginated like the tree.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmhub.errors import OriginProtocolError
-from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoFile, path_problem
+from swarmhub.errors import OriginProtocolError, UsageError
+from swarmhub.hub.repo import COMMIT_RE, LFS_ETAG_RE, REGULAR_ETAG_RE, RepoFile, path_problem, validate_repo_id
 
 __all__ = [
     "ListedFile",
+    "ListedRepo",
     "commit_from_revision_info",
     "etag_from_headers",
     "files_from_siblings",
     "files_from_tree_page",
     "next_link",
+    "repos_from_listing_page",
     "size_from_headers",
 ]
 
@@ -86,6 +90,33 @@ def files_from_siblings(info: object) -> list[ListedFile]:
             etag, size = _etag(sibling.get("blobId")), _size(sibling.get("size"))
         files.append(ListedFile(_path(sibling.get("rfilename")), size, etag))
     return files
+
+
+@dataclass(frozen=True)
+class ListedRepo:
+    """A repo as a listing gives it: its id, and the commit of ``main`` when the listing says."""
+
+    repo_id: str
+    sha: str | None
+
+
+def repos_from_listing_page(entries: object) -> list[ListedRepo]:
+    """The repos of one page of ``/api/models`` or ``/api/datasets``; an id we would refuse is an error."""
+    if not isinstance(entries, list):
+        raise OriginProtocolError("repo listing is not a JSON list")
+    repos = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise OriginProtocolError(f"repo listing has {entry!r} for a repo")
+        repo_id, sha = entry.get("id"), entry.get("sha")
+        try:
+            if not isinstance(repo_id, str):
+                raise UsageError("not a string")
+            validate_repo_id(repo_id)
+        except UsageError:
+            raise OriginProtocolError(f"origin listed an invalid repo id {repo_id!r}") from None
+        repos.append(ListedRepo(repo_id, sha if isinstance(sha, str) and COMMIT_RE.match(sha) else None))
+    return repos
 
 
 def commit_from_revision_info(info: Any) -> str:

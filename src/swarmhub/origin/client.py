@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from swarmhub import __version__
 from swarmhub.errors import (
@@ -30,11 +30,13 @@ from swarmhub.errors import (
 )
 from swarmhub.hub.listing import (
     ListedFile,
+    ListedRepo,
     commit_from_revision_info,
     etag_from_headers,
     files_from_siblings,
     files_from_tree_page,
     next_link,
+    repos_from_listing_page,
     size_from_headers,
 )
 from swarmhub.hub.repo import RepoFile, RepoType, api_repo_path, resolve_path
@@ -194,6 +196,20 @@ class OriginClient:
         url = f"{self.endpoint}{api_repo_path(repo_type, repo_id)}/revision/{quote(revision, safe='')}"
         info, _ = await self._get_json(url, f"resolving {repo_id}@{revision}", repo_id)
         return commit_from_revision_info(info)
+
+    async def list_repos(self, repo_type: RepoType, author: str, *, page_size: int | None = None) -> list[ListedRepo]:
+        """Every repo of an org (or user), each with the commit of ``main`` when the origin says (``expand=sha``):
+        ``/api/models?author=ORG`` (``/api/datasets`` for datasets), following ``Link: rel="next"`` pages as
+        huggingface_hub's ``paginate`` does. ``page_size`` sends ``limit`` (default: the origin's page)."""
+        query = {"author": author, "expand": "sha"} | ({"limit": str(page_size)} if page_size else {})
+        url: str | None = f"{self.endpoint}/api/{repo_type}s?{urlencode(query)}"
+        repos: list[ListedRepo] = []
+        while url is not None:
+            page, headers = await self._get_json(url, f"listing the {repo_type}s of {author}", author)
+            repos += repos_from_listing_page(page)
+            link = next_link(headers)
+            url = urljoin(url, link) if link else None
+        return repos
 
     async def list_files(self, repo_type: RepoType, repo_id: str, commit: str) -> list[RepoFile]:
         """Every file of the release with size and etag: tree API, else siblings, completed by HEADs."""

@@ -9,7 +9,7 @@
     GET  /api/releases/{type}/{org}/{name}/{commit}/torrent[?classic=1]
     GET  /api/releases/{type}/{org}/{name}/{commit}/magnet
     GET  /api/info-hash/{hash}                              by v1, v2 (or its 40-hex truncation), classic
-    GET  /api/follows                                       followed repos and their last check
+    GET  /api/follows                                       followed repos and orgs, and their last check
     GET  /api/openapi.json
 
 ``{type}`` is ``model`` or ``dataset``. Errors are JSON ``{"error": "..."}`` with the HTTP status.
@@ -33,9 +33,9 @@ from swarmhub import __version__
 from swarmhub.bt.magnet import build_magnet
 from swarmhub.errors import BencodeError, MetainfoError, UsageError
 from swarmhub.hub.repo import RepoType, is_commit_prefix
-from swarmhub.registry.catalog import Catalog, Release, Sort
+from swarmhub.registry.catalog import Catalog, Follow, Release, Sort
 
-__all__ = ["ApiConfig", "api_routes", "release_json"]
+__all__ = ["ApiConfig", "api_routes", "follow_json", "release_json"]
 
 MAX_UPLOAD = 64 * 1024 * 1024  # two torrents of a 100k-file, 10 TB release fit easily
 SORTS: dict[str, Sort] = {"newest": "newest", "name": "name", "size": "size"}
@@ -220,23 +220,7 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
 
     async def follows(request: Request) -> Response:
         listed = await run(catalog.follows)
-        return JSONResponse(
-            {
-                "follows": [
-                    {
-                        "repo_type": f.repo_type,
-                        "repo_id": f.repo_id,
-                        "branch": f.branch,
-                        "checked_at": datetime.fromtimestamp(f.checked_at, UTC).isoformat(timespec="seconds")
-                        if f.checked_at
-                        else None,
-                        "last_commit": f.last_commit,
-                        "last_error": f.last_error,
-                    }
-                    for f in listed
-                ]
-            }
-        )
+        return JSONResponse({"follows": [follow_json(f) for f in listed]})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI)
@@ -255,6 +239,36 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
         Route("/api/info-hash/{info_hash}", by_hash),
         Route("/api/follows", follows),
     ]
+
+
+def _when(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds") if timestamp else None
+
+
+def follow_json(f: Follow) -> dict[str, Any]:
+    """A follow as ``GET /api/follows`` and ``registry follow --json`` show it. An org follow has ``repo_id``
+    null, its listing's outcome in ``checked_at``/``last_error``, and ``repos``, each with its last check."""
+    out: dict[str, Any] = {
+        "kind": f.kind,
+        "repo_type": f.repo_type,
+        "org": f.repo_id if f.is_org else f.repo_id.split("/")[0],
+        "repo_id": None if f.is_org else f.repo_id,
+        "branch": f.branch,
+        "checked_at": _when(f.checked_at),
+        "last_commit": f.last_commit,
+        "last_error": f.last_error,
+    }
+    if f.is_org:
+        out["repos"] = [
+            {
+                "repo_id": r.repo_id,
+                "checked_at": _when(r.checked_at),
+                "last_commit": r.last_commit,
+                "last_error": r.last_error,
+            }
+            for r in f.repos
+        ]
+    return out
 
 
 async def _read_limited(request: Request) -> bytes | None:
@@ -321,6 +335,6 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/releases/{repo_type}/{org}/{name}/{commit}/magnet": {"get": _op("the magnet link", params=_REL)},
         "/api/info-hash/{info_hash}": {"get": _op("a release by info-hash", params=("info_hash",))},
-        "/api/follows": {"get": _op("repos the registry follows, with each one's last check")},
+        "/api/follows": {"get": _op("repos and orgs the registry follows, with their last checks (an org's per repo)")},
     },
 }

@@ -1,4 +1,4 @@
-"""The registry's catalog: releases and their two torrents, publishing tokens, in one SQLite file.
+"""The registry's catalog: releases and their two torrents, publishing tokens, follows, in one SQLite file.
 
 One file, WAL mode (readers never wait for the writer), versioned migrations (``PRAGMA user_version``), one
 writer at a time (a lock around every write). A release is (repo type, repo id, commit) -> the hybrid torrent
@@ -6,6 +6,9 @@ writer at a time (a lock around every write). A release is (repo type, repo id, 
 files. Publishing the same release again is a no-op; a new commit is a new release; old releases stay.
 
 Tokens are stored as SHA-256 digests only: the catalog can check a token, never show one.
+
+Follows are repos (a branch of each) the follower publishes by itself, or orgs: an org's repos are those its
+last listing gave (``org_repos``), each with the outcome of its own last check.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from swarmhub.bt.metainfo import Torrent, parse_torrent
 from swarmhub.errors import SwarmhubError, UsageError
 from swarmhub.hub.repo import RepoType
 
-__all__ = ["Catalog", "Follow", "PublishRefused", "Release", "ReleaseFile", "Sort"]
+__all__ = ["Catalog", "Follow", "FollowKind", "FollowedRepo", "PublishRefused", "Release", "ReleaseFile", "Sort"]
 
 Sort = Literal["newest", "name", "size"]
 
@@ -75,6 +78,20 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (repo_type, repo_id, branch)
     );
     """,
+    # 3: following an org (kind 'org', repo_id is then the org's name) and the repos its listing gave
+    """
+    ALTER TABLE follows ADD COLUMN kind TEXT NOT NULL DEFAULT 'repo';
+    CREATE TABLE org_repos (
+        repo_type TEXT NOT NULL,
+        org TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        repo_id TEXT NOT NULL,
+        checked_at REAL,
+        last_commit TEXT,
+        last_error TEXT,
+        PRIMARY KEY (repo_type, org, branch, repo_id)
+    );
+    """,
 )
 
 
@@ -82,14 +99,39 @@ class PublishRefused(UsageError):
     """A published torrent pair the registry will not store (the message says why)."""
 
 
+FollowKind = Literal["repo", "org"]
+
+
+@dataclass(frozen=True)
+class FollowedRepo:
+    """A repo an org follow's listing gave, with the outcome of its last check."""
+
+    repo_id: str
+    checked_at: float | None
+    last_commit: str | None
+    last_error: str | None
+
+
 @dataclass(frozen=True)
 class Follow:
+    """A followed repo, or a followed org (every repo the upstream lists for it): ``kind`` says which.
+
+    For an org, ``repo_id`` is the org's name, ``last_error`` the last listing's error, ``last_commit`` None,
+    and ``repos`` what the last listing gave (each with its own check); for a repo, ``repos`` is empty.
+    """
+
     repo_type: RepoType
     repo_id: str
     branch: str
     checked_at: float | None
     last_commit: str | None
     last_error: str | None
+    kind: FollowKind = "repo"
+    repos: tuple[FollowedRepo, ...] = ()
+
+    @property
+    def is_org(self) -> bool:
+        return self.kind == "org"
 
 
 @dataclass(frozen=True)
@@ -228,28 +270,80 @@ class Catalog:
 
     # ------------------------------------------------------------------------------------------ follows
 
-    def follow(self, repo_type: RepoType, repo_id: str, branch: str = "main") -> bool:
-        """Follow a repo's branch (idempotent); True when it is new."""
+    def follow(self, repo_type: RepoType, repo_id: str, branch: str = "main", *, kind: FollowKind = "repo") -> bool:
+        """Follow a repo's branch, or (``kind="org"``, ``repo_id`` an org) that branch of each of the org's
+        repos (idempotent); True when it is new."""
         with self._write() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO follows (repo_type, repo_id, branch, added_at) VALUES (?, ?, ?, ?)",
-                (repo_type, repo_id, branch, time.time()),
+                "INSERT OR IGNORE INTO follows (repo_type, repo_id, branch, added_at, kind) VALUES (?, ?, ?, ?, ?)",
+                (repo_type, repo_id, branch, time.time(), kind),
             )
             return cursor.rowcount == 1
 
     def follows(self) -> list[Follow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT repo_type, repo_id, branch, checked_at, last_commit, last_error FROM follows ORDER BY added_at"
+                "SELECT repo_type, repo_id, branch, checked_at, last_commit, last_error, kind FROM follows "
+                "ORDER BY added_at"
             ).fetchall()
-        return [Follow(*row) for row in rows]
+            listed = self._db.execute(
+                "SELECT repo_type, org, branch, repo_id, checked_at, last_commit, last_error FROM org_repos "
+                "ORDER BY repo_id"
+            ).fetchall()
+        repos: dict[tuple[str, str, str], list[FollowedRepo]] = {}
+        for r in listed:
+            repos.setdefault((r[0], r[1], r[2]), []).append(FollowedRepo(r[3], r[4], r[5], r[6]))
+        return [
+            Follow(
+                repo_type=row["repo_type"],
+                repo_id=row["repo_id"],
+                branch=row["branch"],
+                checked_at=row["checked_at"],
+                last_commit=row["last_commit"],
+                last_error=row["last_error"],
+                kind=row["kind"],
+                repos=tuple(repos.get((row["repo_type"], row["repo_id"], row["branch"]), ())),
+            )
+            for row in rows
+        ]
 
     def record_check(self, follow: Follow, commit: str | None, error: str | None) -> None:
+        """The outcome of checking a followed repo (its commit, or an error), or of listing a followed org."""
         with self._write() as db:
             db.execute(
                 "UPDATE follows SET checked_at = ?, last_commit = coalesce(?, last_commit), last_error = ? "
                 "WHERE repo_type = ? AND repo_id = ? AND branch = ?",
                 (time.time(), commit, error, follow.repo_type, follow.repo_id, follow.branch),
+            )
+
+    def set_org_repos(self, follow: Follow, repo_ids: Iterable[str]) -> None:
+        """An org follow's repos are now those its listing gave: new ones are added, gone ones dropped (their
+        releases stay)."""
+        key = (follow.repo_type, follow.repo_id, follow.branch)
+        wanted = set(repo_ids)
+        with self._write() as db:
+            known = {
+                row[0]
+                for row in db.execute(
+                    "SELECT repo_id FROM org_repos WHERE repo_type = ? AND org = ? AND branch = ?", key
+                ).fetchall()
+            }
+            db.executemany(
+                "DELETE FROM org_repos WHERE repo_type = ? AND org = ? AND branch = ? AND repo_id = ?",
+                [(*key, r) for r in known - wanted],
+            )
+            db.executemany(
+                "INSERT INTO org_repos (repo_type, org, branch, repo_id) VALUES (?, ?, ?, ?)",
+                [(*key, r) for r in sorted(wanted - known)],
+            )
+
+    def record_org_repo(self, follow: Follow, repo_id: str, commit: str | None, error: str | None) -> None:
+        """The outcome of checking one repo of a followed org."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE org_repos SET checked_at = ?, last_commit = coalesce(?, last_commit), last_error = ? "
+                "WHERE repo_type = ? AND org = ? AND branch = ? AND repo_id = ?",
+                (time.time(), commit, error, follow.repo_type, follow.repo_id, follow.branch, repo_id),
             )
 
     # ----------------------------------------------------------------------------------------- releases

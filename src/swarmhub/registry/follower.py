@@ -2,8 +2,15 @@
 
 Every ``interval`` seconds each followed branch is resolved on the upstream; a commit the catalog does not
 have yet is streamed into its two torrents (nothing stored on disk: the seed project's CI runner could not
-get past its 100 GB disk) and published, ``concurrency`` releases at a time. Each check's outcome (commit or
-error) is recorded on the follow, so `GET /api/follows` and the operator see what happened.
+get past its 100 GB disk) and published, ``concurrency`` repos at a time. A followed org is listed first
+(``/api/models?author=ORG``, every page) and each of its repos is then checked like a followed one. Each
+check's outcome (commit or error) is recorded on the follow, or on the org's repo, so `GET /api/follows` and
+the operator see what happened; one repo's failure is its own, the others go on.
+
+A listing that gives a repo's commit of ``main`` (the Hub does, asked with ``expand=sha``) saves resolving it
+when that commit is published already. A commit the catalog lacks is never taken from the listing: the branch
+is resolved, since a listing may lag behind and publishing an older commit after a newer one would make it
+the repo's latest release.
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.hub.listing import ListedRepo
+from swarmhub.hub.repo import RepoType
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.catalog import Catalog, Follow, Release
 from swarmhub.registry.publishing import release_torrents
@@ -21,6 +31,17 @@ from swarmhub.registry.publishing import release_torrents
 __all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Target:
+    """One branch of one repo to check this round, and the follows that name it (its own, its org's)."""
+
+    repo_type: RepoType
+    repo_id: str
+    branch: str
+    listed_sha: str | None = None  # the commit of main, from an org's listing
+    follows: list[Follow] = field(default_factory=list)
 
 
 class Follower:
@@ -42,32 +63,75 @@ class Follower:
         self._slots = asyncio.Semaphore(max(1, concurrency))
 
     async def check_all(self) -> list[Release]:
-        """One round over every follow; returns what it published."""
+        """One round over every follow (each org listed first); returns what it published."""
         follows = await asyncio.to_thread(self.catalog.follows)
-        published = await asyncio.gather(*(self._check(f) for f in follows))
+        targets: dict[tuple[RepoType, str, str], _Target] = {}
+
+        def target(repo_type: RepoType, repo_id: str, branch: str) -> _Target:
+            key = (repo_type, repo_id, branch)
+            return targets.setdefault(key, _Target(repo_type, repo_id, branch))
+
+        for f in follows:
+            if not f.is_org:
+                target(f.repo_type, f.repo_id, f.branch).follows.append(f)
+        orgs = [f for f in follows if f.is_org]
+        for org, listed in zip(orgs, await asyncio.gather(*(self._list(f) for f in orgs)), strict=True):
+            for repo in listed:
+                t = target(org.repo_type, repo.repo_id, org.branch)
+                t.follows.append(org)
+                t.listed_sha = t.listed_sha or (repo.sha if org.branch == "main" else None)
+        published = await asyncio.gather(*(self._check(t) for t in targets.values()))
         return [r for r in published if r is not None]
 
-    async def _check(self, follow: Follow) -> Release | None:
+    async def _list(self, org: Follow) -> list[ListedRepo]:
+        """The org's repos now (recorded as its repos), or none when the listing failed (error recorded)."""
         async with self._slots:
             try:
-                commit = await self.origin.resolve_revision(follow.repo_type, follow.repo_id, follow.branch)
-                if await asyncio.to_thread(self.catalog.get, follow.repo_type, follow.repo_id, commit):
-                    await asyncio.to_thread(self.catalog.record_check, follow, commit, None)
-                    return None
-                hybrid, classic = await release_torrents(
-                    self.origin, follow.repo_type, follow.repo_id, commit, public_url=self.public_url
-                )
-                release, new = await asyncio.to_thread(self.catalog.publish, hybrid, classic, "follower")
+                listed = await self.origin.list_repos(org.repo_type, org.repo_id)
             except SwarmhubError as exc:
-                log.warning("following %s@%s: %s", follow.repo_id, follow.branch, exc)
-                await asyncio.to_thread(self.catalog.record_check, follow, None, str(exc))
+                log.warning("listing the %ss of %s: %s", org.repo_type, org.repo_id, exc)
+                await asyncio.to_thread(self.catalog.record_check, org, None, str(exc))
+                return []
+        await asyncio.to_thread(self.catalog.set_org_repos, org, [r.repo_id for r in listed])
+        await asyncio.to_thread(self.catalog.record_check, org, None, None)
+        return listed
+
+    async def _check(self, target: _Target) -> Release | None:
+        async with self._slots:
+            try:
+                commit, release = await self._publish_newest(target)
+            except Exception as exc:  # one repo's failure, whatever it is, must not stop the round
+                if isinstance(exc, SwarmhubError):
+                    log.warning("following %s@%s: %s", target.repo_id, target.branch, exc)
+                else:
+                    log.exception("following %s@%s", target.repo_id, target.branch)
+                await self._record(target, None, str(exc) or type(exc).__name__)
                 return None
-            await asyncio.to_thread(self.catalog.record_check, follow, commit, None)
-            if new:
-                log.info("published %s@%s (%s)", follow.repo_id, commit[:12], follow.branch)
-                if self.on_publish is not None:
-                    self.on_publish(release)
-            return release if new else None
+        await self._record(target, commit, None)
+        if release is not None:
+            log.info("published %s@%s (%s)", target.repo_id, commit[:12], target.branch)
+            if self.on_publish is not None:
+                self.on_publish(release)
+        return release
+
+    async def _publish_newest(self, target: _Target) -> tuple[str, Release | None]:
+        """The branch's commit now, and its release if this check published it."""
+        kind, repo_id, listed = target.repo_type, target.repo_id, target.listed_sha
+        if listed is not None and await asyncio.to_thread(self.catalog.get, kind, repo_id, listed) is not None:
+            return listed, None
+        commit = await self.origin.resolve_revision(kind, repo_id, target.branch)
+        if await asyncio.to_thread(self.catalog.get, kind, repo_id, commit) is not None:
+            return commit, None
+        hybrid, classic = await release_torrents(self.origin, kind, repo_id, commit, public_url=self.public_url)
+        release, new = await asyncio.to_thread(self.catalog.publish, hybrid, classic, "follower")
+        return commit, release if new else None
+
+    async def _record(self, target: _Target, commit: str | None, error: str | None) -> None:
+        for f in target.follows:
+            if f.is_org:
+                await asyncio.to_thread(self.catalog.record_org_repo, f, target.repo_id, commit, error)
+            else:
+                await asyncio.to_thread(self.catalog.record_check, f, commit, error)
 
     def run_in_thread(self, stop: threading.Event) -> threading.Thread:
         """Check every ``interval`` seconds in a daemon thread of its own, until ``stop`` is set."""
