@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from support.layouts import NAME, content, edge_layouts, torrent_by_hashing, write_layout
-from swarmhub.bt.layout import plan_torrent
+from swarmhub.bt.layout import Format, plan_torrent
 from swarmhub.bt.metainfo import build_torrent, parse_torrent
 from swarmhub.create.hashing import PieceStream
 from swarmhub.create.pipeline import hash_release
@@ -154,14 +154,15 @@ def _content_bytes_served(hub: DevHub) -> int:
 async def _two_passes(client: OriginClient, repo_id: str, commit: str) -> tuple[bytes, bytes]:
     """What publishing did before: one create_release_torrent per format."""
     made = []
-    for fmt in ("hybrid", "v1"):
+    formats: tuple[Format, ...] = ("hybrid", "v1")
+    for fmt in formats:
         request = CreateRequest(
             "model",
             repo_id,
             commit,
             webseeds=(f"{PUBLIC_URL}/webseed/model/{repo_id}/{commit}/",),
             trackers=(f"{PUBLIC_URL}/announce",),
-            format=fmt,  # type: ignore[arg-type]
+            format=fmt,
         )
         made.append((await create_release_torrent(request, client)).data)
     return made[0], made[1]
