@@ -499,6 +499,10 @@ class Engine:
             is_seeding=bool(s.is_seeding),
         )
 
+    def torrents(self) -> list[str]:
+        """The torrents in the session."""
+        return list(self._handles)
+
     def remove(self, key: str) -> None:
         handle = self._handles.pop(key, None)
         if handle is not None:

@@ -319,7 +319,7 @@ class Pull:
             files_downloaded=sum(f.landed for f in self._files) - landed_before,
             bytes=sum(f.placement.file.size for f in self._files),
             peer_bytes=self._peer_bytes(),
-            origin_bytes=self._origin_bytes(),
+            origin_bytes=self.origin_bytes(),
             seconds=time.monotonic() - started,
             banned_peers=tuple(self._state.banned),
         )
@@ -348,7 +348,7 @@ class Pull:
         except SwarmhubError:
             return 0
 
-    def _origin_bytes(self) -> int:
+    def origin_bytes(self) -> int:
         return self.origin.client.bytes_received - self._origin_start if self.origin else 0
 
     async def _download(self) -> None:
@@ -475,7 +475,7 @@ class Pull:
                     done=done,
                     total=total,
                     peer_bytes=self._peer_bytes(),
-                    origin_bytes=self._origin_bytes(),
+                    origin_bytes=self.origin_bytes(),
                     peers=peers,
                     files_landed=sum(f.landed for f in self._files),
                     files_total=len(self._files),

@@ -1,0 +1,173 @@
+"""The node: one process per machine — the libtorrent session, the Hub-compatible endpoint and a control API.
+
+Everything is served on one port on 127.0.0.1: the Hub's paths (``/api/...``, ``/{repo}/resolve/...``) by
+``node.endpoint``, and beside them the node's own, which no Hub path can be (one segment):
+
+- ``GET /status``   what the node is, holds and does (JSON; ``swarmhub status`` prints it)
+- ``GET /metrics``  Prometheus text: bytes from peers and from the origin, bytes uploaded, releases, peers, errors
+
+A running node writes ``<state>/node.json`` (its URL and pid) so the CLI on the same machine finds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from swarmhub import __version__
+from swarmhub.engine.session import Engine, Profile
+from swarmhub.node.library import Library
+from swarmhub.origin.client import OriginClient
+from swarmhub.registry.client import RegistryClient
+from swarmhub.serving import BackgroundServer
+from swarmhub.settings import Settings
+
+__all__ = ["Node", "running_node"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8480
+
+
+class Node(BackgroundServer):
+    name = "swarmhub-node"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        upstream: str | None = None,
+        registry: str | None = None,
+        profile: Profile = "isolated",
+        listen: str | None = None,
+        engine_settings: dict[str, Any] | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+        seed_all: bool = True,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(host, [port])
+        self.settings = settings
+        self.upstream_url = (upstream or settings.endpoint).rstrip("/")
+        self.registry_url = registry
+        self._engine_args: dict[str, Any] = {"profile": profile, "listen": listen, "extra": engine_settings}
+        self.peers = tuple(peers)
+        self.seed_all = seed_all
+        self.stall_timeout = stall_timeout
+        self.engine: Engine | None = None
+        self.library: Library | None = None
+        self.seeded = 0
+
+    @property
+    def state_file(self) -> Path:
+        return self.settings.state_dir / "node.json"
+
+    def start(self) -> Node:
+        self.engine = Engine(**self._engine_args)
+        try:
+            self.library = Library(
+                self.engine,
+                self.settings.hub_cache,
+                self.settings.state_dir,
+                upstream=OriginClient(self.upstream_url, self.settings.token),
+                registry=RegistryClient(self.registry_url) if self.registry_url else None,
+                peers=self.peers,
+                stall_timeout=self.stall_timeout,
+            )
+            if self.seed_all:
+                self.seeded = self.library.seed_all()
+            super().start()
+        except BaseException:
+            self.engine.close()
+            raise
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".node.{os.getpid()}.json")
+        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid(), "cache_dir": str(self.settings.hub_cache)}))
+        os.replace(tmp, self.state_file)
+        return self
+
+    def stop(self) -> None:
+        super().stop()  # the event loop ends: running pulls are cancelled, their readers answered
+        if self.engine is not None:
+            self.engine.close()
+        try:
+            if json.loads(self.state_file.read_text()).get("pid") == os.getpid():
+                self.state_file.unlink()
+        except (OSError, ValueError):
+            pass
+
+    @property
+    def bt_port(self) -> int:
+        assert self.engine is not None
+        return self.engine.listen_port
+
+    def _apps(self) -> Sequence[ASGIApp]:
+        from swarmhub.node.endpoint import endpoint_app
+
+        assert self.library is not None
+        return [node_app(self, endpoint_app(self.library, self.upstream_url))]
+
+    def status(self) -> dict[str, Any]:
+        assert self.library is not None
+        return {
+            "version": __version__,
+            "url": self.url,
+            "bt_port": self.bt_port,
+            "upstream": self.upstream_url,
+            "registry": self.registry_url,
+            "cache_dir": str(self.settings.hub_cache),
+            "stats": asdict(self.library.stats()),
+            "releases": self.library.releases(),
+        }
+
+
+def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
+    async def status(request: Request) -> Response:
+        return JSONResponse(node.status())
+
+    async def metrics(request: Request) -> Response:
+        assert node.library is not None
+        return PlainTextResponse(prometheus_text(asdict(node.library.stats())), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/status", status), Route("/metrics", metrics), Mount("/", endpoint)])
+
+
+_METRICS = {  # stat -> (metric, type, help)
+    "peer_bytes": ("swarmhub_peer_bytes_total", "counter", "payload bytes received from peers"),
+    "origin_bytes": ("swarmhub_origin_bytes_total", "counter", "bytes fetched from the origin"),
+    "uploaded_bytes": ("swarmhub_uploaded_bytes_total", "counter", "payload bytes sent to peers"),
+    "releases": ("swarmhub_releases", "gauge", "releases the node seeds or pulls"),
+    "pulling": ("swarmhub_pulls", "gauge", "releases being pulled"),
+    "peers": ("swarmhub_peers", "gauge", "connected peers"),
+    "errors": ("swarmhub_errors_total", "counter", "pulls that ended with an error"),
+}
+
+
+def prometheus_text(stats: dict[str, int]) -> str:
+    lines = []
+    for stat, (metric, kind, text) in _METRICS.items():
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric} {stats[stat]}"]
+    return "\n".join(lines) + "\n"
+
+
+def running_node(state_dir: Path) -> str | None:
+    """The URL of the node running on this machine for this state folder, or None."""
+    try:
+        info = json.loads((state_dir / "node.json").read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    url = info.get("url")
+    return url if isinstance(url, str) else None

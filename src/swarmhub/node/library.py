@@ -1,0 +1,335 @@
+"""The node's releases: which it knows, which it seeds, and the bytes of a file a program is reading.
+
+A release is known when its torrent is in the node's store (every pull keeps one) or in the registry's
+catalog (fetched once, then stored). For each known release the library holds at most one libtorrent torrent:
+
+    seeding (upload only, the landed files)  --a program wants a file not landed-->  pulling (linger)
+    pulling  --the pull fails or the node stops-->  gone (seeded again at the next start)
+
+A file that has landed is read from its blob; one that has not is read piece by piece from the running pull
+as pieces arrive (the reader's next pieces get deadlines, so peers and the origin send them first) while the
+pull lands the whole file in the cache as ``swarmhub pull`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarmhub.bt.metainfo import Torrent, parse_torrent
+from swarmhub.engine.session import Engine, StorageFile
+from swarmhub.errors import SwarmhubError
+from swarmhub.hub.cache import ref_path_for
+from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
+from swarmhub.node.landing import CacheDestination
+from swarmhub.node.pull import Pull, release_files
+from swarmhub.node.seeding import seed_release
+from swarmhub.node.sources import HubSource
+from swarmhub.node.store import StoredTorrent, TorrentStore
+from swarmhub.origin.client import OriginClient
+from swarmhub.registry.client import RegistryClient, RegistryError
+
+__all__ = ["Library", "LibraryStats", "SwarmRelease"]
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1024 * 1024  # bytes read from a landed blob at a time
+READ_AHEAD = 32 * 1024 * 1024  # bytes of pieces asked for ahead of a reader (at least 4 pieces)
+DEADLINE_STEP_MS = 20  # each piece further ahead is wanted this much later
+REGISTRY_MISS_TTL = 30.0  # seconds a "registry does not have it" answer is believed
+
+
+@dataclass(frozen=True)
+class LibraryStats:
+    releases: int
+    pulling: int
+    peer_bytes: int
+    origin_bytes: int
+    uploaded_bytes: int
+    peers: int
+    errors: int
+
+
+class SwarmRelease:
+    """A release the swarm knows (``node.releases.KnownRelease``)."""
+
+    def __init__(self, library: Library, torrent: Torrent, data: bytes) -> None:
+        assert torrent.repo is not None
+        self.library = library
+        self.torrent = torrent
+        self.data = data
+        self._ref: RepoRef = torrent.repo
+        self._files = release_files(torrent)
+        self._by_path = {f.path: f for f in self._files}
+        self.dest = CacheDestination(library.cache_dir, torrent.repo)
+
+    @property
+    def ref(self) -> RepoRef:
+        return self._ref
+
+    @property
+    def files(self) -> Sequence[RepoFile]:
+        return self._files
+
+    def _blob(self, path: str) -> Path | None:
+        """The landed blob of ``path``, or None while it is not in the cache."""
+        placement = next(p for p in self.dest.placements(self._files) if p.file.path == path)
+        return self.dest.root / placement.final if self.dest.landed(placement) else None
+
+    async def stream(self, path: str, start: int, end: int) -> AsyncIterator[bytes]:
+        if path not in self._by_path:
+            raise SwarmhubError(f"{path} is not a file of {self._ref.repo_id}@{self._ref.commit[:12]}")
+        if start >= end:
+            return
+        blob = await asyncio.to_thread(self._blob, path)
+        if blob is not None:
+            async for chunk in _read_file(blob, start, end):
+                yield chunk
+            return
+        pull = await self.library.pull_for(self, path)
+        async for chunk in _read_pieces(pull, path, start, end):
+            yield chunk
+
+
+async def _read_file(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    try:
+        while start < end:
+            chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - start), start)
+            if not chunk:
+                raise SwarmhubError(f"{path} is shorter than the release says")
+            start += len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+async def _read_pieces(pull: Pull, path: str, start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes ``[start, end)`` of a file from a pull's pieces, in order; the next pieces are already asked for."""
+    layout = pull.layout
+    storage: StorageFile = next(f for f in layout.files if not f.pad and f.path == path)
+    size = layout.piece_size
+    lo, hi = storage.offset + start, storage.offset + end  # in the piece stream
+    pieces = range(lo // size, (hi - 1) // size + 1)
+    ahead = max(4, READ_AHEAD // size)
+    asked: collections.deque[asyncio.Task[bytes]] = collections.deque()
+    upcoming = iter(pieces)
+    try:
+        for piece in pieces:
+            for nxt in upcoming:
+                asked.append(asyncio.create_task(pull.piece(nxt, DEADLINE_STEP_MS * len(asked))))
+                if len(asked) >= ahead:
+                    break
+            data = await asked.popleft()
+            base = piece * size
+            yield data[max(lo, base) - base : min(hi, base + len(data)) - base]
+    finally:
+        for task in asked:
+            task.cancel()
+
+
+class Library:
+    """Every release the node knows, its torrent in the engine, and the pulls programs started."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cache_dir: Path,
+        state_dir: Path,
+        *,
+        upstream: OriginClient | None,
+        registry: RegistryClient | None = None,
+        peers: Sequence[tuple[str, int]] = (),
+        peer_grace: float = 1.0,
+        stall_timeout: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self.store = TorrentStore(state_dir)
+        self.parts = state_dir / "parts"
+        self.upstream = upstream
+        self.registry = registry
+        self.peers = tuple(peers)
+        self.peer_grace = peer_grace
+        self.stall_timeout = stall_timeout
+        self._releases: dict[RepoRef, SwarmRelease] = {}
+        self._seeding: dict[RepoRef, list[str]] = {}  # engine keys (hybrid, classic) seeding a release
+        self._pulls: dict[RepoRef, tuple[Pull, asyncio.Task[object]]] = {}
+        self._registry_misses: dict[RepoRef, float] = {}
+        self._lock = asyncio.Lock()
+        self.errors = 0
+        self._done_bytes = {"peer": 0, "origin": 0}  # of pulls that ended
+
+    # ------------------------------------------------------------------------------------------ seeding
+
+    def seed_all(self) -> int:
+        """Seed every stored release the cache holds (any part of); returns how many torrents."""
+        return sum(self._seed(stored) for stored in self.store.all())
+
+    def _seed(self, stored: StoredTorrent) -> bool:
+        ref = stored.torrent.repo
+        assert ref is not None
+        try:
+            key = seed_release(self.engine, stored.torrent, stored.data, self.cache_dir, self.parts)
+        except SwarmhubError as exc:
+            log.warning("not seeding %s: %s", stored.path.name, exc)
+            return False
+        if key is not None:
+            self._seeding.setdefault(ref, []).append(key)
+        return key is not None
+
+    # ------------------------------------------------------------------------------------------ lookups
+
+    async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> SwarmRelease | None:
+        ref = RepoRef(repo_type, repo_id, commit)
+        known = self._releases.get(ref)
+        if known is not None:
+            return known
+        found = await asyncio.to_thread(self._find, ref)
+        if found is None:
+            return None
+        torrent, data = found
+        return self._releases.setdefault(ref, SwarmRelease(self, torrent, data))
+
+    def _find(self, ref: RepoRef) -> tuple[Torrent, bytes] | None:
+        stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
+        stored.sort(key=lambda s: s.torrent.format != "hybrid")  # the hybrid, when there is one
+        if stored and stored[0].torrent.repo == ref:
+            return stored[0].torrent, stored[0].data
+        if self.registry is None or time.monotonic() - self._registry_misses.get(ref, -1e9) < REGISTRY_MISS_TTL:
+            return None
+        try:
+            data = self.registry.torrent(ref.repo_type, ref.repo_id, ref.commit)
+            torrent = parse_torrent(data)
+        except (RegistryError, SwarmhubError) as exc:
+            if not isinstance(exc, RegistryError) or exc.status != 404:
+                log.warning("registry: %s", exc)
+            self._registry_misses[ref] = time.monotonic()
+            return None
+        if torrent.repo != ref:
+            log.warning("registry sent a torrent of %s for %s; ignored", torrent.repo, ref)
+            return None
+        self.store.save(torrent, data)
+        return torrent, data
+
+    async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None:
+        if is_commit(revision):
+            return revision
+        folder = RepoRef(repo_type, repo_id, "0" * 40).cache_folder
+        try:
+            commit = (self.cache_dir / folder / ref_path_for(revision)).read_text().strip()
+        except (OSError, SwarmhubError):
+            return None
+        return commit if is_commit(commit) else None
+
+    # ------------------------------------------------------------------------------------------ pulling
+
+    async def pull_for(self, release: SwarmRelease, path: str) -> Pull:
+        """The running pull of ``release``, fetching ``path`` too; started when there is none."""
+        async with self._lock:
+            running = self._pulls.get(release.ref)
+            if running is not None and not running[1].done():
+                running[0].want([path])
+                return running[0]
+            for key in self._seeding.pop(release.ref, []):  # one torrent per release in the engine
+                self.engine.remove(key)
+            pull = Pull(
+                self.engine,
+                release.torrent,
+                release.data,
+                release.dest,
+                include=[],
+                origin=HubSource(self.upstream, release.ref) if self.upstream is not None else None,
+                peers=self.peers,
+                part_file_dir=self.parts,
+                peer_grace=self.peer_grace,
+                stall_timeout=self.stall_timeout,
+                linger=True,
+            )
+            pull.want([path])
+            task: asyncio.Task[object] = asyncio.create_task(pull.run())
+            task.add_done_callback(functools.partial(self._pull_ended, release.ref, pull))
+            self._pulls[release.ref] = (pull, task)
+            self.store.save(release.torrent, release.data)
+            return pull
+
+    def _pull_ended(self, ref: RepoRef, pull: Pull, task: asyncio.Task[object]) -> None:
+        if self._pulls.get(ref, (None,))[0] is pull:
+            del self._pulls[ref]
+        self._done_bytes["origin"] += pull.origin_bytes()
+        with contextlib.suppress(SwarmhubError):
+            self._done_bytes["peer"] += self.engine.status(pull.key).payload_download
+        if pull.key:
+            self.engine.remove(pull.key)
+        if not task.cancelled() and task.exception() is not None:
+            self.errors += 1
+            log.warning("pull of %s@%s ended: %s", ref.repo_id, ref.commit[:12], task.exception())
+        if not task.cancelled() and ref not in self._seeding:  # what landed is seeded again
+            for stored in self.store.find(ref.repo_type, ref.repo_id, ref.commit):
+                self._seed(stored)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """End the pulls: files whose pieces are all in land first (up to ``grace`` seconds)."""
+        running = list(self._pulls.values())
+        for pull, _ in running:
+            pull.close()
+        if running:
+            await asyncio.wait([t for _, t in running], timeout=grace)
+        for _, task in running:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in running), return_exceptions=True)
+
+    # ------------------------------------------------------------------------------------------ stats
+
+    def stats(self) -> LibraryStats:
+        peer, origin = self._done_bytes["peer"], self._done_bytes["origin"]
+        uploaded = peers = 0
+        for key in self.engine.torrents():
+            with contextlib.suppress(SwarmhubError):
+                status = self.engine.status(key)
+                peer += status.payload_download
+                uploaded += status.payload_upload
+                peers += status.num_peers
+        origin += sum(pull.origin_bytes() for pull, _ in self._pulls.values())
+        return LibraryStats(
+            releases=len(self._seeding.keys() | self._pulls.keys()),
+            pulling=len(self._pulls),
+            peer_bytes=peer,
+            origin_bytes=origin,
+            uploaded_bytes=uploaded,
+            peers=peers,
+            errors=self.errors,
+        )
+
+    def releases(self) -> list[dict[str, object]]:
+        """What the node holds and does, for ``swarmhub status``."""
+        out: list[dict[str, object]] = []
+        for ref in sorted(self._seeding.keys() | self._pulls.keys(), key=lambda r: (r.repo_id, r.commit)):
+            keys = list(self._seeding.get(ref, []))
+            running = self._pulls.get(ref)
+            if running is not None and running[0].key:
+                keys.append(running[0].key)
+            statuses = []
+            for key in keys:
+                with contextlib.suppress(SwarmhubError):
+                    statuses.append(self.engine.status(key))
+            out.append(
+                {
+                    "repo_type": ref.repo_type,
+                    "repo_id": ref.repo_id,
+                    "commit": ref.commit,
+                    "state": "pulling" if running is not None else "seeding",
+                    "peers": sum(s.num_peers for s in statuses),
+                    "uploaded_bytes": sum(s.payload_upload for s in statuses),
+                    "downloaded_bytes": sum(s.payload_download for s in statuses),
+                }
+            )
+        return out
