@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+pytest_plugins = ("support.pulled",)  # the pull tests' release and seeded cache, for test_pull and test_node
+
 # Set before anything imports huggingface_hub (it reads these at import time) and inherited by the
 # `swarmhub` subprocesses the tests start.
 _HOME = tempfile.mkdtemp(prefix="swarmhub-tests-hf-")

@@ -6,11 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
+from support.pulled import Release
 from support.swarm import REPO_ID, seeding, sha256, snapshot_files
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine
 from swarmhub.node.library import Library
-from test_pull import Release, release, seeded_cache  # noqa: F401  (module fixtures)
 
 MODEL = "model.safetensors"
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from swarmhub.cli.args import parse_address, parse_size
-from swarmhub.engine.session import Engine
+from swarmhub.engine.session import Engine, Profile
 from swarmhub.errors import ConfigError
 
 __all__ = ["add_engine_options", "engine_from_args", "until_signal"]
@@ -40,6 +40,12 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_port: int) ->
 
 
 def engine_from_args(args: argparse.Namespace) -> Engine:
+    profile, listen, extra = engine_params(args)
+    return Engine(profile, listen=listen, extra=extra)
+
+
+def engine_params(args: argparse.Namespace) -> tuple[Profile, str, dict[str, Any]]:
+    """The engine's profile, listen address and libtorrent settings the options ask for."""
     if args.listen is not None:
         host, port = args.listen
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -48,7 +54,7 @@ def engine_from_args(args: argparse.Namespace) -> Engine:
     extra = libtorrent_overrides(os.environ)
     if args.upload_limit:  # for every peer: libtorrent exempts local networks (and loopback) by default
         extra.update(upload_rate_limit=args.upload_limit, ignore_limits_on_local_network=False)
-    return Engine("public" if args.public else "isolated", listen=listen, extra=extra)
+    return ("public" if args.public else "isolated"), listen, extra
 
 
 def libtorrent_overrides(env: Mapping[str, str]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class Node(BackgroundServer):
         engine_settings: dict[str, Any] | None = None,
         peers: Sequence[tuple[str, int]] = (),
         seed_all: bool = True,
+        adopt_cache: bool = False,
         stall_timeout: float = 60.0,
     ) -> None:
         super().__init__(host, [port])
@@ -65,6 +66,7 @@ class Node(BackgroundServer):
         self._engine_args: dict[str, Any] = {"profile": profile, "listen": listen, "extra": engine_settings}
         self.peers = tuple(peers)
         self.seed_all = seed_all
+        self.adopt_cache = adopt_cache
         self.stall_timeout = stall_timeout
         self.engine: Engine | None = None
         self.library: Library | None = None
@@ -86,6 +88,8 @@ class Node(BackgroundServer):
                 peers=self.peers,
                 stall_timeout=self.stall_timeout,
             )
+            if self.adopt_cache:
+                self.library.adopt_cache()
             if self.seed_all:
                 self.seeded = self.library.seed_all()
             super().start()

@@ -174,6 +174,28 @@ class Library:
         """Seed every stored release the cache holds (any part of); returns how many torrents."""
         return sum(self._seed(stored) for stored in self.store.all())
 
+    def adopt_cache(self) -> int:
+        """Store the registry's torrents of releases the cache got another way (huggingface_hub); returns how
+        many. ``seed_all`` then seeds them."""
+        if self.registry is None:
+            return 0
+        stored = {s.torrent.repo for s in self.store.all()}
+        adopted = 0
+        for ref in _cached_releases(self.cache_dir):
+            if ref in stored:
+                continue
+            for classic in (False, True):
+                try:
+                    data = self.registry.torrent(ref.repo_type, ref.repo_id, ref.commit, classic=classic)
+                    torrent = parse_torrent(data)
+                except SwarmhubError as exc:
+                    log.debug("not adopting %s@%s: %s", ref.repo_id, ref.commit[:12], exc)
+                    break
+                if torrent.repo == ref:
+                    self.store.save(torrent, data)
+                    adopted += not classic
+        return adopted
+
     def _seed(self, stored: StoredTorrent) -> bool:
         ref = stored.torrent.repo
         assert ref is not None
@@ -333,3 +355,14 @@ class Library:
                 }
             )
         return out
+
+
+def _cached_releases(cache_dir: Path) -> list[RepoRef]:
+    """Every ``<type>s--org--name/snapshots/<commit>`` of a Hugging Face cache."""
+    kinds: dict[str, RepoType] = {"models": "model", "datasets": "dataset", "spaces": "space"}
+    out = []
+    for snapshot in sorted(cache_dir.glob("*--*/snapshots/*")):
+        kind, _, name = snapshot.parent.parent.name.partition("--")
+        if kind in kinds and is_commit(snapshot.name) and name:
+            out.append(RepoRef(kinds[kind], name.replace("--", "/"), snapshot.name))
+    return out
