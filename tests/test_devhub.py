@@ -30,6 +30,7 @@ from swarmhub.devhub import DevHub, DevHubSettings, DevHubState, RepoStore, orig
 from swarmhub.devhub.app import RangeNotSatisfiable, cdn_app, parse_byte_range, sign_lfs_url
 from swarmhub.errors import ConfigError, EntryNotFound, RepoNotFound
 from swarmhub.hub.gitattributes import lfs_matcher
+from swarmhub.hub.signed_urls import signed_url_expiry
 
 # huggingface_hub reads these at import time: set them before it is imported (inside the tests).
 os.environ["HF_HUB_DISABLE_XET"] = "1"
@@ -461,10 +462,13 @@ def test_resolve_lfs_file_redirects_to_signed_cdn_url(state: DevHubState) -> Non
     sha = etag("sub/shard.bin")
     r = asgi(state, "/org/tiny/resolve/main/sub/shard.bin", "HEAD")
     assert r.status_code == 302
-    m = re.fullmatch(rf"http://cdn\.test/lfs/{sha}\?expires=(\d+)&sig=([0-9a-f]{{64}})", r.headers["Location"])
+    location = r.headers["Location"]  # CloudFront style, as the Hub's cdn-lfs URLs
+    pattern = rf"http://cdn\.test/lfs/{sha}\?Expires=(\d+)&Signature=([0-9a-f]{{64}})&Key-Pair-Id=\w+"
+    m = re.fullmatch(pattern, location)
     assert m is not None
     assert m.group(2) == sign_lfs_url(state.secret, sha, int(m.group(1)))
     assert 3500 < int(m.group(1)) - time.time() <= 3601
+    assert signed_url_expiry(location) == int(m.group(1))  # what the gateway reads to know how long to keep it
     assert r.headers["X-Linked-Etag"] == f'"{sha}"'
     assert r.headers["X-Linked-Size"] == str(len(FILES["sub/shard.bin"]))
     assert r.headers["X-Repo-Commit"] == asgi(state, "/api/models/org/tiny").json()["sha"]
@@ -603,7 +607,11 @@ def test_cdn_signed_urls_expire(hub: DevHub) -> None:
     assert r.status_code == 403 and "Request has expired" in r.text
     hub.settings = replace(hub.settings, url_lifetime=3600)
     url = _lfs_url(hub)
-    assert httpx.get(url[:-1] + ("0" if url[-1] != "0" else "1")).status_code == 403  # tampered signature
+    signature = re.search(r"Signature=([0-9a-f]+)", url)
+    assert signature is not None
+    tampered = url.replace(signature.group(1), signature.group(1)[::-1])
+    assert httpx.get(tampered).status_code == 403
+    assert httpx.get(url.replace("Expires=", "Expires=1")).status_code == 403  # a later expiry, not signed
     assert httpx.get(url).status_code == 200
 
 
@@ -633,7 +641,8 @@ def test_cdn_app_alone_refuses_unknown_objects(root: Path) -> None:
 
     async def go() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cdn_app(state)), base_url="http://cdn") as c:
-            return await c.get(f"/lfs/{sha}?expires={expires}&sig={sign_lfs_url(state.secret, sha, expires)}")
+            signature = sign_lfs_url(state.secret, sha, expires)
+            return await c.get(f"/lfs/{sha}?Expires={expires}&Signature={signature}")
 
     assert anyio.run(go).status_code == 404
 

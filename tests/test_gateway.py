@@ -167,9 +167,13 @@ class Site:
     def lookup(self, repo_type: RepoType, repo_id: str, commit: str) -> Torrent | None:
         return self.published.get((repo_type, repo_id, commit))
 
-    def install(self, token: str | None = TOKEN, *, retries: int = 8, **options: Any) -> Gateway:
+    def install(
+        self, token: str | None = TOKEN, *, retries: int = 8, redirect_max_age: float = 300.0, **options: Any
+    ) -> Gateway:
         """A fresh gateway (and origin client: nothing cached) behind the server; answers recorded anew."""
-        origin = OriginClient(self.hub.endpoint, token, retries=retries, backoff_base=0.05)
+        origin = OriginClient(
+            self.hub.endpoint, token, retries=retries, backoff_base=0.05, redirect_max_age=redirect_max_age
+        )
         self.clients.append(origin)
         gateway = Gateway(self.lookup, origin, **{"chunk_size": 192 * 1024, **options})
         self.front.app = gateway.app()
@@ -458,16 +462,52 @@ def test_5xx_and_resets_never_reach_the_client(fresh: Site) -> None:
     assert fresh.front.statuses() <= {200, 206}
 
 
-def test_expired_signed_urls_are_resolved_again(fresh: Site) -> None:
-    fresh.hub.settings = replace(fresh.hub.settings, url_lifetime=0.5)
+def test_a_signed_url_the_cdn_refuses_is_resolved_again(fresh: Site) -> None:
+    """A CDN may refuse a signed URL before the expiry it states (clock skew, a rotated key): the gateway
+    forgets it and resolves again, and the client never hears of it."""
     fresh.install(chunk_size=64 * 1024, window=1)
-    # Slow first chunks: the signed URL (its expiry is rounded up to a whole second) expires meanwhile.
-    fresh.hub.faults.delay("/lfs/*", 0.25, times=8)
+    fresh.hub.faults.delay("/lfs/*", 0, times=3)  # the first chunks come through, on the kept URL ...
+    fresh.hub.faults.respond("/lfs/*", 403, times=2)  # ... then the CDN refuses it, and the next one
     with _http() as http:
         r = http.get(fresh.url(BIG))
     assert r.status_code == 200 and r.content == fresh.files[BIG]
-    assert 403 in {e.status for e in fresh.hub.log.entries("/lfs/*")}  # the CDN refused an expired URL ...
-    assert len(fresh.hub.log.entries(f"/{REPO_ID}/resolve/*/{BIG}")) >= 2  # ... and the gateway resolved again
+    assert [e.status for e in fresh.hub.log.entries("/lfs/*")].count(403) == 2
+    assert len(fresh.hub.log.entries(f"/{REPO_ID}/resolve/*/{BIG}")) == 3  # the first, then one per refusal
+
+
+def _read_slowly(site: Site, path: str, reads: int, pause: float) -> None:
+    """``reads`` ranges of ``path`` one after the other, ``pause`` seconds apart (time passing is the point)."""
+    data = site.files[path]
+    step = max(1, len(data) // reads)
+    with _http() as http:
+        for n in range(reads):
+            if n:
+                time.sleep(pause)
+            start = n * step
+            r = http.get(site.url(path), headers={"Range": f"bytes={start}-{start + 999}"})
+            assert r.status_code == 206 and r.content == data[start : start + 1000]
+
+
+def test_short_lived_signed_urls_are_resolved_again_before_they_expire(fresh: Site) -> None:
+    """A signed URL good for 3-4 s (``Expires=``, rounded up to a second) is kept until 10% of that is left,
+    then resolved again: no request ever goes out on a URL past its expiry (the CDN would refuse it)."""
+    fresh.hub.settings = replace(fresh.hub.settings, url_lifetime=3.0)
+    fresh.install(chunk_size=64 * 1024, window=1)
+    _read_slowly(fresh, BIG, reads=16, pause=0.4)  # ~6 s
+    assert {e.status for e in fresh.hub.log.entries("/lfs/*")} == {206}  # never refused: never used expired
+    assert 2 <= len(fresh.hub.log.entries(f"/{REPO_ID}/resolve/*/{BIG}")) <= 4  # renewed, not per range
+    assert fresh.front.statuses() == {206}
+
+
+def test_long_lived_signed_urls_are_not_resolved_needlessly(fresh: Site) -> None:
+    """A signed URL good for an hour is kept past the default age of targets that do not say when they expire
+    (0.5 s here; 300 s normally): one resolve. The regular file's redirect (relative, no expiry) is resolved
+    again once that default has passed."""
+    fresh.install(chunk_size=64 * 1024, window=1, redirect_max_age=0.5)
+    for path in (BIG, SMALL):
+        _read_slowly(fresh, path, reads=3, pause=0.8)
+    assert len(fresh.hub.log.entries(f"/{REPO_ID}/resolve/*/{BIG}")) == 1
+    assert len(fresh.hub.log.entries(f"/{REPO_ID}/resolve/*/{SMALL}")) == 3
 
 
 def test_errors_that_outlive_the_retries_are_503_never_404(fresh: Site) -> None:

@@ -14,7 +14,8 @@ What huggingface_hub relies on, and so what the origin does (``file_download.get
   are repo listings (``/api/models?author=ORG``, ``/api/datasets?...``; ``limit`` sets the page size,
   ``expand=sha`` adds each repo's commit, as ``HfApi.list_models(author=..., expand=["sha"])`` asks);
 
-No Xet headers are ever sent, so clients always take the plain HTTP path.
+No Xet markers are sent unless ``DevHubSettings.xet`` asks (for tests of what clients do with them), so
+clients take the plain HTTP path.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class DevHubSettings:
     tree_404: bool = False  # answer 404 on /tree, like origins that only offer ``siblings``
     gated: Mapping[str, str] = field(default_factory=dict)  # "org/name" or "datasets/org/name" -> token
     cdn_url: str | None = None  # base URL of the CDN app; default: the request's host on ``cdn_port``
+    xet: bool = False  # send the Hub's Xet markers for LFS files (X-Xet-Hash, Link rel=xet-auth, tree xetHash)
 
 
 @dataclass
@@ -246,6 +248,10 @@ async def _info(state: DevHubState, request: Request, params: dict[str, str]) ->
     return JSONResponse(body)
 
 
+def _xet_hash(sha256: str) -> str:
+    return hashlib.sha256(f"xet:{sha256}".encode()).hexdigest()  # a stand-in: 64 hex, as a Xet hash
+
+
 def _cursor(path: str) -> str:
     return base64.urlsafe_b64encode(path.encode()).decode()
 
@@ -267,6 +273,8 @@ async def _tree(state: DevHubState, request: Request, params: dict[str, str]) ->
             raise _Problem(400, "Invalid cursor") from None
         start = bisect.bisect_right([e["path"] for e in entries], after)
     page = entries[start : start + state.settings.page_size]
+    if state.settings.xet:
+        page = [{**e, "xetHash": _xet_hash(e["lfs"]["oid"])} if "lfs" in e else e for e in page]
     headers = {}
     if start + len(page) < len(entries):
         next_url = request.url.include_query_params(cursor=_cursor(page[-1]["path"]))
@@ -347,8 +355,13 @@ async def _resolve(state: DevHubState, request: Request, params: dict[str, str])
         return Response(status_code=307, headers={**headers, "Location": location})
     expires = math.ceil(time.time() + state.settings.url_lifetime)
     sig = sign_lfs_url(state.secret, f.lfs.sha256, expires)
-    location = f"{_cdn_base(state, request)}/lfs/{f.lfs.sha256}?expires={expires}&sig={sig}"
+    # CloudFront's canned-policy signed URL, as the Hub's cdn-lfs links are: the expiry in plain sight.
+    query = f"Expires={expires}&Signature={sig}&Key-Pair-Id=DEVHUB"
+    location = f"{_cdn_base(state, request)}/lfs/{f.lfs.sha256}?{query}"
     headers |= {"X-Linked-Etag": f'"{f.lfs.sha256}"', "X-Linked-Size": str(f.size), "Location": location}
+    if state.settings.xet:
+        token_url = f"{request.base_url}api/{snap.repo_type}s/{snap.repo_id}/xet-read-token/{snap.commit}"
+        headers |= {"X-Xet-Hash": _xet_hash(f.lfs.sha256), "Link": f'<{token_url}>; rel="xet-auth"'}
     return Response(status_code=302, headers=headers)
 
 
@@ -388,11 +401,11 @@ def _s3_error(status: int, code: str, message: str) -> Response:
 async def _lfs_object(state: DevHubState, request: Request, params: dict[str, str]) -> Response:
     sha256 = params["sha"]
     try:
-        expires = int(request.query_params.get("expires", ""))
+        expires = int(request.query_params.get("Expires", ""))
     except ValueError:
-        return _s3_error(403, "AccessDenied", "Query-string authentication requires the expires parameter")
+        return _s3_error(403, "AccessDenied", "Missing Key-Pair-Id query parameter or cookie value")
     good = sign_lfs_url(state.secret, sha256, expires)
-    if not hmac.compare_digest(good, request.query_params.get("sig", "")):
+    if not hmac.compare_digest(good, request.query_params.get("Signature", "")):
         return _s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match")
     if expires < time.time():
         return _s3_error(403, "AccessDenied", "Request has expired")

@@ -11,10 +11,11 @@ One GET:
    answered from the torrent alone (sizes and etags are in it), pads with zeros;
 3. the bytes come from ``OriginClient.read_range_into`` in chunks, ``window`` chunks in flight ahead of the
    sender: each a ranged GET on a kept-alive connection that reuses the file's redirect target (one resolve
-   per file, not per range), resumes a reset at the exact byte, retries 5xx/429 with backoff honouring
-   ``Retry-After``, and resolves again when a signed URL has expired. Memory per response is ``window + 1``
-   chunks at most (plus what the server's transport still holds of the last one sent): buffers are fresh
-   per chunk, never reused, since a transport may keep a reference to what it was given;
+   per file, not per range) until shortly before its signed URL expires, resumes a reset at the exact byte,
+   retries 5xx/429 with backoff honouring ``Retry-After``, and resolves again when the CDN refuses a URL.
+   Memory per response is ``window + 1`` chunks at most (plus what the server's transport still holds of
+   the last one sent): buffers are fresh per chunk, never reused, since a transport may keep a reference to
+   what it was given;
 4. the first chunk is in hand before the status line goes out, so a failure can still be answered
    properly: 404 when the origin says the file is gone, 503 + ``Retry-After`` when it stayed unavailable
    past ``upstream_timeout`` or the origin client's retries. The upstream's own 429/5xx never reach the client:
@@ -66,7 +67,7 @@ WINDOW = 2  # chunks in flight ahead of the one being sent
 SEND_SLICE = 1 << 20
 UPSTREAM_TIMEOUT = 60.0  # seconds one chunk may take, retries included, before the client gets a 503
 RETRY_AFTER = 30  # seconds, in a 503
-FIRST_READ_FRESH = 240.0  # seconds a file's redirect counts as known (the origin client reuses one for 300 s)
+FIRST_READ_FRESH = 240.0  # seconds a file counts as known when the origin client keeps no redirect target for it
 _FILE_MAPS = 64  # torrents whose path -> file maps are kept
 _ZEROS = bytes(1 << 20)
 _IMMUTABLE = "public, max-age=31536000, immutable"  # a file at a commit never changes
@@ -214,7 +215,10 @@ class Gateway:
                 view = memoryview(buffer)
                 return origin.read_range_into(repo.repo_type, repo.repo_id, repo.commit, path, offset, view)
 
-            await asyncio.wait_for(first_reads.read((key, path), fill), timeout)
+            def fresh_until() -> float | None:
+                return origin.redirect_fresh_until(repo.repo_type, repo.repo_id, repo.commit, path)
+
+            await asyncio.wait_for(first_reads.read((key, path), fill, fresh_until), timeout)
             return buffer
 
         return _OriginChunks(read, part, self.chunk_size, self.window)
@@ -225,20 +229,24 @@ class _FirstReads:
 
     The origin client reuses a file's redirect target once one read has resolved it, but reads that start
     together each resolve: a client asking for dozens of ranges of a file at once (Transmission does) would
-    cost a resolve of the Hub's quota for each instead of one. A file counts as known for ``fresh_for`` seconds after
-    a read of it succeeded (under the origin client's own reuse limit); a failed first read lets the
-    waiting ones try for themselves.
+    cost a resolve of the Hub's quota for each instead of one. A file counts as known, after a read of it
+    succeeded, for as long as the origin client says it reuses the target (until shortly before its signed
+    URL expires), or ``fresh_for`` seconds when it keeps none (the origin answered itself); then one read goes
+    first again, so a target's renewal costs one resolve too. A failed first read lets the waiting ones try
+    for themselves.
     """
 
     def __init__(self, fresh_for: float = FIRST_READ_FRESH, remembered: int = 4096) -> None:
         self.fresh_for = fresh_for
         self._remembered = remembered
-        self._known: OrderedDict[Hashable, float] = OrderedDict()  # file -> when a read last succeeded
+        self._known: OrderedDict[Hashable, float] = OrderedDict()  # file -> known until (time.monotonic())
         self._leaders: dict[Hashable, asyncio.Future[None]] = {}
 
-    async def read(self, file: Hashable, fill: Callable[[], Awaitable[None]]) -> None:
+    async def read(
+        self, file: Hashable, fill: Callable[[], Awaitable[None]], fresh_until: Callable[[], float | None]
+    ) -> None:
         known = self._known.get(file)
-        if known is not None and time.monotonic() - known < self.fresh_for:
+        if known is not None and time.monotonic() < known:
             await fill()
             return
         leader = self._leaders.get(file)
@@ -249,7 +257,8 @@ class _FirstReads:
         done = self._leaders[file] = asyncio.get_running_loop().create_future()
         try:
             await fill()
-            self._known[file] = time.monotonic()
+            until = fresh_until()
+            self._known[file] = until if until is not None else time.monotonic() + self.fresh_for
             self._known.move_to_end(file)
             if len(self._known) > self._remembered:
                 self._known.popitem(last=False)

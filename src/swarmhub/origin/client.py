@@ -3,9 +3,10 @@
 The coroutines here decide (retries with backoff, error mapping, listing logic); the HTTP itself runs in
 worker threads (``origin.transport``). Redirects are followed by hand: a relative 307 (regular files) stays
 on the origin, a 302 to a CDN host (LFS/Xet files) gets no ``Authorization`` header. A file's CDN target is
-reused for its next ranges until it fails; then the retry starts again from the ``resolve`` URL, so a signed
-CDN link that expired is replaced by a fresh one (libtorrent's web-seed client caches redirects and stalls
-for good; issues #6402, #7682). The token is only ever sent to the origin's own host and never logged.
+reused for its next ranges until shortly before the expiry its signed URL carries (``RedirectCache``), or
+until it fails; then the retry starts again from the ``resolve`` URL, so a signed CDN link that expired is
+replaced by a fresh one (libtorrent's web-seed client caches redirects and stalls for good; issues #6402,
+#7682). The token is only ever sent to the origin's own host and never logged.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from swarmhub.hub.repo import RepoFile, RepoType, api_repo_path, resolve_path
 from swarmhub.origin.retry import RETRY_STATUSES, retry_delay
 from swarmhub.origin.transport import (
     MAX_REDIRECTS,
+    REDIRECT_MAX_AGE,
     BulkAttempt,
     Connections,
     RedirectCache,
@@ -74,6 +76,7 @@ class OriginClient:
         connections: int = 8,
         timeout: float = 60.0,
         backoff_base: float = 0.25,
+        redirect_max_age: float = REDIRECT_MAX_AGE,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._host = urlsplit(self.endpoint).netloc
@@ -83,7 +86,7 @@ class OriginClient:
         self.bytes_received = 0
         self.ranges_ignored = False
         self._connections = Connections(timeout)
-        self._redirects = RedirectCache()
+        self._redirects = RedirectCache(redirect_max_age)  # max age of targets that do not say when they expire
         self.connections = connections
         self._http_pool = PriorityPool(connections, "swarmhub-http")
         self._count_lock = threading.Lock()
@@ -257,6 +260,11 @@ class OriginClient:
             raise OriginProtocolError(f"{what}: too many redirects", url=url)
 
         return await self._with_retries(what, once)
+
+    def redirect_fresh_until(self, repo_type: RepoType, repo_id: str, commit: str, path: str) -> float | None:
+        """Until when (``time.monotonic()``) reads of the file reuse the redirect target one read resolved; None
+        when none is kept (no read yet, the origin answered itself, or the target was about to expire)."""
+        return self._redirects.fresh_until(self.endpoint + resolve_path(repo_type, repo_id, commit, path))
 
     async def read_range_into(
         self, repo_type: RepoType, repo_id: str, commit: str, path: str, start: int, view: memoryview

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 from urllib.request import getproxies_environment
 
 from swarmhub.errors import OriginError, OriginProtocolError
+from swarmhub.hub.signed_urls import reuse_for, signed_url_expiry
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -37,31 +38,64 @@ __all__ = [
 
 MAX_REDIRECTS = 5
 MAX_API_BODY = 64 * 1024 * 1024  # a JSON listing page or error body; more is not an answer we want
-REDIRECT_MAX_AGE = 300.0  # seconds we reuse where a resolve URL redirected to (signed URLs last longer)
+REDIRECT_MAX_AGE = 300.0  # seconds we reuse a redirect target that does not say when it expires
+REDIRECTS_KEPT = 4096  # files whose redirect target is kept (a signed URL is ~1 KiB)
 
 
 class RedirectCache:
     """Where each file's resolve URL last led (the CDN URL), so a file's chunks cost one resolve, not one each.
 
-    Any failure on a cached target forgets it, and the retry resolves afresh: an expired signed URL is
-    replaced, never fatal. Thread-safe (dict operations are atomic).
+    A target is reused until shortly before the expiry its signed URL carries (``hub.signed_urls``: the Hub's
+    CloudFront ``Expires=``, S3's ``X-Amz-Date`` + ``X-Amz-Expires``), so no request goes out on a URL about to
+    expire; one that says nothing is reused ``max_age`` seconds. Any failure on a cached target forgets it, and
+    the retry resolves afresh: a URL the CDN refuses anyway is replaced, never fatal. Thread-safe.
     """
 
-    def __init__(self, max_age: float = REDIRECT_MAX_AGE) -> None:
+    def __init__(
+        self,
+        max_age: float = REDIRECT_MAX_AGE,
+        *,
+        kept: int = REDIRECTS_KEPT,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.max_age = max_age
-        self._targets: dict[str, tuple[str, float]] = {}
+        self.kept = kept
+        self._clock = clock
+        self._wall_clock = wall_clock  # expiries in URLs are Unix times; deadlines here are on ``clock``
+        self._lock = threading.Lock()
+        self._targets: dict[str, tuple[str, float]] = {}  # resolve URL -> (target, reuse until, on clock)
 
     def get(self, url: str) -> str | None:
         hit = self._targets.get(url)
-        if hit is None or time.monotonic() - hit[1] > self.max_age:
-            return None
-        return hit[0]
+        return hit[0] if hit is not None and self._clock() < hit[1] else None
+
+    def fresh_until(self, url: str) -> float | None:
+        """Until when (on ``clock``) ``url``'s target is reused; None when no target is."""
+        hit = self._targets.get(url)
+        return hit[1] if hit is not None and self._clock() < hit[1] else None
 
     def put(self, url: str, target: str) -> None:
-        self._targets[url] = (target, time.monotonic())
+        """Every read through a target puts it again: a target without an expiry gets ``max_age`` more, a
+        signed one keeps the deadline it got when new (the margin is a share of its life then, and would
+        shrink to nothing if what is left of it were measured again at each read)."""
+        with self._lock:
+            hit = self._targets.get(url)
+            if hit is not None and hit[0] == target and signed_url_expiry(target) is not None:
+                return
+            keep = reuse_for(target, self._wall_clock(), default=self.max_age)
+            self._targets.pop(url, None)
+            if keep > 0:
+                self._targets[url] = (target, self._clock() + keep)
+            if len(self._targets) > self.kept:
+                now = self._clock()
+                self._targets = {k: v for k, v in self._targets.items() if v[1] > now}
+                while len(self._targets) > self.kept:
+                    del self._targets[next(iter(self._targets))]  # the oldest put
 
     def forget(self, url: str) -> None:
-        self._targets.pop(url, None)
+        with self._lock:
+            self._targets.pop(url, None)
 
 
 class RetryableError(Exception):
