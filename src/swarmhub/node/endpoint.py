@@ -1,0 +1,471 @@
+"""The node's Hub-compatible endpoint: with ``HF_ENDPOINT=http://127.0.0.1:<port>`` unmodified programs get
+the files of releases the swarm knows from the swarm, and everything else from the upstream, unchanged.
+
+Routes the endpoint answers itself (everything else is relayed, ``passthrough``):
+
+- ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (``/datasets/{repo}/...`` for datasets). A HEAD to the
+  upstream's same URL first, with the client's ``Authorization``, no redirect followed: the upstream decides
+  access and names the commit (``X-Repo-Commit``). Its errors (401/403 ``GatedRepo``, 404 ``RepoNotFound``,
+  ``RevisionNotFound``, ``EntryNotFound``) go to the client with their ``X-Error-Code``/``X-Error-Message``.
+  When ``source.release(type, repo, commit)`` knows the release and lists the file (with the size and etag
+  the upstream names, if it names them), the answer is 200/206 straight from ``KnownRelease.stream``, never
+  a redirect; otherwise the request is relayed, ``X-Linked-Size``/``X-Linked-Etag`` of the HEAD added to a
+  redirect that lacks them (huggingface_hub 0.36/1.0 save a 0-byte file without ``X-Linked-Size``).
+- ``GET /api/{models|datasets}/{repo}[/revision/{rev}]`` and ``/api/.../tree/{rev}[/{path}]``: relayed, the
+  upstream's JSON stripped of ``xetHash``.
+
+When the upstream cannot be reached (refused, reset, timed out, or 5xx after one retry), a branch is resolved
+by ``source.local_commit`` (a 40-hex revision is a commit already) and a known release is answered from the
+swarm alone, its repo info and tree made from its files (``hub.answers``) — the node is the user's own
+machine, as ``HF_HUB_OFFLINE`` with a filled cache. Anything else is 502 (504 after a timeout) with an
+``X-Error-Message`` that says the upstream is unreachable. Files a release does not list get that answer too
+rather than ``EntryNotFound``: a release may hold only some of the commit's files.
+
+Not an open proxy: the upstream URL is ``upstream`` + the request's raw path and query, and paths with dot
+segments (also percent-encoded, once or twice), empty segments, backslashes or NUL are refused with 400.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from swarmhub.errors import ConfigError, StalledError, SwarmhubError, UsageError
+from swarmhub.gateway.ranges import RangeNotSatisfiable, parse_range
+from swarmhub.hub.answers import (
+    HubError,
+    error_headers,
+    next_link_header,
+    normalize_etag,
+    range_not_satisfiable_headers,
+    repo_info,
+    resolve_headers,
+    tree_entries,
+    tree_page,
+)
+from swarmhub.hub.repo import RepoFile, RepoType, is_commit, path_problem, validate_repo_id
+from swarmhub.node.passthrough import Upstream, UpstreamUnreachable, forward_headers, relay, relay_headers
+from swarmhub.node.releases import KnownRelease, ReleaseSource
+
+__all__ = ["EndpointStats", "HubEndpoint", "endpoint_app", "unsafe_path"]
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000  # tree entries per page, as the Hub
+PROBE_TIMEOUT = 3.0  # seconds per HEAD attempt: two attempts fit huggingface_hub's 10 s HEAD timeout
+API_TIMEOUT = 10.0  # seconds per /api/ attempt (huggingface_hub's own request timeout)
+_MAX_PROBE_REDIRECTS = 3  # same-host redirects followed to find X-Repo-Commit
+_LINKED = ("x-linked-size", "x-linked-etag", "x-repo-commit")  # added to a relayed redirect that lacks them
+
+
+def unsafe_path(raw_path: str) -> str | None:
+    """Why a raw (percent-encoded) request path is refused; None when it may be relayed.
+
+    Dot segments are looked for in the path as sent and after each of up to three rounds of decoding:
+    a server behind may decode once more than we do.
+    """
+    if not raw_path.startswith("/"):
+        return "not a path (the node is no forward proxy)"
+    if "//" in raw_path:
+        return "empty path segment"
+    text = raw_path
+    for _ in range(3):
+        if "\\" in text or "\0" in text:
+            return "backslash or NUL byte"
+        if any(part in (".", "..") for part in text.split("/")):
+            return "dot segment"
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return None
+
+
+@dataclass
+class EndpointStats:
+    """What the endpoint did, for ``/metrics`` and tests."""
+
+    swarm_answers: int = 0  # resolve answers (HEAD and GET) given from a known release
+    swarm_bytes: int = 0  # body bytes sent from ``KnownRelease.stream``
+    offline_answers: int = 0  # answers from a known release while the upstream was unreachable
+    relayed: int = 0  # requests relayed to the upstream
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """The upstream's answer to the HEAD on a resolve URL (body closed)."""
+
+    response: httpx.Response  # the first answer, what a HEAD relays
+    commit: str | None  # X-Repo-Commit, from the first answer or a same-host redirect's
+    linked: dict[str, str]  # X-Linked-Size / X-Linked-Etag / X-Repo-Commit as the upstream sent them
+
+    @property
+    def etag(self) -> str | None:
+        return normalize_etag(self.linked.get("x-linked-etag"))
+
+    @property
+    def size(self) -> int | None:
+        raw = self.linked.get("x-linked-size")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+
+_REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"  # "name" or "org/name"; tried as org/name first
+_TYPE = r"(?P<type>models|datasets)"
+# Matched against the raw (still percent-encoded) path, so "refs%2Fpr%2F1" stays one segment.
+_TREE = re.compile(rf"/api/{_TYPE}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?")
+_REVISION = re.compile(rf"/api/{_TYPE}/{_REPO}/revision/(?P<rev>[^/]+)")
+_INFO = re.compile(rf"/api/{_TYPE}/{_REPO}")
+_RESOLVE = re.compile(rf"/(?:(?P<type>datasets)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
+
+
+def _repo_type(value: str | None) -> RepoType:
+    return "dataset" if value in ("datasets", "dataset") else "model"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true")
+
+
+def _answer(status: int, headers: dict[str, str], body: bytes = b"") -> Response:
+    return Response(body, status, headers)
+
+
+def _error(problem: HubError, *, head: bool = False) -> Response:
+    body = b"" if head else problem.body()
+    headers = {**problem.headers(), "Content-Type": "application/json", "Content-Length": str(len(body))}
+    return _answer(problem.status, headers, body)
+
+
+def _file(release: KnownRelease, path: str) -> RepoFile | None:
+    return next((f for f in release.files if f.path == path), None)
+
+
+async def _exactly(chunks: AsyncIterator[bytes], length: int, stats: EndpointStats) -> AsyncGenerator[bytes]:
+    """``length`` bytes of ``chunks``, no more; fewer is an error (the connection breaks mid-body)."""
+    left = length
+    try:
+        async for chunk in chunks:
+            piece = bytes(chunk[:left])
+            if not piece:
+                continue
+            left -= len(piece)
+            stats.swarm_bytes += len(piece)
+            yield piece
+            if left == 0:
+                return
+        raise StalledError(f"the swarm stream ended {left} bytes short of {length}")
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+class HubEndpoint:
+    """The ASGI app (see the module's docstring). ``aclose()`` (or ASGI lifespan shutdown) closes the
+    upstream connections.
+    """
+
+    def __init__(
+        self,
+        source: ReleaseSource,
+        upstream: Upstream,
+        *,
+        page_size: int = PAGE_SIZE,
+        probe_timeout: float = PROBE_TIMEOUT,
+        api_timeout: float = API_TIMEOUT,
+    ) -> None:
+        self.source = source
+        self.upstream = upstream
+        self.page_size = page_size
+        self.probe_timeout = probe_timeout
+        self.api_timeout = api_timeout
+        self.stats = EndpointStats()
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = await self._dispatch(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --------------------------------------------------------------------------------------------- routing
+
+    async def _dispatch(self, request: Request) -> Response:
+        # ASGI's raw_path has no query string, but httpx's ASGITransport puts it there.
+        raw = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1").split("?", 1)[0]
+        if problem := unsafe_path(raw):
+            return _error(HubError(400, f"refused path: {problem}"), head=request.method == "HEAD")
+        if request.method in ("GET", "HEAD"):
+            if (m := _RESOLVE.fullmatch(raw)) and (repo_id := _repo_id(m["repo"])):
+                path = unquote(m["path"])
+                if path_problem(path) is None:
+                    return await self._resolve(request, raw, _repo_type(m["type"]), repo_id, unquote(m["rev"]), path)
+            elif request.method == "GET":
+                for pattern in (_TREE, _REVISION, _INFO):
+                    if (m := pattern.fullmatch(raw)) and (repo_id := _repo_id(m["repo"])):
+                        params = m.groupdict()
+                        return await self._api(request, raw, _repo_type(params["type"]), repo_id, params)
+        return await self._relay(request, raw)
+
+    def _our_base(self, request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    def _upstream_url(self, request: Request, raw: str) -> str:
+        return self.upstream.url(raw, request.scope.get("query_string", b"").decode("latin-1"))
+
+    # -------------------------------------------------------------------------------------------- relaying
+
+    async def _relay(self, request: Request, raw: str) -> Response:
+        """The request to the upstream as it came (body streamed), the answer back as it comes."""
+        if request.method in ("CONNECT", "TRACE"):
+            return _error(HubError(405, f"{request.method} is not relayed"))
+        has_body = "transfer-encoding" in request.headers or request.headers.get("content-length", "0") != "0"
+        url = self._upstream_url(request, raw)
+        try:
+            response = await self.upstream.send(
+                request.method, url, forward_headers(request.scope["headers"]), request.stream() if has_body else None
+            )
+        except UpstreamUnreachable as exc:
+            return _error(self._unreachable(exc, "the request could not be relayed"), head=request.method == "HEAD")
+        self.stats.relayed += 1
+        return await relay(response, self.upstream, self._our_base(request), head=request.method == "HEAD")
+
+    def _unreachable(self, exc: UpstreamUnreachable, what: str) -> HubError:
+        host = urlsplit(self.upstream.base).netloc
+        status = 504 if exc.timed_out else 502
+        return HubError(status, f"upstream {host} is unreachable ({exc.message}) and {what}")
+
+    # --------------------------------------------------------------------------------------------- resolve
+
+    async def _probe(self, request: Request, url: str) -> _Probe:
+        """HEAD on the upstream's resolve URL; same-host redirects followed only to learn a missing commit."""
+        headers = forward_headers(request.scope["headers"], drop=("range", "content-length"))
+        first = await self.upstream.send("HEAD", url, headers, timeout=self.probe_timeout, retry_5xx=True)
+        await first.aclose()
+        linked = {
+            k: first.headers[k] for k in ("x-linked-size", "x-linked-etag", "x-repo-commit") if k in first.headers
+        }
+        commit, current = first.headers.get("x-repo-commit"), first
+        for _ in range(_MAX_PROBE_REDIRECTS):
+            location = current.headers.get("location")
+            if commit is not None or not current.is_redirect or location is None:
+                break
+            target = urljoin(str(current.request.url), location)
+            if not target.startswith(self.upstream.base + "/"):
+                break  # another host (a CDN): never contacted
+            current = await self.upstream.send("HEAD", target, headers, timeout=self.probe_timeout, retry_5xx=True)
+            await current.aclose()
+            commit = current.headers.get("x-repo-commit")
+        return _Probe(first, commit, linked)
+
+    async def _resolve(
+        self, request: Request, raw: str, repo_type: RepoType, repo_id: str, revision: str, path: str
+    ) -> Response:
+        head = request.method == "HEAD"
+        url = self._upstream_url(request, raw)
+        try:
+            probe = await self._probe(request, url)
+        except UpstreamUnreachable as exc:
+            return await self._resolve_offline(request, exc, repo_type, repo_id, revision, path)
+        if probe.response.status_code >= 400:
+            return self._upstream_error(probe.response, head=head)
+        if probe.commit is not None and is_commit(probe.commit):
+            release = await self.source.release(repo_type, repo_id, probe.commit)
+            f = None if release is None else _file(release, path)
+            if release is not None and f is not None and self._agrees(probe, f):
+                return await self._serve(request, release, f)
+        if head:
+            self.stats.relayed += 1
+            return await relay(probe.response, self.upstream, self._our_base(request), head=True)
+        try:
+            response = await self.upstream.send("GET", url, forward_headers(request.scope["headers"]))
+        except UpstreamUnreachable as exc:
+            return _error(self._unreachable(exc, f"{path} could not be fetched"))
+        self.stats.relayed += 1
+        extra = probe.linked if response.is_redirect else None
+        return await relay(response, self.upstream, self._our_base(request), head=False, extra_headers=extra)
+
+    def _agrees(self, probe: _Probe, f: RepoFile) -> bool:
+        """The upstream names the same file as the release (when it names one): else its answer wins."""
+        if (probe.etag is not None and probe.etag != f.etag) or (probe.size is not None and probe.size != f.size):
+            log.warning("upstream and release disagree on %s (etag %s/%s): relayed", f.path, probe.etag, f.etag)
+            return False
+        return True
+
+    def _upstream_error(self, response: httpx.Response, *, head: bool) -> Response:
+        """An upstream error answer for the client: its status and Hub headers, a JSON body for a GET."""
+        message = response.headers.get("x-error-message") or f"upstream answered {response.status_code}"
+        headers = {**error_headers(response.headers.get("x-error-code"), message), "Content-Type": "application/json"}
+        for name, value in relay_headers(response, self.upstream, ""):
+            if name in ("x-repo-commit", "retry-after", "www-authenticate"):
+                headers[name] = value
+        body = b"" if head else HubError(response.status_code, message).body()
+        headers["Content-Length"] = str(len(body))
+        return _answer(response.status_code, headers, body)
+
+    async def _serve(self, request: Request, release: KnownRelease, f: RepoFile) -> Response:
+        """200/206/416 for ``f`` from the swarm; the first bytes are in hand before the status line goes out,
+        so a swarm that cannot give them is a 503, not a broken body.
+        """
+        self.stats.swarm_answers += 1
+        ref = release.ref
+        if request.method == "HEAD":  # RFC 9110 §14.2: a HEAD ignores Range
+            return _answer(200, resolve_headers(ref, f))
+        try:
+            byte_range = parse_range(request.headers.get("range"), f.size)
+        except RangeNotSatisfiable:
+            return _answer(416, range_not_satisfiable_headers(ref, f))
+        status, start, end = (200, 0, f.size) if byte_range is None else (206, byte_range.start, byte_range.end)
+        headers = resolve_headers(ref, f, byte_range)
+        if start == end:
+            return _answer(status, headers)
+        body = _exactly(release.stream(f.path, start, end), end - start, self.stats)
+        try:
+            first = await anext(body)
+        except (SwarmhubError, StopAsyncIteration) as exc:
+            await body.aclose()
+            message = f"the swarm could not give {f.path}: {exc}"
+            return _error(HubError(503, message, commit=ref.commit))
+        return StreamingResponse(_prepend(first, body), status, headers, background=BackgroundTask(body.aclose))
+
+    async def _offline_release(self, repo_type: RepoType, repo_id: str, revision: str) -> KnownRelease | None:
+        commit = revision if is_commit(revision) else await self.source.local_commit(repo_type, repo_id, revision)
+        return None if commit is None else await self.source.release(repo_type, repo_id, commit)
+
+    async def _resolve_offline(
+        self,
+        request: Request,
+        exc: UpstreamUnreachable,
+        repo_type: RepoType,
+        repo_id: str,
+        revision: str,
+        path: str,
+    ) -> Response:
+        release = await self._offline_release(repo_type, repo_id, revision)
+        f = None if release is None else _file(release, path)
+        if release is None or f is None:
+            what = f"the swarm has no release of {repo_type} {repo_id} at {revision} with {path}"
+            return _error(self._unreachable(exc, what), head=request.method == "HEAD")
+        self.stats.offline_answers += 1
+        return await self._serve(request, release, f)
+
+    # ------------------------------------------------------------------------------------------------- api
+
+    async def _api(
+        self, request: Request, raw: str, repo_type: RepoType, repo_id: str, params: dict[str, str | None]
+    ) -> Response:
+        url = self._upstream_url(request, raw)
+        try:
+            response = await self.upstream.send(
+                "GET", url, forward_headers(request.scope["headers"]), timeout=self.api_timeout, retry_5xx=True
+            )
+        except UpstreamUnreachable as exc:
+            return await self._api_offline(request, exc, repo_type, repo_id, params)
+        self.stats.relayed += 1
+        return await relay(response, self.upstream, self._our_base(request), head=False)
+
+    async def _api_offline(
+        self,
+        request: Request,
+        exc: UpstreamUnreachable,
+        repo_type: RepoType,
+        repo_id: str,
+        params: dict[str, str | None],
+    ) -> Response:
+        revision = unquote(params.get("rev") or "main")
+        release = await self._offline_release(repo_type, repo_id, revision)
+        if release is None:
+            return _error(self._unreachable(exc, f"the swarm has no release of {repo_type} {repo_id} at {revision}"))
+        if "path" not in params:  # repo info
+            info = repo_info(release.ref, release.files, blobs=_truthy(request.query_params.get("blobs")))
+            self.stats.offline_answers += 1
+            return _json(info)
+        folder = unquote(params["path"] or "")
+        entries = tree_entries(release.files, folder, recursive=_truthy(request.query_params.get("recursive")))
+        if entries is None:
+            return _error(self._unreachable(exc, f"the release of {repo_id} has no folder {folder}"))
+        page = tree_page(entries, request.query_params.get("cursor"), self.page_size)
+        if page is None:
+            return _error(HubError(400, "Invalid cursor"))
+        headers = {}
+        if page.next_cursor is not None:
+            headers["Link"] = next_link_header(str(request.url.include_query_params(cursor=page.next_cursor)))
+        self.stats.offline_answers += 1
+        return _json(page.entries, headers)
+
+
+def _json(value: object, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(value, separators=(",", ":")).encode()
+    return _answer(200, {**(headers or {}), "Content-Type": "application/json", "Content-Length": str(len(body))}, body)
+
+
+def _repo_id(raw: str) -> str | None:
+    try:
+        return validate_repo_id(unquote(raw))
+    except UsageError:
+        return None
+
+
+def endpoint_app(
+    source: ReleaseSource,
+    upstream: str,
+    *,
+    page_size: int = PAGE_SIZE,
+    probe_timeout: float = PROBE_TIMEOUT,
+    api_timeout: float = API_TIMEOUT,
+    read_timeout: float = 60.0,
+    retries: int = 1,
+    retry_pause: float = 0.25,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> HubEndpoint:
+    """The node's Hub-compatible ASGI app for releases of ``source``, falling back to ``upstream``
+    (``https://huggingface.co``, or any Hub-compatible base URL).
+
+    ``read_timeout``: seconds one read of a relayed body may wait. ``retries``: extra attempts after a
+    connection failure, timeout or 5xx (requests without a body only), ``retry_pause`` seconds apart.
+    """
+    if page_size < 1:
+        raise ConfigError(f"page_size must be positive, not {page_size}")
+    try:
+        client = Upstream(
+            upstream,
+            connect_timeout=probe_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+            retry_pause=retry_pause,
+            transport=transport,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="use an upstream like https://huggingface.co") from exc
+    return HubEndpoint(source, client, page_size=page_size, probe_timeout=probe_timeout, api_timeout=api_timeout)
