@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from pathlib import Path
+
+from huggingface_hub import snapshot_download
 
 from support.pulled import Release
 from support.swarm import REPO_ID, seeding, sha256, snapshot_files
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine
+from swarmhub.node.daemon import Node
 from swarmhub.node.library import Library
+from swarmhub.node.store import TorrentStore
+from swarmhub.settings import Settings
 
 MODEL = "model.safetensors"
 
@@ -71,3 +78,35 @@ def test_a_landed_file_is_read_from_its_blob_and_the_release_is_seeded(
 
 def _blob(release: Release) -> str:
     return f"models--swarmhub-demo--tiny-model/blobs/{sha256(release.files[MODEL])}"
+
+
+def _node(release: Release, root: Path, **kw: object) -> Node:
+    settings = Settings.from_env().with_cache(root / "hub")
+    data = release.hybrid.read_bytes()
+    TorrentStore(settings.state_dir).save(parse_torrent(data), data)
+    return Node(settings, port=0, upstream=release.hub.endpoint, **kw)  # type: ignore[arg-type]
+
+
+def test_huggingface_hub_through_the_node_gets_the_release_from_peers(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    """HF_ENDPOINT at the node: snapshot_download gets every file, the big one from the seeder while it
+    arrives; the node lands the release in its own cache, seeds it, and counts it in /metrics."""
+    lfs_before = len(release.hub.log.entries("/lfs/*"))
+    with (
+        seeding(seeded_cache, "--upload-limit", "8M") as seeder,
+        _node(release, tmp_path / "node", peers=[("127.0.0.1", seeder.port)]) as node,
+    ):
+        path = snapshot_download(REPO_ID, cache_dir=tmp_path / "client", endpoint=node.url)
+        assert snapshot_files(Path(path)) == release.files
+        with urllib.request.urlopen(f"{node.url}/metrics") as response:
+            metrics = response.read().decode()
+        with urllib.request.urlopen(f"{node.url}/status") as response:
+            status = json.loads(response.read())
+    assert len(release.hub.log.entries("/lfs/*")) == lfs_before  # no LFS byte from the origin
+    peer_bytes = int(next(line.split()[1] for line in metrics.splitlines() if line.startswith("swarmhub_peer_bytes")))
+    assert peer_bytes >= len(release.files[MODEL])
+    assert status["releases"][0]["repo_id"] == REPO_ID
+    node_snapshot = tmp_path / "node" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+    landed = snapshot_files(node_snapshot)  # on the node's disk too, as a pull lands them: what was read
+    assert MODEL in landed and all(release.files[path] == data for path, data in landed.items())

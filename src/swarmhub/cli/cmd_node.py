@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_p.add_argument(
         "--peer", action="append", default=[], type=parse_address, metavar="HOST:PORT", help="a peer to connect to"
     )
+    run_p.add_argument(
+        "--origin-after",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long peers get before the origin serves pieces none of them sends (default: 3)",
+    )
     add_engine_options(run_p, default_port=6881)
     run_p.add_argument("--json", action="store_true", help="print one JSON line when ready")
     run_p.set_defaults(func=_run)
@@ -74,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         engine_settings=extra,
         peers=args.peer,
         adopt_cache=args.seed_all,
+        peer_grace=args.origin_after,
     )
     _refuse_loop(upstream, args.host, args.port)
 

@@ -57,6 +57,7 @@ class Node(BackgroundServer):
         peers: Sequence[tuple[str, int]] = (),
         seed_all: bool = True,
         adopt_cache: bool = False,
+        peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
     ) -> None:
         super().__init__(host, [port])
@@ -67,6 +68,7 @@ class Node(BackgroundServer):
         self.peers = tuple(peers)
         self.seed_all = seed_all
         self.adopt_cache = adopt_cache
+        self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
         self.engine: Engine | None = None
         self.library: Library | None = None
@@ -86,6 +88,7 @@ class Node(BackgroundServer):
                 upstream=OriginClient(self.upstream_url, self.settings.token),
                 registry=RegistryClient(self.registry_url) if self.registry_url else None,
                 peers=self.peers,
+                peer_grace=self.peer_grace,
                 stall_timeout=self.stall_timeout,
             )
             if self.adopt_cache:

@@ -80,16 +80,24 @@ class SwarmRelease:
         return self._files
 
     def _blob(self, path: str) -> Path | None:
-        """The landed blob of ``path``, or None while it is not in the cache."""
+        """The landed blob of ``path`` (its snapshot link made if missing: a twin of a landed file, an empty
+        file), or None while it is not in the cache."""
         placement = next(p for p in self.dest.placements(self._files) if p.file.path == path)
-        return self.dest.root / placement.final if self.dest.landed(placement) else None
+        blob = self.dest.root / placement.final
+        if not placement.file.size and not blob.exists():
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            blob.touch()
+        if not self.dest.landed(placement):
+            return None
+        self.dest.publish(placement)
+        return blob
 
     async def stream(self, path: str, start: int, end: int) -> AsyncIterator[bytes]:
         if path not in self._by_path:
             raise SwarmhubError(f"{path} is not a file of {self._ref.repo_id}@{self._ref.commit[:12]}")
+        blob = await asyncio.to_thread(self._blob, path)
         if start >= end:
             return
-        blob = await asyncio.to_thread(self._blob, path)
         if blob is not None:
             async for chunk in _read_file(blob, start, end):
                 yield chunk
@@ -148,7 +156,7 @@ class Library:
         upstream: OriginClient | None,
         registry: RegistryClient | None = None,
         peers: Sequence[tuple[str, int]] = (),
-        peer_grace: float = 1.0,
+        peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
     ) -> None:
         self.engine = engine

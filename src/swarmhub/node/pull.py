@@ -598,6 +598,8 @@ class Pull:
             peer_bytes = self._peer_bytes()
             if peer_bytes != last_peer_bytes:
                 last_peer_bytes, last_peer_progress = peer_bytes, now
+            if not self._wanted_pieces() - state.have:  # nothing to wait for: peers idle, not stalled, and a
+                started = last_peer_progress = now  # file wanted later gets its own grace (the node)
             if now - started >= self.peer_grace and len(in_flight) < limit:
                 urgent = state.readers.keys()
                 missing = sorted(self._wanted_pieces() - state.have - set(claimed), key=lambda p: (p not in urgent, p))
