@@ -482,6 +482,73 @@ def test_repo_info_through_the_node(node: Node):
     assert sizes == {p: len(d) for p, d in FILES.items()}
 
 
+def test_other_requests_are_relayed_as_they_are(node: Node, hub: DevHub):
+    body = os.urandom(200_000)
+    reply = httpx.post(
+        f"{node.url}/api/models/org/tiny?x=%2F1",
+        content=body,
+        headers={"Authorization": "Bearer hf_someone", "X-Custom": "kept"},
+    )
+    assert reply.status_code == 405 and reply.json() == {"error": "Method Not Allowed"}  # the upstream's answer
+    (logged,) = hub.log.entries("/api/models/org/tiny")
+    assert (logged.method, logged.query, logged.token) == ("POST", "x=%2F1", "hf_someone")
+    spaces = httpx.get(f"{node.url}/api/spaces/org/app", headers={"Authorization": "Bearer hf_other"})
+    assert spaces.status_code == 404
+    assert hub.log.entries("/api/spaces/org/app")[0].token == "hf_other"
+    # The token was for those requests only: the next one carries none.
+    httpx.get(f"{node.url}/api/models/org/tiny")
+    assert hub.log.entries("/api/models/org/tiny")[-1].token is None
+
+
+def test_relay_in_process():
+    """The relay's header and body rules, against a mock upstream behind a path prefix."""
+    seen: list[httpx.Request] = []
+
+    async def upstream(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        seen.append(request)
+        headers = [
+            ("Connection", "close, X-Drop-Me"),
+            ("Keep-Alive", "timeout=5"),
+            ("Set-Cookie", "session=a"),
+            ("Set-Cookie", "other=b"),
+            ("X-Xet-Hash", "f" * 64),
+            ("Link", '<http://upstream.test/prefix/api/x?cursor=2>; rel="next", <http://t>; rel="xet-auth"'),
+            ("Location", "http://upstream.test/prefix/api/resolve-cache/models/a/b/c"),
+            ("Content-Type", "application/octet-stream"),
+        ]
+        return httpx.Response(302, headers=headers, content=chunked(request.content[::-1]))
+
+    async def chunked(data: bytes) -> AsyncIterator[bytes]:  # as a network transport streams it
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+
+    async def go() -> tuple[httpx.Response, httpx.Response]:
+        app = endpoint_app(FakeSource(), "http://upstream.test/prefix", transport=httpx.MockTransport(upstream))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node.test") as client:
+            first = await client.put(
+                "/some/path%2Fx?q=1",
+                content=b"abcdef" * 1000,
+                headers={"Connection": "X-Hop", "X-Hop": "1", "Proxy-Authorization": "p", "Accept-Encoding": "gzip"},
+            )
+            second = await client.get("/again")
+        await app.aclose()
+        return first, second
+
+    first, _ = anyio.run(go)
+    request = seen[0]
+    assert str(request.url) == "http://upstream.test/prefix/some/path%2Fx?q=1"
+    assert request.method == "PUT" and request.content == b"abcdef" * 1000
+    assert "x-hop" not in request.headers and "proxy-authorization" not in request.headers
+    assert request.headers["accept-encoding"] == "identity"
+    assert first.status_code == 302 and first.content == (b"abcdef" * 1000)[::-1]
+    assert first.headers.get_list("set-cookie") == ["session=a", "other=b"]
+    assert "keep-alive" not in first.headers and "x-xet-hash" not in first.headers
+    assert first.headers["link"] == '<http://node.test/api/x?cursor=2>; rel="next"'
+    assert first.headers["location"] == "http://node.test/api/resolve-cache/models/a/b/c"
+    assert "cookie" not in seen[1].headers  # the upstream's cookies are not kept for the next client
+
+
 def test_traversal_and_foreign_hosts_are_refused(node: Node, hub: DevHub):
     for path in (
         "/org/tiny/resolve/main/../../../etc/passwd",

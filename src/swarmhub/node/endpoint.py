@@ -62,8 +62,8 @@ __all__ = ["EndpointStats", "HubEndpoint", "endpoint_app", "unsafe_path"]
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000  # tree entries per page, as the Hub
-PROBE_TIMEOUT = 3.0  # seconds per HEAD attempt: two attempts fit huggingface_hub's 10 s HEAD timeout
-API_TIMEOUT = 10.0  # seconds per /api/ attempt (huggingface_hub's own request timeout)
+PROBE_TIMEOUT = 3.0  # seconds per HEAD attempt: two (after a refused connection) fit huggingface_hub's 10 s
+API_TIMEOUT = 8.0  # seconds an /api/ answer may take; huggingface_hub's own timeout is 10 s
 _MAX_PROBE_REDIRECTS = 3  # same-host redirects followed to find X-Repo-Commit
 _LINKED = ("x-linked-size", "x-linked-etag", "x-repo-commit")  # added to a relayed redirect that lacks them
 
@@ -155,7 +155,7 @@ async def _exactly(chunks: AsyncIterator[bytes], length: int, stats: EndpointSta
     left = length
     try:
         async for chunk in chunks:
-            piece = bytes(chunk[:left])
+            piece = chunk if len(chunk) <= left else chunk[:left]  # no copy of a GB file's chunks
             if not piece:
                 continue
             left -= len(piece)

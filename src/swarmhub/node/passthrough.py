@@ -1,8 +1,9 @@
 """The node endpoint's way to its upstream: one Hub-compatible host, asked with the client's own request.
 
 - ``Upstream.send``: one request to the upstream (``base`` + the request's raw path and query, nothing else
-  can name a host), streamed; connection failures and timeouts retried once after a short pause when the
-  request has no body, 5xx too when asked. ``UpstreamUnreachable`` when no answer came.
+  can name a host), streamed; connection failures retried once after a short pause when the request has no
+  body, 5xx too when asked (not a read timeout: waiting twice would outlast the client's own timeout).
+  ``UpstreamUnreachable`` when no answer came.
 - ``relay``: an upstream answer as the client's answer, streamed: hop-by-hop headers dropped, Xet markers
   stripped (``hub.answers``), the upstream's own URLs in ``Location``/``Link`` rewritten to the node's (so a
   paginated listing or a redirect on the upstream's host comes back through the node; redirects to other
@@ -147,7 +148,9 @@ class Upstream:
                 response = await self._client.send(request, stream=True)
             except httpx.TimeoutException as exc:
                 problem = UpstreamUnreachable(f"timed out ({type(exc).__name__})", url=url, timed_out=True)
-                continue
+                if isinstance(exc, httpx.ConnectTimeout):
+                    continue
+                break  # a host that accepted and then stayed silent: a second wait would only double the client's
             except httpx.TransportError as exc:
                 problem = UpstreamUnreachable(f"{type(exc).__name__}: {exc}", url=url)
                 continue
