@@ -17,16 +17,18 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from support.cli import run_cli
 from support.swarm import REPO_ID, make_release, pull, seeding, snapshot_files
-from swarmhub.bt.bencode import decode
+from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.devhub import DevHub, DevHubSettings
 from swarmhub.origin.client import OriginClient
+from swarmhub.registry import catalog as catalog_module
 from swarmhub.registry.catalog import Catalog, PublishRefused
 from swarmhub.registry.follower import Follower
 from swarmhub.registry.server import RegistryServer
@@ -167,13 +169,68 @@ def test_catalog_refuses_mismatched_pairs_and_keeps_tokens_hashed(setup: Setup, 
         assert new and catalog.publish(hybrid, classic, "t") == (release, False)
         token = catalog.create_token("someone")
         assert catalog.token_owner(token) == "someone" and catalog.token_owner(token + "x") is None
-        assert catalog.schema_version == 3
+        assert catalog.schema_version == 4
     finally:
         catalog.close()
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("c.db*"))
     assert token.encode() not in raw
     with sqlite3.connect(tmp_path / "c.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _as_release(torrent: bytes, repo_id: str, commit: str) -> bytes:
+    """The same files as another release of another repo or commit (new info-hashes, nothing hashed again)."""
+    meta = decode(torrent)
+    assert isinstance(meta, dict)
+    meta[b"info"][b"hf"][b"repo_id"] = repo_id.encode()
+    meta[b"info"][b"hf"][b"commit"] = commit.encode()
+    meta[b"info"][b"name"] = f"{repo_id.replace('/', '--')}--{commit[:12]}".encode()
+    return encode(meta)
+
+
+def test_each_repos_latest_release_is_flagged_by_publish_and_by_the_migration(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing the latest release of every repo reads a flag (schema 4) instead of a subquery per release: the
+    flag must pick what ``latest()`` picks (newest ``published_at``, a tie going to the later stored), whether
+    publish set it or the migration of an older catalog did."""
+    hybrid, classic = _get(setup.published["torrent_url"])[1], _get(setup.published["classic_torrent_url"])[1]
+    clock = [0.0]
+    monkeypatch.setattr(catalog_module, "time", SimpleNamespace(time=lambda: clock[0]))  # the catalog's clock
+    db = tmp_path / "c.db"
+    catalog = Catalog(db)
+    c = [f"{n:040x}" for n in range(1, 6)]
+    # org/a: c1, then c2 and c3 at the same time (c3 stored later wins), then c4 from a clock that went back
+    for repo_id, commit, when in [("org/a", c[0], 100), ("org/a", c[1], 300), ("org/a", c[2], 300),
+                                  ("org/b", c[4], 250), ("org/a", c[3], 200)]:  # fmt: skip
+        clock[0] = when
+        catalog.publish(_as_release(hybrid, repo_id, commit), _as_release(classic, repo_id, commit), "t")
+
+    def listed(catalog: Catalog) -> dict[str, list[tuple[str, str]]]:
+        out = {}
+        for sort in ("newest", "name", "size"):
+            releases, total = catalog.search(sort=sort)  # type: ignore[arg-type]
+            assert total == len(releases)
+            out[sort] = [(r.repo_id, r.commit) for r in releases]
+        out["text"] = [(r.repo_id, r.commit) for r in catalog.search("a", org="org")[0]]
+        return out
+
+    expected = [("org/a", c[2]), ("org/b", c[4])]
+    assert [(r, catalog.latest("model", r).commit) for r in ("org/a", "org/b")] == expected  # type: ignore[union-attr]
+    by_publish = listed(catalog)
+    assert by_publish["newest"] == by_publish["name"] == expected
+    assert by_publish["text"] == [("org/a", c[2])]
+    catalog.close()
+    with sqlite3.connect(db) as raw:  # back to schema 3: no flag, no indexes on it
+        for index in ("releases_latest", "releases_latest_newest", "releases_latest_size", "releases_latest_org"):
+            raw.execute(f"DROP INDEX {index}")
+        raw.execute("ALTER TABLE releases DROP COLUMN latest")
+        raw.execute("PRAGMA user_version = 3")
+    catalog = Catalog(db)
+    try:
+        assert catalog.schema_version == 4 and listed(catalog) == by_publish
+    finally:
+        catalog.close()
 
 
 def _wait_json(url: str, ready: Any, timeout: float = 60) -> Any:

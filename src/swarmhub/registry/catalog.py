@@ -92,6 +92,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (repo_type, org, branch, repo_id)
     );
     """,
+    # 4: each repo's latest release flagged (kept by publish), so listing the latest of every repo reads one
+    # partial index instead of running a subquery per release (10k repos x 3 releases: 50-130 ms -> ~1 ms)
+    """
+    ALTER TABLE releases ADD COLUMN latest INTEGER NOT NULL DEFAULT 0;
+    UPDATE releases SET latest = 1 WHERE id IN (
+        SELECT id FROM (
+            SELECT id, row_number() OVER (
+                PARTITION BY repo_type, repo_id ORDER BY published_at DESC, id DESC
+            ) AS n FROM releases
+        ) WHERE n = 1
+    );
+    CREATE INDEX releases_latest_newest ON releases (published_at DESC, id DESC) WHERE latest = 1;
+    CREATE INDEX releases_latest ON releases (repo_id, repo_type, org) WHERE latest = 1;
+    CREATE INDEX releases_latest_size ON releases (total_size DESC, id DESC) WHERE latest = 1;
+    CREATE INDEX releases_latest_org ON releases (org, published_at DESC, id DESC) WHERE latest = 1;
+    """,
 )
 
 
@@ -180,6 +196,23 @@ def _release(row: sqlite3.Row) -> Release:
         info_hash_v1=row["info_hash_v1"],
         info_hash_v2=row["info_hash_v2"],
         classic_info_hash=row["classic_info_hash"],
+    )
+
+
+# Ties broken so that paging never repeats or skips a release (and the latest-only indexes give the order).
+_ORDERS: dict[Sort, str] = {
+    "newest": "published_at DESC, id DESC",
+    "name": "repo_id ASC, repo_type ASC",
+    "size": "total_size DESC, id DESC",
+}
+
+
+def _flag_latest(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
+    """Flag the repo's latest release (newest ``published_at``, then the last stored), as ``latest()`` picks it."""
+    db.execute(
+        "UPDATE releases SET latest = (id = (SELECT id FROM releases WHERE repo_type = ? AND repo_id = ? "
+        "ORDER BY published_at DESC, id DESC LIMIT 1)) WHERE repo_type = ? AND repo_id = ?",
+        (repo_type, repo_id, repo_type, repo_id),
     )
 
 
@@ -363,7 +396,7 @@ class Catalog:
             return existing, False
         files = [{"path": f.path, "size": f.size, "etag": f.etag} for f in h.files]
         with self._write() as db:
-            db.execute(
+            inserted = db.execute(
                 "INSERT OR IGNORE INTO releases (repo_type, repo_id, org, commit_sha, published_at, published_by, "
                 "total_size, num_files, files_json, name, info_hash_v1, info_hash_v2, torrent, classic_info_hash, "
                 "classic_torrent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -385,6 +418,8 @@ class Catalog:
                     classic,
                 ),
             )
+            if inserted.rowcount == 1:
+                _flag_latest(db, h.repo.repo_type, h.repo.repo_id)
         release = self.get(h.repo.repo_type, h.repo.repo_id, h.repo.commit)
         assert release is not None
         return release, True
@@ -439,7 +474,8 @@ class Catalog:
         latest_only: bool = True,
     ) -> tuple[list[Release], int]:
         """Releases matching ``text`` (in the repo id) and filters; with the total count for paging."""
-        where, args = ["1 = 1"], []
+        where: list[str] = []
+        args: list[object] = []
         if text:
             where.append("repo_id LIKE ? ESCAPE '\\'")
             args.append("%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
@@ -450,16 +486,21 @@ class Catalog:
             where.append("repo_type = ?")
             args.append(repo_type)
         if latest_only:
-            where.append(
-                "id = (SELECT r2.id FROM releases r2 WHERE r2.repo_type = releases.repo_type AND "
-                "r2.repo_id = releases.repo_id ORDER BY r2.published_at DESC, r2.id DESC LIMIT 1)"
+            # Filtering reads ``releases_latest`` alone: it holds every column a filter tests. Left to itself,
+            # SQLite counts through the smallest partial index and looks each row up to test the filters
+            # (10k repos: 15-50 ms instead of 2). A text match picks the rows the same way, then sorts them.
+            matching = " AND ".join(["latest = 1", *where])
+            counted = f"SELECT count(*) FROM releases INDEXED BY releases_latest WHERE {matching}"
+            chosen = (
+                f"id IN (SELECT id FROM releases INDEXED BY releases_latest WHERE {matching})" if text else matching
             )
-        order = {"newest": "published_at DESC, id DESC", "name": "repo_id ASC", "size": "total_size DESC"}[sort]
-        clause = " AND ".join(where)
+        else:
+            chosen = " AND ".join(where) or "1 = 1"
+            counted = f"SELECT count(*) FROM releases WHERE {chosen}"
         with self._lock:
-            total = int(self._db.execute(f"SELECT count(*) FROM releases WHERE {clause}", args).fetchone()[0])
+            total = int(self._db.execute(counted, args).fetchone()[0])
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM releases WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                f"SELECT {_COLUMNS} FROM releases WHERE {chosen} ORDER BY {_ORDERS[sort]} LIMIT ? OFFSET ?",
                 [*args, max(0, min(limit, 500)), max(0, offset)],
             ).fetchall()
         return [_release(r) for r in rows], total

@@ -11,7 +11,7 @@ Everything a publisher chose (repo ids, file paths, names) reaches the page thro
 a Content-Security-Policy that allows only our own stylesheet and script is the second fence. Catalog queries
 (SQLite, blocking) run in worker threads; ``health`` runs on the event loop, where the tracker's swarms live.
 Sorting by seeders ranks every matching repo by live counts, so it reads every matching latest release (2,000
-repos: 0.1 s, 10,000: 1.5 s) and keeps that list a few seconds; the other sorts are the catalog's, one page
+repos: 0.05 s, 10,000: 0.25 s) and keeps that list a few seconds; the other sorts are the catalog's, one page
 of 50 at a time.
 """
 
@@ -207,7 +207,7 @@ def _all_latest(catalog: Catalog, query: IndexQuery) -> list[Release]:
 class _RecentSearches:
     """The releases behind the seeders sort, kept ``ttl`` seconds per filter (the newest few filters).
 
-    Reading every matching release costs one catalog query per 500 (10,000 repos: ~1.5 s); ranking them by
+    Reading every matching release costs one catalog query per 500 (10,000 repos: ~0.25 s); ranking them by
     live health costs ~0.1 s. So the list may be ``ttl`` seconds stale (a new release shows up a little
     later in this sort only), while the health numbers never are.
     """
