@@ -119,3 +119,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert swarm["origin_bytes_nodes"] < 1.1 * swarm["a"]["origin_bytes"] + 100_000  # the origin sent it once
     assert swarm["info_hash_v2"] and swarm["torrent_url"].startswith(result["registry"]["url"])
     assert result["landed"] == swarm["c"]["path"] and Path(result["landed"], "model.safetensors").is_file()
+    node = result["node"]  # a program with HF_ENDPOINT at node D got the release from node C's pieces
+    assert node["lfs_from_origin"] == 0 and node["peer_bytes"] > 4_000_000
+    assert (
+        Path(node["snapshot"], "model.safetensors").read_bytes()
+        == Path(result["landed"], "model.safetensors").read_bytes()
+    )

@@ -8,10 +8,12 @@
 4. A local swarm of three nodes, each with its own Hugging Face cache under ``DIR/nodes``: node A pulls the
    release (no peer has it yet, so the origin serves it once) and seeds it; nodes B and C pull it together
    from A and from each other with the origin switched off, straight into their caches.
-5. Hash the same files from disk (``--from-dir``) and check the torrent is byte-identical.
-6. Ask libtorrent to check every piece of the torrent against the files, then print what the torrent holds.
-7. huggingface_hub, offline, finds node C's snapshot where it looks for it.
-Later issues add the registry and the node daemon.
+5. The node daemon: node D (empty cache) serves a Hub-compatible endpoint; an unmodified huggingface_hub
+   program run with ``HF_ENDPOINT`` at it downloads the release, which node D fetches from node C while
+   the program reads (the torrent comes from the registry), with no byte of it from the origin.
+6. Hash the same files from disk (``--from-dir``) and check the torrent is byte-identical.
+7. Ask libtorrent to check every piece of the torrent against the files, then print what the torrent holds.
+8. huggingface_hub, offline, finds node C's snapshot where it looks for it.
 """
 
 from __future__ import annotations
@@ -184,6 +186,47 @@ async def _until_seeding(registry_url: str, info_hash_v1: str, timeout: float = 
     raise SwarmhubError("node A never announced itself to the registry's tracker")
 
 
+def _through_node(endpoint: str, registry_url: str, nodes: Path, commit: str) -> dict[str, Any]:
+    """Node D, with an empty cache, serves the Hub's API; a program with HF_ENDPOINT at it downloads the
+    release (in a subprocess: huggingface_hub reads HF_ENDPOINT at import) while D fetches it from C."""
+    import subprocess
+    import sys
+
+    from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.engine.session import Engine
+    from swarmhub.node.daemon import Node
+    from swarmhub.node.seeding import seed_release
+    from swarmhub.registry.client import RegistryClient
+    from swarmhub.settings import Settings
+
+    torrent = RegistryClient(registry_url).torrent("model", REPO_ID, commit)
+    parsed = parse_torrent(torrent)
+    settings = Settings.from_env().with_cache(nodes / "d" / "hub")
+    with Engine() as c:
+        seed_release(c, parsed, torrent, nodes / "c" / "hub", nodes / "c" / "swarmhub" / "parts")
+        node = Node(settings, port=0, upstream=endpoint, registry=registry_url, peers=[("127.0.0.1", c.listen_port)])
+        with node:
+            code = "import sys; from huggingface_hub import snapshot_download; print(snapshot_download(sys.argv[1]))"
+            env = {**os.environ, "HF_ENDPOINT": node.url, "HF_HUB_CACHE": str(nodes / "program" / "hub")}
+            env.pop("HF_HUB_OFFLINE", None)
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-c", code, REPO_ID], capture_output=True, text=True, env=env, timeout=300
+            )
+            seconds = time.monotonic() - started
+            assert node.library is not None
+            stats = node.library.stats()
+    if done.returncode != 0:
+        raise SwarmhubError(f"huggingface_hub through the node failed: {done.stderr.strip().splitlines()[-1:]}")
+    return {
+        "url": node.url,
+        "snapshot": done.stdout.strip().splitlines()[-1],
+        "seconds": round(seconds, 3),
+        "peer_bytes": stats.peer_bytes,
+        "origin_bytes": stats.origin_bytes,
+    }
+
+
 def _offline_snapshot(cache: Path, commit: str) -> str:
     """What huggingface_hub returns for the release with no network at all (a subprocess: it reads
     ``HF_HUB_OFFLINE`` at import)."""
@@ -272,7 +315,18 @@ def run(args: argparse.Namespace) -> int:
                 )
             say(
                 f"   the origin sent {human_size(swarm['origin_bytes_nodes'])} for the three nodes (and "
-                f"{human_size(swarm['origin_bytes_publishing'])} to publish: two torrents, streamed)"
+                f"{human_size(swarm['origin_bytes_publishing'])} to publish: both torrents from one streamed pass)"
+            )
+            hub.log.clear()
+            commit = created["hybrid"].torrent.repo.commit if created["hybrid"].torrent.repo else ""
+            via = _through_node(hub.endpoint, registry.url, root / "nodes", commit)
+            via["lfs_from_origin"] = sum(e.body_bytes for e in hub.log.entries("/lfs/*"))
+            results["node"] = via
+            say(
+                f"5. node daemon     node D at {via['url']}: HF_ENDPOINT={via['url']} snapshot_download "
+                f"got the release in {via['seconds']:.1f} s;\n                   node D fetched "
+                f"{human_size(via['peer_bytes'])} from node C while the program read, "
+                f"{human_size(via['lfs_from_origin'])} of weights from the origin"
             )
             if args.serve:
                 say(f"\nthe registry's website: {registry.url}/ (Ctrl-C stops)")
@@ -285,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     local = asyncio.run(create_release_torrent(CreateRequest("model", REPO_ID, commit, from_dir=repo), None))
     identical = local.data == hybrid.data
     results["from_dir_identical"] = identical
-    say(f"5. from disk       same torrent as streamed: {'yes' if identical else 'NO'}")
+    say(f"6. from disk       same torrent as streamed: {'yes' if identical else 'NO'}")
 
     view = root / "libtorrent-view"
     view.mkdir(exist_ok=True)
@@ -295,17 +349,24 @@ def run(args: argparse.Namespace) -> int:
     check = check_files(hybrid.data, view)
     results["libtorrent_check"] = {"pieces": check.pieces, "valid": check.valid_pieces}
     say(
-        f"6. libtorrent      {check.valid_pieces}/{check.pieces} pieces valid, info-hashes "
+        f"7. libtorrent      {check.valid_pieces}/{check.pieces} pieces valid, info-hashes "
         f"{'match' if check.info_hash_v1 == hybrid.torrent.info_hash_v1 else 'DIFFER'}"
     )
     landed = _offline_snapshot(root / "nodes" / "c" / "hub", commit)
     results["landed"] = landed
-    say(f"7. landed          {landed or 'NOT FOUND'}")
+    say(f"8. landed          {landed or 'NOT FOUND'}")
     say("                   (huggingface_hub, offline, finds it there: HF_HUB_OFFLINE=1 snapshot_download)")
     swarm_ok = landed == results["swarm"]["c"]["path"] and all(
         results["swarm"][n]["origin_bytes"] == 0 for n in ("b", "c")
     )
-    ok = identical and check.complete and check.info_hash_v2 == hybrid.torrent.info_hash_v2 and swarm_ok
+    got = Path(results["node"]["snapshot"])
+    node_ok = results["node"]["lfs_from_origin"] == 0 and all(
+        (got / p.relative_to(repo)).read_bytes() == p.read_bytes()
+        for p in repo.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(repo).parts
+    )
+    say(f"                   the program's files are the release's: {'yes' if node_ok else 'NO'}")
+    ok = identical and check.complete and check.info_hash_v2 == hybrid.torrent.info_hash_v2 and swarm_ok and node_ok
     results["ok"] = ok
     if args.json:
         print_json(results)
