@@ -273,9 +273,7 @@ class HubEndpoint:
         headers = forward_headers(request.scope["headers"], drop=("range", "content-length"))
         first = await self.upstream.send("HEAD", url, headers, timeout=self.probe_timeout, retry_5xx=True)
         await first.aclose()
-        linked = {
-            k: first.headers[k] for k in ("x-linked-size", "x-linked-etag", "x-repo-commit") if k in first.headers
-        }
+        linked = {k: first.headers[k] for k in _LINKED if k in first.headers}
         commit, current = first.headers.get("x-repo-commit"), first
         for _ in range(_MAX_PROBE_REDIRECTS):
             location = current.headers.get("location")
@@ -452,8 +450,11 @@ def endpoint_app(
     """The node's Hub-compatible ASGI app for releases of ``source``, falling back to ``upstream``
     (``https://huggingface.co``, or any Hub-compatible base URL).
 
-    ``read_timeout``: seconds one read of a relayed body may wait. ``retries``: extra attempts after a
-    connection failure, timeout or 5xx (requests without a body only), ``retry_pause`` seconds apart.
+    ``probe_timeout``: seconds the upstream's HEAD on a resolve URL may take (and any connect);
+    ``api_timeout``: seconds an ``/api/`` answer may take; ``read_timeout``: seconds one read of a relayed
+    body may wait. ``retries``: extra attempts after a refused/reset connection, a connect timeout or a 5xx
+    (requests without a body only), ``retry_pause`` seconds apart. ``transport``: an httpx transport for the
+    upstream (tests). The caller closes the app with ``await app.aclose()`` (uvicorn's lifespan does too).
     """
     if page_size < 1:
         raise ConfigError(f"page_size must be positive, not {page_size}")
