@@ -89,6 +89,7 @@ def verify_etag(path: Path, file: RepoFile) -> None:
             actual=digest.hexdigest(),
         )
 
+
 PART_SUFFIX = ".swarmhub-part"  # a file being written by libtorrent (never huggingface_hub's ".incomplete")
 
 
