@@ -10,8 +10,9 @@ from pathlib import Path
 
 from huggingface_hub import snapshot_download
 
+from support.cli import run_cli
 from support.pulled import Release
-from support.swarm import REPO_ID, seeding, sha256, snapshot_files
+from support.swarm import REPO_ID, pull, seeding, sha256, snapshot_files
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine
 from swarmhub.node.daemon import Node
@@ -110,3 +111,22 @@ def test_huggingface_hub_through_the_node_gets_the_release_from_peers(
     node_snapshot = tmp_path / "node" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
     landed = snapshot_files(node_snapshot)  # on the node's disk too, as a pull lands them: what was read
     assert MODEL in landed and all(release.files[path] == data for path, data in landed.items())
+
+
+def test_pull_and_seed_hand_their_work_to_the_running_node(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    """With a node running on the cache, `swarmhub pull` asks it (one libtorrent session owns the cache) and
+    gets the same JSON; `swarmhub seed` says the node seeds; `swarmhub status` shows the release."""
+    with seeding(seeded_cache) as seeder, _node(release, tmp_path / "node", peers=[("127.0.0.1", seeder.port)]):
+        cache = tmp_path / "node" / "hub"
+        result = pull(REPO_ID, "--torrent", release.hybrid, "--cache-dir", cache, "--include", "*.safetensors")
+        seeded = run_cli("seed", "--cache-dir", cache)
+        status = run_cli("status", "--cache-dir", cache, "--json")
+    assert result["commit"] == release.commit and result["peer_bytes"] >= len(release.files[MODEL])
+    assert result["origin_bytes"] == 0
+    wanted = {p: d for p, d in release.files.items() if p.endswith(".safetensors")}
+    assert snapshot_files(Path(result["snapshot_path"])) == wanted
+    assert seeded.returncode == 0 and "seeds every release" in seeded.stdout
+    assert status.returncode == 0 and json.loads(status.stdout)["releases"][0]["repo_id"] == REPO_ID
+    assert run_cli("status", "--cache-dir", cache).returncode == 1  # stopped: no node any more

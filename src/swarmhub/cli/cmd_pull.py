@@ -26,6 +26,8 @@ from swarmhub.hub.repo import RepoType, is_commit_prefix, parse_repo_type
 from swarmhub.settings import Settings, check_endpoint
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from swarmhub.bt.metainfo import Torrent
     from swarmhub.engine.session import Engine
     from swarmhub.node.pull import PullProgress, PullResult
@@ -303,6 +305,7 @@ class _Bar:
 
 async def _pull(args: argparse.Namespace, settings: Settings) -> int:
     from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.node.daemon import running_node
     from swarmhub.node.landing import CacheDestination, Destination, LocalDirDestination
     from swarmhub.node.pull import Pull
     from swarmhub.node.seeding import seed_release
@@ -339,6 +342,16 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         source = _fallback_source(args, settings, torrent, origin)
         if warning:
             log.warning("%s", warning)
+        node = None if args.local_dir or args.seed else running_node(settings.state_dir)
+        if node is not None:  # the node on this machine owns the cache: it pulls, and seeds after
+            bar = _Bar(repo_id, enabled=sys.stderr.isatty() and not (args.json or args.no_progress))
+            try:
+                result = await asyncio.to_thread(_pull_on_node, node, torrent, data, args, bar.update)
+            finally:
+                bar.close()
+            CacheDestination(settings.hub_cache, torrent.repo).finish(ref)
+            _report(args, result, torrent, TorrentStore(settings.state_dir).save(torrent, data))
+            return 0
         destination: Destination = (
             LocalDirDestination(args.local_dir, torrent.repo)
             if args.local_dir
@@ -387,6 +400,51 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             await origin.aclose()
         if source is not None and source.client is not origin:
             await source.client.aclose()
+
+
+def _pull_on_node(
+    url: str, torrent: Torrent, data: bytes, args: argparse.Namespace, on_progress: Callable[[PullProgress], None]
+) -> PullResult:
+    """``POST /pull`` to the running node: its progress lines drive ours; its last line is the result."""
+    import base64
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    from swarmhub.node.pull import PullProgress, PullResult
+
+    assert torrent.repo is not None
+    body = json.dumps({"torrent": base64.b64encode(data).decode(), "include": args.include, "exclude": args.exclude})
+    request = urllib.request.Request(
+        f"{url}/pull", data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout + 60) as response:
+            for raw in response:
+                line = json.loads(raw)
+                if "progress" in line:
+                    on_progress(PullProgress(**line["progress"]))
+                elif "error" in line:
+                    raise SwarmhubError(line["error"], hint=line.get("hint"))
+                elif "result" in line:
+                    done = line["result"]
+                    return PullResult(
+                        ref=torrent.repo,
+                        key="",
+                        path=Path(done["snapshot_path"]),
+                        files=done["files"],
+                        files_downloaded=done["files_landed"],
+                        bytes=done["total"],
+                        peer_bytes=done["peer_bytes"],
+                        origin_bytes=done["origin_bytes"],
+                        seconds=time.monotonic() - started,
+                        banned_peers=(),
+                    )
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise SwarmhubError(f"the node at {url} failed the pull: {exc}", hint="see its log, or stop it") from exc
+    raise SwarmhubError(f"the node at {url} ended the pull without a result", hint="see its log")
 
 
 def _report(args: argparse.Namespace, result: PullResult, torrent: Torrent, torrent_path: Path | None) -> None:

@@ -59,6 +59,7 @@ def _row(stored: Any, plan: Any) -> dict[str, Any]:
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
     from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.node.daemon import running_node
     from swarmhub.node.seeding import seed_plan, seed_release
     from swarmhub.node.store import TorrentStore
 
@@ -95,6 +96,9 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
             if not rows:
                 print(f"no releases in {store.dir}")
         return 0
+    node = running_node(settings.state_dir)
+    if node is not None:  # it seeds the cache already; it takes the torrents just stored too
+        return _seed_on_node(node, args)
     engine = engine_from_args(args)
     try:
         seeding = []
@@ -130,3 +134,21 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env().with_cache(args.cache_dir)
     return asyncio.run(_seed(args, settings))
+
+
+def _seed_on_node(url: str, args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{url}/seed", data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            added = int(json.loads(response.read())["seeding"])
+    except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
+        raise SwarmhubError(f"the node at {url} does not answer: {exc}", hint="stop it, or restart it") from exc
+    if args.json:
+        print_json({"node": url, "added": added})
+    else:
+        print(f"the node at {url} seeds every release in the cache ({added} torrent(s) added now)")
+    return 0

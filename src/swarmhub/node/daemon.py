@@ -5,29 +5,39 @@ Everything is served on one port on 127.0.0.1: the Hub's paths (``/api/...``, ``
 
 - ``GET /status``   what the node is, holds and does (JSON; ``swarmhub status`` prints it)
 - ``GET /metrics``  Prometheus text: bytes from peers and from the origin, bytes uploaded, releases, peers, errors
+- ``POST /pull``    ``{"torrent": base64, "include", "exclude"}``: land those files (``swarmhub pull`` hands its work
+                    to the node); JSON lines of progress, then ``{"result": ...}`` or ``{"error", "hint"}``
+- ``POST /seed``    seed the store's torrents not seeded yet (``swarmhub seed --torrent`` stored one)
 
 A running node writes ``<state>/node.json`` (its URL and pid) so the CLI on the same machine finds it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from swarmhub import __version__
+from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine, Profile
+from swarmhub.errors import SwarmhubError
+from swarmhub.hub.patterns import path_selected
 from swarmhub.node.library import Library
+from swarmhub.node.pull import PullProgress
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
 from swarmhub.serving import BackgroundServer
@@ -148,7 +158,52 @@ def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
         assert node.library is not None
         return PlainTextResponse(prometheus_text(asdict(node.library.stats())), media_type="text/plain; version=0.0.4")
 
-    return Starlette(routes=[Route("/status", status), Route("/metrics", metrics), Mount("/", endpoint)])
+    async def pull(request: Request) -> Response:
+        assert node.library is not None
+        try:
+            body = await request.json()
+            data = base64.b64decode(body["torrent"], validate=True)
+            include, exclude = body.get("include"), body.get("exclude")
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": f"bad request: {exc}"}, status_code=400)
+        return StreamingResponse(_pull_lines(node.library, data, include, exclude), media_type="application/x-ndjson")
+
+    async def rescan(request: Request) -> Response:
+        assert node.library is not None
+        return JSONResponse({"seeding": node.library.seed_new()})
+
+    return Starlette(
+        routes=[
+            Route("/status", status),
+            Route("/metrics", metrics),
+            Route("/pull", pull, methods=["POST"]),
+            Route("/seed", rescan, methods=["POST"]),
+            Mount("/", endpoint),
+        ]
+    )
+
+
+async def _pull_lines(
+    library: Library, data: bytes, include: list[str] | None, exclude: list[str] | None
+) -> AsyncIterator[bytes]:
+    """``POST /pull``: one JSON line per half second of progress, then ``{"result": ...}`` or ``{"error": ...}``."""
+    updates: asyncio.Queue[PullProgress] = asyncio.Queue()
+    try:
+        torrent = parse_torrent(data)
+        release = library.adopt(torrent, data)
+        paths = [f.path for f in release.files if path_selected(f.path, include, exclude)]
+        task = asyncio.create_task(library.pull_release(release, paths, updates.put_nowait))
+        while not task.done():
+            with contextlib.suppress(TimeoutError):
+                yield _line({"progress": asdict(await asyncio.wait_for(updates.get(), 1.0))})
+        done = task.result()
+        yield _line({"result": {**asdict(done), "snapshot_path": str(release.dest.snapshot), "files": len(paths)}})
+    except SwarmhubError as exc:
+        yield _line({"error": str(exc), "hint": exc.hint})
+
+
+def _line(value: object) -> bytes:
+    return json.dumps(value).encode() + b"\n"
 
 
 _METRICS = {  # stat -> (metric, type, help)

@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.hub.cache import ref_path_for
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
 from swarmhub.node.landing import CacheDestination
-from swarmhub.node.pull import Pull, release_files
+from swarmhub.node.pull import Pull, PullProgress, release_files
 from swarmhub.node.seeding import seed_release
 from swarmhub.node.sources import HubSource
 from swarmhub.node.store import StoredTorrent, TorrentStore
@@ -204,6 +204,17 @@ class Library:
                     adopted += not classic
         return adopted
 
+    def seed_new(self) -> int:
+        """Seed the stored releases not seeded or pulled yet; returns how many torrents."""
+        busy = self._seeding.keys() | self._pulls.keys()
+        return sum(self._seed(s) for s in self.store.all() if s.torrent.repo not in busy)
+
+    def adopt(self, torrent: Torrent, data: bytes) -> SwarmRelease:
+        """A release handed over with its torrent (``swarmhub pull``): stored, and known from now on."""
+        release = SwarmRelease(self, torrent, data)  # checks the torrent carries the Hub identity
+        self.store.save(torrent, data)
+        return self._releases.setdefault(release.ref, release)
+
     def _seed(self, stored: StoredTorrent) -> bool:
         ref = stored.torrent.repo
         assert ref is not None
@@ -290,6 +301,26 @@ class Library:
             self._pulls[release.ref] = (pull, task)
             self.store.save(release.torrent, release.data)
             return pull
+
+    async def pull_release(
+        self, release: SwarmRelease, paths: Sequence[str], on_progress: Callable[[PullProgress], None]
+    ) -> PullProgress:
+        """Land these files of ``release`` (``swarmhub pull`` handing its work to the node); returns the
+        pull's counters at the end."""
+        if not paths:
+            return PullProgress(0, 0, 0, 0, 0, 0, 0)
+        pull = await self.pull_for(release, paths[0])
+        pull.want(paths)
+        running = self._pulls[release.ref][1]
+        waiting = asyncio.create_task(pull.until_landed(paths, running))
+        try:
+            while not waiting.done():
+                await asyncio.wait([waiting], timeout=0.5)
+                on_progress(pull.progress())
+            waiting.result()
+        finally:
+            waiting.cancel()
+        return pull.progress()
 
     def _pull_ended(self, ref: RepoRef, pull: Pull, task: asyncio.Task[object]) -> None:
         if self._pulls.get(ref, (None,))[0] is pull:

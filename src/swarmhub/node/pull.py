@@ -220,6 +220,33 @@ class Pull:
     def wants(self, path: str) -> bool:
         return any(f.placement.file.path == path for f in self._files)
 
+    async def until_landed(self, paths: Iterable[str], running: asyncio.Task[object]) -> None:
+        """Until every file of ``paths`` (wanted before) is in place; the pull's error if ``running`` (its
+        ``run()``) ends first."""
+        wanted = set(paths)
+        files = [f for f in self._files if f.placement.file.path in wanted]
+        while not all(f.landed for f in files):
+            if running.done():
+                error = None if running.cancelled() else running.exception()
+                if error is not None:
+                    raise error
+                raise SwarmhubError(f"the pull of {self.ref.repo_id} ended before its files landed")
+            self._state.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state.changed.wait(), 0.5)
+
+    def progress(self) -> PullProgress:
+        status = self.engine.status(self.key) if self.key else None
+        return PullProgress(
+            done=status.total_wanted_done if status else 0,
+            total=status.total_wanted if status else 0,
+            peer_bytes=self._peer_bytes(),
+            origin_bytes=self.origin_bytes(),
+            peers=status.num_peers if status else 0,
+            files_landed=sum(f.landed for f in self._files),
+            files_total=len(self._files),
+        )
+
     def _to_fetch(self) -> list[_File]:
         return [f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size]
 
