@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import os
 import socket
 import subprocess
@@ -435,6 +436,9 @@ def test_swarm_failure_before_and_after_the_first_byte(node: Node, source: FakeS
     release.fail_at = 100_000
     with pytest.raises(httpx.RemoteProtocolError):  # the body breaks off: the client does not keep it
         httpx.get(f"{node.url}/org/tiny/resolve/main/weights.bin")
+    deadline = time.monotonic() + 10  # the server closes the stream once it has seen the failure
+    while len(release.closed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert len(release.closed) == 2
 
 
