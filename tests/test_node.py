@@ -107,6 +107,10 @@ def test_huggingface_hub_through_the_node_gets_the_release_from_peers(
     assert len(release.hub.log.entries("/lfs/*")) == lfs_before  # no LFS byte from the origin
     peer_bytes = int(next(line.split()[1] for line in metrics.splitlines() if line.startswith("swarmhub_peer_bytes")))
     assert peer_bytes >= len(release.files[MODEL])
+    served = int(
+        next(line.split()[1] for line in metrics.splitlines() if line.startswith("swarmhub_endpoint_swarm_bytes"))
+    )
+    assert served >= len(release.files[MODEL])  # through the endpoint, from the swarm
     assert status["releases"][0]["repo_id"] == REPO_ID
     node_snapshot = tmp_path / "node" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
     landed = snapshot_files(node_snapshot)  # on the node's disk too, as a pull lands them: what was read

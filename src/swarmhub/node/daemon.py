@@ -36,6 +36,7 @@ from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine, Profile
 from swarmhub.errors import SwarmhubError
 from swarmhub.hub.patterns import path_selected
+from swarmhub.node.endpoint import HubEndpoint, endpoint_app
 from swarmhub.node.library import Library
 from swarmhub.node.pull import PullProgress
 from swarmhub.origin.client import OriginClient
@@ -82,6 +83,7 @@ class Node(BackgroundServer):
         self.stall_timeout = stall_timeout
         self.engine: Engine | None = None
         self.library: Library | None = None
+        self.endpoint: HubEndpoint | None = None
         self.seeded = 0
 
     @property
@@ -131,10 +133,16 @@ class Node(BackgroundServer):
         return self.engine.listen_port
 
     def _apps(self) -> Sequence[ASGIApp]:
-        from swarmhub.node.endpoint import endpoint_app
-
         assert self.library is not None
-        return [node_app(self, endpoint_app(self.library, self.upstream_url))]
+        self.endpoint = endpoint_app(self.library, self.upstream_url)
+        return [node_app(self, self.endpoint)]
+
+    def counters(self) -> dict[str, int]:
+        assert self.library is not None
+        out = asdict(self.library.stats())
+        if self.endpoint is not None:
+            out |= {f"endpoint_{k}": v for k, v in asdict(self.endpoint.stats).items()}
+        return out
 
     def status(self) -> dict[str, Any]:
         assert self.library is not None
@@ -145,7 +153,7 @@ class Node(BackgroundServer):
             "upstream": self.upstream_url,
             "registry": self.registry_url,
             "cache_dir": str(self.settings.hub_cache),
-            "stats": asdict(self.library.stats()),
+            "stats": self.counters(),
             "releases": self.library.releases(),
         }
 
@@ -155,8 +163,7 @@ def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
         return JSONResponse(node.status())
 
     async def metrics(request: Request) -> Response:
-        assert node.library is not None
-        return PlainTextResponse(prometheus_text(asdict(node.library.stats())), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(prometheus_text(node.counters()), media_type="text/plain; version=0.0.4")
 
     async def pull(request: Request) -> Response:
         assert node.library is not None
@@ -214,12 +221,26 @@ _METRICS = {  # stat -> (metric, type, help)
     "pulling": ("swarmhub_pulls", "gauge", "releases being pulled"),
     "peers": ("swarmhub_peers", "gauge", "connected peers"),
     "errors": ("swarmhub_errors_total", "counter", "pulls that ended with an error"),
+    "endpoint_swarm_answers": (
+        "swarmhub_endpoint_swarm_answers_total",
+        "counter",
+        "Hub requests answered by the swarm",
+    ),
+    "endpoint_swarm_bytes": ("swarmhub_endpoint_swarm_bytes_total", "counter", "file bytes served from the swarm"),
+    "endpoint_offline_answers": (
+        "swarmhub_endpoint_offline_answers_total",
+        "counter",
+        "Hub requests answered by the swarm while the upstream was unreachable",
+    ),
+    "endpoint_relayed": ("swarmhub_endpoint_relayed_total", "counter", "Hub requests passed to the upstream"),
 }
 
 
 def prometheus_text(stats: dict[str, int]) -> str:
     lines = []
     for stat, (metric, kind, text) in _METRICS.items():
+        if stat not in stats:
+            continue
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric} {stats[stat]}"]
     return "\n".join(lines) + "\n"
 
