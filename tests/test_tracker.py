@@ -13,9 +13,11 @@ import ipaddress
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_from_bytes
@@ -39,7 +41,7 @@ from support.clients import (
 )
 from support.layouts import COMMIT, NAME, create_json, write_layout
 from support.lt_peer import LibtorrentPeer
-from swarmhub.bt.bencode import decode
+from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.tracker import (
     DEFAULT_NUMWANT,
     MAX_NUMWANT,
@@ -57,7 +59,8 @@ from swarmhub.bt.tracker import (
     peer_ip,
 )
 from swarmhub.errors import TrackerRequestError
-from swarmhub.tracker import TrackerServer, tracker_app
+from swarmhub.tracker import TrackerServer, protocol, tracker_app
+from swarmhub.tracker.http import MAX_HEAD, HTTPError, RequestHead, client_host, parse_head, render
 
 HASH = bytes(range(236, 256))  # every byte a text decoder would mangle
 PEER = b"-LT2110-" + bytes([0, 0xFF, 0x25, 0x26, 0x2B, 0x3D, 0x20, 0x7F, 0x80, 0xC3, 0xA9, 0x00])
@@ -303,6 +306,55 @@ def test_admit_limits_which_swarms_exist() -> None:
     assert len(swarms) == 1
 
 
+def test_a_re_announce_renews_the_peer_and_expiry_takes_the_oldest() -> None:
+    swarms = Swarms(rng=random.Random(0), interval=100, peer_ttl=100)
+    for n, now in ((1, 0), (2, 10), (3, 20)):
+        swarms.announce(announce(peer_id=peer_id(n)), V4, now=now)
+    swarms.announce(announce(peer_id=peer_id(1)), V4, now=50)  # 1 is now the most recent
+    reply = swarms.announce(announce(peer_id=peer_id(4)), V4, now=115)  # 2 (seen at 10) has expired
+    assert {p.peer_id for p in reply.peers} == {peer_id(1), peer_id(3)}
+    assert {p.peer_id for p in swarms.peers(HASH)} == {peer_id(1), peer_id(3), peer_id(4)}
+
+
+def test_counts_follow_a_peer_that_changes_state() -> None:
+    swarms = Swarms(rng=random.Random(0), interval=100, peer_ttl=100)
+    assert swarms.announce(announce(peer_id=peer_id(1), left=5), V4, now=0).stats == SwarmStats(0, 1, 0)
+    assert swarms.announce(announce(peer_id=peer_id(1), left=0), V4, now=1).stats == SwarmStats(1, 0, 0)
+    assert swarms.announce(announce(peer_id=peer_id(2), left=0), V4, now=2).stats == SwarmStats(2, 0, 0)
+    assert swarms.announce(announce(peer_id=peer_id(1), left=0, event="stopped"), V4, 3).stats == SwarmStats(1, 0, 0)
+    assert swarms.announce(announce(peer_id=peer_id(1), left=0, event="stopped"), V4, 4).stats == SwarmStats(1, 0, 0)
+    assert swarms.announce(announce(peer_id=peer_id(3), left=9), V4, now=150).stats == SwarmStats(0, 1, 0)  # 2 expired
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),  # who
+            st.booleans(),  # seeding
+            st.sampled_from(["", "started", "completed", "stopped"]),
+            st.integers(0, 40),  # seconds since the last announce
+        ),
+        max_size=40,
+    )
+)
+def test_counts_are_what_a_recount_finds(moves: list[tuple[int, bool, str, int]]) -> None:
+    swarms = Swarms(rng=random.Random(0), interval=30, peer_ttl=60)
+    seen: dict[bytes, tuple[bool, float]] = {}
+    now = 0.0
+    for who, seeding, event, wait in moves:
+        now += wait
+        seen = {k: v for k, v in seen.items() if v[1] >= now - 60}
+        request = announce(peer_id=peer_id(who), left=0 if seeding else 1, event=event)
+        stats = swarms.announce(request, V4, now).stats
+        if event == "stopped":
+            seen.pop(peer_id(who), None)
+        else:
+            seen[peer_id(who)] = (seeding, now)
+        seeders = sum(s for s, _ in seen.values())
+        assert (stats.complete, stats.incomplete) == (seeders, len(seen) - seeders)
+        assert {p.peer_id for p in swarms.peers(HASH)} == set(seen)
+
+
 # ----------------------------------------------------------------------------------------------- encoding
 
 
@@ -332,6 +384,22 @@ def test_dictionary_answer() -> None:
         b"ip": b"10.0.0.1",
         b"port": 6881,
     }
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 65535)), max_size=60), st.integers(0, 10**12))
+def test_compact_answer_is_what_bencode_writes(peers: list[tuple[bool, int]], count: int) -> None:
+    listed = tuple(SwarmPeer(peer_id(n), V6 if v6 else V4, port) for n, (v6, port) in enumerate(peers))
+    reply = AnnounceReply(1800, 60, SwarmStats(count, count + 1, 0), listed)
+    expected: dict[str, object] = {
+        "complete": count,
+        "incomplete": count + 1,
+        "interval": 1800,
+        "min interval": 60,
+        "peers": b"".join(p.ip.packed + p.port.to_bytes(2, "big") for p in listed if p.ip.version == 4),
+    }
+    if any(p.ip.version == 6 for p in listed):
+        expected["peers6"] = b"".join(p.ip.packed + p.port.to_bytes(2, "big") for p in listed if p.ip.version == 6)
+    assert encode_announce(reply) == encode(expected)
 
 
 def test_failure_and_scrape_bytes() -> None:
@@ -430,6 +498,279 @@ def test_cli_serves_until_interrupted() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_app_head_unknown_path_and_other_methods() -> None:
+    app = tracker_app(Swarms(rng=random.Random(0)), clock=lambda: 0.0)
+
+    async def go() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.4", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://tracker") as client:
+            return [
+                await client.head("/announce?" + query().decode()),
+                await client.get("/scrape?info_hash=" + quote_from_bytes(HASH, safe="")),
+                await client.get("/announces"),
+                await client.post("/announce?" + query().decode()),
+            ]
+
+    head, scrape, unknown, post = anyio.run(go)
+    assert (head.status_code, head.content, head.headers["cache-control"]) == (200, b"", "no-store")
+    assert int(head.headers["content-length"]) > 0
+    assert decode(scrape.content)[b"files"][HASH] == {b"complete": 0, b"downloaded": 0, b"incomplete": 1}  # HEAD too
+    assert (unknown.status_code, unknown.content) == (404, b"Not Found")
+    assert (post.status_code, post.headers["allow"]) == (405, "GET, HEAD")
+
+
+# ------------------------------------------------------------------------------- HTTP/1.x without I/O
+
+ANNOUNCE_HEAD = b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: t\r\nUser-Agent: x/1\r\nAccept-Encoding: gzip"
+
+
+def test_parse_head() -> None:
+    head = parse_head(ANNOUNCE_HEAD)
+    assert head == RequestHead("GET", b"/announce?" + query(), "/announce", query(), False, True)
+    assert parse_head(b"GET /scrape HTTP/1.1\r\nConnection: Close").keep_alive is False
+    assert parse_head(b"GET /scrape HTTP/1.1\r\nconnection: TE, close").keep_alive is False
+    assert parse_head(b"GET /scrape HTTP/1.0").keep_alive is False
+    assert parse_head(b"GET /scrape HTTP/1.0\r\nConnection: Keep-Alive").keep_alive is True
+    assert parse_head(b"GET /%61nnounce?a=%61 HTTP/1.1").path == "/announce"  # the query stays raw
+    assert parse_head(b"GET /%61nnounce?a=%61 HTTP/1.1").query == b"a=%61"
+    assert parse_head(b"GET http://t.example:6969/announce?x=1 HTTP/1.1").path == "/announce"
+    assert parse_head(b"GET http://t.example:6969/announce?x=1 HTTP/1.1").query == b"x=1"
+    assert parse_head(b"GET http://t.example?x=1 HTTP/1.1").path == "/"
+    assert parse_head(b"POST /announce HTTP/1.1\r\nContent-Length: 12").content_length == 12
+    assert parse_head(b"POST /announce HTTP/1.1\r\nContent-Length: 3, 3").content_length == 3
+    forwarded = parse_head(b"GET / HTTP/1.1\r\nX-Forwarded-For: 192.0.2.1\r\nx-forwarded-for: 10.0.0.9")
+    assert forwarded.forwarded_for == "192.0.2.1, 10.0.0.9"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"", 400),
+        (b"GET /announce", 400),
+        (b"GET  /announce HTTP/1.1", 400),
+        (b"GET /announce HTTP/1.1 extra", 400),
+        (b"G(T /announce HTTP/1.1", 400),
+        (b"GET /ann\x01ounce HTTP/1.1", 400),
+        (b"GET /announce HTTP/2.0", 505),
+        (b"GET /announce HTTX/1.1", 400),
+        (b"GET / HTTP/1.1\r\nHost t", 400),
+        (b"GET / HTTP/1.1\r\nHost : t", 400),  # RFC 9112 5.1: no whitespace before the colon
+        (b"GET / HTTP/1.1\r\nHost: t\r\n folded", 400),  # RFC 9112 5.2: obsolete line folding
+        (b"GET / HTTP/1.1\r\n: t", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: -1", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1e3", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", 501),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3", 400),  # RFC 9112 6.3
+    ],
+)
+def test_malformed_head_is_an_http_error(raw: bytes, status: int) -> None:
+    with pytest.raises(HTTPError) as caught:
+        parse_head(raw)
+    assert caught.value.status == status
+
+
+@given(st.binary(max_size=300))
+def test_any_head_parses_or_raises_http_error(raw: bytes) -> None:
+    with contextlib.suppress(HTTPError):
+        head = parse_head(raw)
+        assert head.content_length >= 0 and isinstance(head.path, str)
+
+
+def test_client_host_believes_x_forwarded_for_from_a_loopback_proxy_only() -> None:
+    assert client_host("127.0.0.1", None) == "127.0.0.1"
+    assert client_host("127.0.0.1", "203.0.113.9") == "203.0.113.9"
+    assert client_host("127.0.0.1", "198.51.100.1, 203.0.113.9:4711") == "203.0.113.9"  # the last proxy's client
+    assert client_host("127.0.0.1", "[2001:db8::7]:4711, 127.0.0.1") == "2001:db8::7"
+    assert client_host("127.0.0.1", "127.0.0.1") == "127.0.0.1"
+    assert client_host("198.51.100.4", "203.0.113.9") == "198.51.100.4"
+
+
+def test_render() -> None:
+    fields = b"content-type: text/plain\r\n"
+    assert render(200, fields, b"d1:xi1ee", date=b"D", keep_alive=True) == (
+        b"HTTP/1.1 200 OK\r\ndate: D\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nd1:xi1ee"
+    )
+    assert render(404, b"", b"", date=b"D", keep_alive=False, length=9) == (
+        b"HTTP/1.1 404 Not Found\r\ndate: D\r\ncontent-length: 9\r\nconnection: close\r\n\r\n"
+    )
+    assert b"\r\nconnection: keep-alive\r\n" in render(200, b"", b"", date=b"D", keep_alive=True, http10=True)
+
+
+# --------------------------------------------------------------------------------- the tracker's server
+
+
+def _read_answer(
+    sock: socket.socket, buffer: bytearray, *, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """One answer off ``sock`` (what is read past it stays in ``buffer``)."""
+    deadline = time.monotonic() + 5
+    while b"\r\n\r\n" not in buffer:
+        assert time.monotonic() < deadline
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {bytes(buffer)!r}"
+        buffer += chunk
+    end = buffer.index(b"\r\n\r\n")
+    status_line, *lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+    del buffer[: end + 4]
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    length = 0 if head_only else int(headers["content-length"])
+    while len(buffer) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in a body"
+        buffer += chunk
+    body = bytes(buffer[:length])
+    del buffer[:length]
+    assert status_line.startswith("HTTP/1.1 ")
+    return int(status_line.split()[1]), headers, body
+
+
+def _closed(sock: socket.socket, timeout: float = 5) -> bool:
+    """Whether the server closes ``sock`` (having sent nothing more) within ``timeout``."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.fixture
+def tracker() -> Iterator[TrackerServer]:
+    with TrackerServer(swarms=Swarms(rng=random.Random(0))) as server:
+        yield server
+
+
+def _connect(tracker: TrackerServer) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", tracker.port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def test_server_keeps_the_connection_alive_and_answers_pipelined_requests_in_order(tracker: TrackerServer) -> None:
+    requests = [
+        b"GET /announce?" + query(peer_id=peer_id(n), port=7000 + n) + b" HTTP/1.1\r\nHost: t\r\n\r\n" for n in range(3)
+    ]
+    with _connect(tracker) as sock:
+        buffer = bytearray()
+        sock.sendall(requests[0])
+        first = _read_answer(sock, buffer)
+        sock.sendall(requests[1] + requests[2])  # pipelined, in one segment
+        second, third = _read_answer(sock, buffer), _read_answer(sock, buffer)
+        sock.sendall(b"GET /scrape?info_hash=" + quote_from_bytes(HASH, safe="").encode() + b" HTTP/1.1\r\n\r\n")
+        scraped = _read_answer(sock, buffer)
+    assert [a[0] for a in (first, second, third, scraped)] == [200] * 4
+    assert [decode(a[2])[b"incomplete"] for a in (first, second, third)] == [1, 2, 3]
+    assert len(decode(third[2])[b"peers"]) == 12  # the two before it
+    assert decode(scraped[2])[b"files"][HASH][b"incomplete"] == 3
+    assert first[1]["content-type"] == "text/plain" and first[1]["cache-control"] == "no-store"
+    assert "connection" not in first[1] and first[1]["date"].endswith(" GMT")
+
+
+def test_server_request_in_one_byte_pieces(tracker: TrackerServer) -> None:
+    with _connect(tracker) as sock:
+        for byte in b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n":
+            sock.send(bytes([byte]))
+        status, headers, body = _read_answer(sock, bytearray())
+        assert (status, headers["connection"], decode(body)[b"incomplete"]) == (200, "close", 1)
+        assert _closed(sock)
+
+
+def test_server_closes_after_connection_close_and_after_http10(tracker: TrackerServer) -> None:
+    for request in (
+        b"GET /announce?" + query() + b" HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /announce?" + query() + b" HTTP/1.0\r\n\r\n",
+    ):
+        with _connect(tracker) as sock:
+            sock.sendall(request + b"GET /announce HTTP/1.1\r\n\r\n")  # never answered
+            buffer = bytearray()
+            assert _read_answer(sock, buffer)[1]["connection"] == "close"
+            assert _closed(sock) and not buffer
+    with _connect(tracker) as sock:
+        sock.sendall(b"GET /announce?" + query() + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        assert _read_answer(sock, bytearray())[1]["connection"] == "keep-alive"
+        assert not _closed(sock, timeout=0.2)
+
+
+def test_server_head_404_405_and_a_body_skipped(tracker: TrackerServer) -> None:
+    with _connect(tracker) as sock:
+        buffer = bytearray()
+        sock.sendall(b"HEAD /announce?" + query() + b" HTTP/1.1\r\n\r\n")
+        status, headers, body = _read_answer(sock, buffer, head_only=True)
+        assert (status, body) == (200, b"") and int(headers["content-length"]) > 0
+        sock.sendall(b"GET /announces HTTP/1.1\r\n\r\n")
+        assert _read_answer(sock, buffer)[::2] == (404, b"Not Found")
+        sock.sendall(b"POST /announce HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        status, headers, _ = _read_answer(sock, buffer)
+        assert (status, headers["allow"]) == (405, "GET, HEAD")
+        sock.sendall(b"GET /scrape?info_hash=" + quote_from_bytes(HASH, safe="").encode() + b" HTTP/1.1\r\n\r\n")
+        assert decode(_read_answer(sock, buffer)[2])[b"files"][HASH][b"incomplete"] == 1  # the HEAD announced
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /announce HTTP/1.1\r\nHost : t\r\n\r\n", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS to a plain-HTTP port
+        (b"GET /announce HTTP/3\r\n\r\n", 505),
+        (b"POST /announce HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
+        (b"GET /announce?" + b"x" * MAX_HEAD + b" HTTP/1.1\r\n", 431),  # no end in sight
+    ],
+)
+def test_server_answers_a_bad_request_and_closes(tracker: TrackerServer, request_bytes: bytes, status: int) -> None:
+    with _connect(tracker) as sock:
+        sock.sendall(request_bytes)
+        buffer = bytearray()
+        answer = _read_answer(sock, buffer)
+        assert (answer[0], answer[1]["connection"]) == (status, "close")
+        assert _closed(sock)
+    assert decode(httpx.get(tracker.announce_url + "?" + query().decode(), trust_env=False).content)[b"complete"] == 0
+
+
+def test_server_closes_idle_connections(tracker: TrackerServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "KEEP_ALIVE", 1)
+    with _connect(tracker) as sock:
+        sock.sendall(b"GET /announce?" + query() + b" HTTP/1.1\r\n\r\n")
+        assert _read_answer(sock, bytearray())[0] == 200
+        started = time.monotonic()
+        assert _closed(sock, timeout=5)
+        assert time.monotonic() - started >= 0.9  # one tick may already be under way, not two
+    with _connect(tracker) as sock:
+        sock.sendall(b"GET /announce")  # a head that never ends
+        assert _closed(sock, timeout=5)
+
+
+def test_server_lists_the_client_behind_a_loopback_proxy(tracker: TrackerServer) -> None:
+    with _connect(tracker) as sock:
+        sock.sendall(b"GET /announce?" + query(left=0) + b" HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+        assert _read_answer(sock, bytearray())[0] == 200
+    assert tracker.swarms.peers(HASH) == (SwarmPeer(PEER, ipaddress.ip_address("203.0.113.9"), 6881),)
+
+
+def test_server_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    with TrackerServer(access_log=True) as tracker, caplog.at_level("INFO", logger="swarmhub.tracker.access"):
+        httpx.get(tracker.url + "/nothing", trust_env=False)
+        with _connect(tracker) as sock:
+            sock.sendall(b"BAD\r\n\r\n")
+            assert _read_answer(sock, bytearray())[0] == 400
+    assert [r.getMessage() for r in caplog.records if r.name == "swarmhub.tracker.access"] == [
+        '127.0.0.1 - "GET /nothing HTTP/1.1" 404',
+        '127.0.0.1 - "-" 400',
+    ]
+
+
+def test_server_stops_with_connections_open() -> None:
+    tracker = TrackerServer().start()
+    sock = _connect(tracker)
+    sock.sendall(b"GET /announce")
+    started = time.monotonic()
+    tracker.stop()
+    assert not tracker.running and time.monotonic() - started < 2
+    assert _closed(sock, timeout=2)
+    sock.close()
 
 
 # ------------------------------------------------------------------------------ real clients, end to end

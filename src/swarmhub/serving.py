@@ -31,7 +31,10 @@ _STOP_TIMEOUT = 5.0
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on ``host:port`` (0 = any free port); ``ConfigError`` if it is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP (accepted ones
+    # inherit it). Without it, Nagle holds a response's body until the client acks its headers: 40 ms per
+    # request on a kept-alive connection (the client delays that ack).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -159,8 +162,9 @@ def run_until_interrupted(server: Startable, ready: Callable[[], None] | None = 
 
 class BackgroundServer:
     """ASGI apps served from a background thread, each on its own socket bound by ``start()`` (port 0: any free
-    port, known at once). Subclasses say which apps (``_apps``, called once the ports are bound) and what
-    their ``port``s mean; the dev hub, the tracker and the registry are this.
+    port, known at once). Subclasses say which apps (``_apps``, called once the ports are bound), or what else
+    serves the sockets (``_server_for``), and what their ``port``s mean; the dev hub, the tracker and the
+    registry are this.
     """
 
     name = "server"
@@ -170,10 +174,14 @@ class BackgroundServer:
         self._ports = tuple(ports)
         self._access_log = access_log
         self._bound: list[int] = []  # the ports actually bound (kept after stop())
-        self._server: UvicornThread | None = None
+        self._server: Startable | None = None
 
     def _apps(self) -> Sequence[ASGIApp]:
         raise NotImplementedError
+
+    def _server_for(self, sockets: list[socket.socket]) -> Startable:
+        """What serves the bound ``sockets`` (not started yet): uvicorn, ``_apps()[i]`` on ``sockets[i]``."""
+        return UvicornThread(f"{self.name}-{self.port}", self._apps(), sockets, access_log=self._access_log)
 
     def _bound_port(self, which: int) -> int:
         if not self._bound:
@@ -198,12 +206,11 @@ class BackgroundServer:
         sockets = [bind(self.host, p) for p in self._ports]
         self._bound = [int(sock.getsockname()[1]) for sock in sockets]
         try:
-            apps = self._apps()
+            self._server = self._server_for(sockets)
         except BaseException:
             for sock in sockets:
                 sock.close()
             raise
-        self._server = UvicornThread(f"{self.name}-{self.port}", apps, sockets, access_log=self._access_log)
         self._server.start()
         return self
 

@@ -16,8 +16,10 @@ truncated to 20 bytes. They are two swarms here, as on every other tracker; clie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
@@ -82,32 +84,43 @@ class AnnounceRequest:
     ip: IPAddress | None = None  # what the client says its address is; see peer_ip()
 
 
-def _query_params(query: bytes) -> dict[str, list[bytes]]:
+def _unquote(raw: bytes) -> bytes:
+    if b"+" in raw:
+        raw = raw.replace(b"+", b" ")
+    return unquote_to_bytes(raw) if b"%" in raw else raw
+
+
+def _query_params(query: bytes) -> dict[bytes, list[bytes]]:
+    """Each name's values, in order; names stay bytes (``bytes.decode`` per parameter shows in a profile)."""
     if len(query) > MAX_QUERY_BYTES:
         raise TrackerRequestError(f"query longer than {MAX_QUERY_BYTES} bytes")
-    params: dict[str, list[bytes]] = {}
+    params: dict[bytes, list[bytes]] = {}
     for part in query.split(b"&"):
         if not part:
             continue
-        raw_name, _, raw_value = part.partition(b"=")
-        name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("latin-1")
-        params.setdefault(name, []).append(unquote_to_bytes(raw_value.replace(b"+", b" ")))
+        name, _, value = part.partition(b"=")
+        if b"%" in part or b"+" in part:  # most parts have neither
+            name, value = _unquote(name), _unquote(value)
+        if name in params:
+            params[name].append(value)
+        else:
+            params[name] = [value]
     return params
 
 
-def _single(params: Mapping[str, list[bytes]], name: str) -> bytes | None:
+def _single(params: Mapping[bytes, list[bytes]], name: bytes) -> bytes | None:
     values = params.get(name)
     if not values:
         return None
     if len(values) > 1:
-        raise TrackerRequestError(f"{name} given {len(values)} times", field=name)
+        raise TrackerRequestError(f"{name.decode()} given {len(values)} times", field=name.decode())
     return values[0]
 
 
-def _required(params: Mapping[str, list[bytes]], name: str) -> bytes:
+def _required(params: Mapping[bytes, list[bytes]], name: bytes) -> bytes:
     value = _single(params, name)
     if value is None:
-        raise TrackerRequestError(f"missing {name}", field=name)
+        raise TrackerRequestError(f"missing {name.decode()}", field=name.decode())
     return value
 
 
@@ -146,19 +159,19 @@ def _address(value: bytes, name: str) -> IPAddress:
 def parse_announce(query: bytes) -> AnnounceRequest:
     """The announce in a raw query string (the bytes after ``?``, still percent-encoded)."""
     params = _query_params(query)
-    info_hash = _twenty_bytes(_required(params, "info_hash"), "info_hash")
-    peer_id = _twenty_bytes(_required(params, "peer_id"), "peer_id")
-    port = _number(_required(params, "port"), "port", high=65535)
+    info_hash = _twenty_bytes(_required(params, b"info_hash"), "info_hash")
+    peer_id = _twenty_bytes(_required(params, b"peer_id"), "peer_id")
+    port = _number(_required(params, b"port"), "port", high=65535)
     if port == 0:
         raise TrackerRequestError("port must be from 1 to 65535", field="port")
-    uploaded = _number(_required(params, "uploaded"), "uploaded")
-    downloaded = _number(_required(params, "downloaded"), "downloaded")
-    left = _number(_required(params, "left"), "left")
-    event = _single(params, "event") or b""
+    uploaded = _number(_required(params, b"uploaded"), "uploaded")
+    downloaded = _number(_required(params, b"downloaded"), "downloaded")
+    left = _number(_required(params, b"left"), "left")
+    event = _single(params, b"event") or b""
     if event not in _EVENTS:
         raise TrackerRequestError("event must be started, completed, stopped or empty", field="event")
-    numwant = _single(params, "numwant")
-    ip = _single(params, "ip")
+    numwant = _single(params, b"numwant")
+    ip = _single(params, b"ip")
     return AnnounceRequest(
         info_hash,
         peer_id,
@@ -167,8 +180,8 @@ def parse_announce(query: bytes) -> AnnounceRequest:
         downloaded,
         left,
         event=_EVENTS[event],
-        compact=_flag(_single(params, "compact"), "compact", default=True),
-        no_peer_id=_flag(_single(params, "no_peer_id"), "no_peer_id", default=False),
+        compact=_flag(_single(params, b"compact"), "compact", default=True),
+        no_peer_id=_flag(_single(params, b"no_peer_id"), "no_peer_id", default=False),
         numwant=DEFAULT_NUMWANT if numwant is None else min(_number(numwant, "numwant"), MAX_NUMWANT),
         ip=None if ip is None else _address(ip, "ip"),
     )
@@ -176,7 +189,7 @@ def parse_announce(query: bytes) -> AnnounceRequest:
 
 def parse_scrape(query: bytes) -> tuple[bytes, ...]:
     """The info-hashes of a scrape query (BEP 48), each once, in order. A full scrape is refused."""
-    values = _query_params(query).get("info_hash", [])
+    values = _query_params(query).get(b"info_hash", [])
     if not values:
         raise TrackerRequestError("missing info_hash (scraping every torrent is not supported)", field="info_hash")
     if len(values) > MAX_SCRAPE:
@@ -190,13 +203,18 @@ def peer_ip(client_host: str, requested: IPAddress | None) -> IPAddress:
     The ``ip`` parameter is believed only from loopback (a client, proxy or test on this machine); from
     anyone else it would let one host point a swarm at another.
     """
-    try:
-        client = _address(client_host.encode("ascii", "replace"), "client address")
-    except TrackerRequestError:
-        raise TrackerRequestError(f"cannot list a peer at {client_host!r}") from None
+    client = _client_address(client_host)
     if requested is not None and client.is_loopback:
         return requested
     return client
+
+
+@functools.lru_cache(maxsize=4096)  # peers announce again and again from the same few addresses
+def _client_address(host: str) -> IPAddress:
+    try:
+        return _address(host.encode("ascii", "replace"), "client address")
+    except TrackerRequestError:
+        raise TrackerRequestError(f"cannot list a peer at {host!r}") from None
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -209,6 +227,11 @@ class SwarmPeer:
     peer_id: bytes
     ip: IPAddress
     port: int
+    compact: bytes = field(init=False, repr=False, compare=False)  # BEP 23 / BEP 7: address, then port
+
+    def __post_init__(self) -> None:
+        # once per announce, not once per answer that lists the peer
+        object.__setattr__(self, "compact", self.ip.packed + self.port.to_bytes(2, "big"))
 
 
 @dataclass(frozen=True)
@@ -226,25 +249,51 @@ class AnnounceReply:
     peers: tuple[SwarmPeer, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Peer:
     listed: SwarmPeer
     seeding: bool
     last_seen: float
 
 
-@dataclass
 class _Swarm:
-    peers: dict[bytes, _Peer] = field(default_factory=dict)  # by peer_id
-    completed: int = 0
+    """The peers of one swarm by peer_id, least recently announced first, and how many of them seed.
+
+    Every announce moves its peer to the end, so the expired ones are always at the front (``now`` never
+    goes back): expiring and counting cost nothing per announce, whatever the size of the swarm.
+    """
+
+    __slots__ = ("completed", "peers", "seeders")
+
+    def __init__(self) -> None:
+        self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
+        self.seeders = 0
+        self.completed = 0
 
     def stats(self) -> SwarmStats:
-        seeders = sum(p.seeding for p in self.peers.values())
-        return SwarmStats(seeders, len(self.peers) - seeders, self.completed)
+        return SwarmStats(self.seeders, len(self.peers) - self.seeders, self.completed)
+
+    def put(self, peer_id: bytes, peer: _Peer) -> None:
+        old = self.peers.get(peer_id)
+        self.peers[peer_id] = peer
+        if old is not None:
+            self.peers.move_to_end(peer_id)
+            self.seeders -= old.seeding
+        self.seeders += peer.seeding
+
+    def remove(self, peer_id: bytes) -> None:
+        old = self.peers.pop(peer_id, None)
+        if old is not None:
+            self.seeders -= old.seeding
 
     def expire(self, oldest: float) -> None:
-        for peer_id in [k for k, p in self.peers.items() if p.last_seen < oldest]:
-            del self.peers[peer_id]
+        """Forget the peers last seen before ``oldest``."""
+        peers = self.peers
+        while peers:
+            peer_id = next(iter(peers))
+            if peers[peer_id].last_seen >= oldest:
+                return
+            self.seeders -= peers.pop(peer_id).seeding
 
 
 _NO_SWARM = SwarmStats(0, 0, 0)
@@ -284,17 +333,18 @@ class Swarms:
         if self._admit is not None and not self._admit(request.info_hash):
             raise TrackerRequestError("this torrent is not served by this tracker", field="info_hash")
         self._sweep_if_due(now)
-        swarm = self._swarms.setdefault(request.info_hash, _Swarm())
+        swarm = self._swarms.get(request.info_hash)
+        if swarm is None:
+            swarm = self._swarms[request.info_hash] = _Swarm()
         swarm.expire(now - self.peer_ttl)
         seeding = request.left == 0
         if request.event == "stopped":
-            swarm.peers.pop(request.peer_id, None)
+            swarm.remove(request.peer_id)
             peers: tuple[SwarmPeer, ...] = ()
         else:
             if request.event == "completed":
                 swarm.completed += 1
-            listed = SwarmPeer(request.peer_id, ip, request.port)
-            swarm.peers[request.peer_id] = _Peer(listed, seeding, now)
+            swarm.put(request.peer_id, _Peer(SwarmPeer(request.peer_id, ip, request.port), seeding, now))
             peers = self._pick(swarm, request.peer_id, seeding, request.numwant)
         stats = swarm.stats()
         self._drop_if_idle(request.info_hash, swarm)
@@ -338,29 +388,39 @@ class Swarms:
 # --------------------------------------------------------------------------------------------- encoding
 
 
-def _compact(peers: Iterable[SwarmPeer]) -> bytes:
-    return b"".join(p.ip.packed + p.port.to_bytes(2, "big") for p in peers)
-
-
 def encode_announce(reply: AnnounceReply, *, compact: bool = True, no_peer_id: bool = False) -> bytes:
     """The bencoded answer to an announce."""
+    if compact:
+        return _encode_compact(reply)
     answer: dict[str, Bencodable] = {
         "interval": reply.interval,
         "min interval": reply.min_interval,
         "complete": reply.stats.complete,
         "incomplete": reply.stats.incomplete,
     }
-    if compact:
-        answer["peers"] = _compact(p for p in reply.peers if p.ip.version == 4)  # BEP 23
-        v6 = [p for p in reply.peers if p.ip.version == 6]
-        if v6:
-            answer["peers6"] = _compact(v6)  # BEP 7
-    else:
-        answer["peers"] = [
-            {"ip": str(p.ip), "port": p.port} if no_peer_id else {"peer id": p.peer_id, "ip": str(p.ip), "port": p.port}
-            for p in reply.peers
-        ]
+    answer["peers"] = [
+        {"ip": str(p.ip), "port": p.port} if no_peer_id else {"peer id": p.peer_id, "ip": str(p.ip), "port": p.port}
+        for p in reply.peers
+    ]
     return encode(answer)
+
+
+def _encode_compact(reply: AnnounceReply) -> bytes:
+    """``bencode.encode`` of the compact answer, written out: the keys in their sorted order, ``peers`` with
+    the IPv4 peers (BEP 23), ``peers6`` with the IPv6 ones if any (BEP 7). Most answers are this one."""
+    v4 = b"".join(p.compact for p in reply.peers if len(p.compact) == 6)
+    answer = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%s" % (
+        reply.stats.complete,
+        reply.stats.incomplete,
+        reply.interval,
+        reply.min_interval,
+        len(v4),
+        v4,
+    )
+    if len(v4) != 6 * len(reply.peers):
+        v6 = b"".join(p.compact for p in reply.peers if len(p.compact) == 18)
+        answer += b"6:peers6%d:%s" % (len(v6), v6)
+    return answer + b"e"
 
 
 def encode_failure(reason: str) -> bytes:

@@ -1,4 +1,5 @@
-"""Running the tracker: uvicorn in a background thread (tests, embedding) or until Ctrl-C (the CLI).
+"""Running the tracker: its own HTTP server (``tracker.protocol``) in a background thread (tests, embedding)
+or until Ctrl-C (the CLI).
 
 The socket is bound before the server starts, so ``announce_url`` is known at once, even for port 0.
 """
@@ -6,13 +7,13 @@ The socket is bound before the server starts, so ``announce_url`` is known at on
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Callable
 
-from starlette.types import ASGIApp
-
 from swarmhub.bt.tracker import Swarms
-from swarmhub.serving import BackgroundServer, run_until_interrupted
+from swarmhub.serving import BackgroundServer, Startable, run_until_interrupted
 from swarmhub.tracker.app import tracker_app
+from swarmhub.tracker.protocol import TrackerThread
 
 __all__ = ["TrackerServer", "serve_forever"]
 
@@ -45,8 +46,9 @@ class TrackerServer(BackgroundServer):
     def scrape_url(self) -> str:
         return f"{self.url}/scrape"  # BEP 48: the announce URL with "announce" replaced by "scrape"
 
-    def _apps(self) -> list[ASGIApp]:
-        return [tracker_app(self.swarms)]
+    def _server_for(self, sockets: list[socket.socket]) -> Startable:
+        (sock,) = sockets
+        return TrackerThread(f"{self.name}-{self.port}", tracker_app(self.swarms), sock, access_log=self._access_log)
 
 
 def serve_forever(
