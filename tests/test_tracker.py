@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import anyio
 import httpx
@@ -51,6 +51,7 @@ from swarmhub.bt.tracker import (
     SwarmPeer,
     Swarms,
     SwarmStats,
+    _unquote,
     encode_announce,
     encode_failure,
     encode_scrape,
@@ -129,6 +130,12 @@ def test_parse_announce_as_libtorrent_sends_it() -> None:
 def test_any_twenty_bytes_survive_percent_encoding(info_hash: bytes, peer: bytes) -> None:
     request = parse_announce(query(info_hash=info_hash, peer_id=peer))
     assert (request.info_hash, request.peer_id) == (info_hash, peer)
+
+
+@given(st.lists(st.sampled_from([b"%", b"\\", b"x", b"+", b"0", b"7", b"a", b"F", b"g", b"\n", b"'", b"\xff"])))
+def test_unquote_is_urllibs(parts: list[bytes]) -> None:
+    raw = b"".join(parts)
+    assert _unquote(raw) == unquote_to_bytes(raw.replace(b"+", b" "))
 
 
 def test_plus_is_a_space_as_in_any_form_query() -> None:
@@ -718,6 +725,7 @@ def test_server_head_404_405_and_a_body_skipped(tracker: TrackerServer) -> None:
         (b"GET /announce HTTP/3\r\n\r\n", 505),
         (b"POST /announce HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
         (b"GET /announce?" + b"x" * MAX_HEAD + b" HTTP/1.1\r\n", 431),  # no end in sight
+        (b"POST /announce HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", 405),  # a body not worth reading past
     ],
 )
 def test_server_answers_a_bad_request_and_closes(tracker: TrackerServer, request_bytes: bytes, status: int) -> None:

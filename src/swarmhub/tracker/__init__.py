@@ -6,7 +6,9 @@
         create(..., trackers=[tracker.announce_url])
         tracker.swarms.peers(info_hash)      # who announced
 
-Modules: ``app`` (the Starlette app), ``server`` (uvicorn in a thread, or in the foreground).
+Modules: ``app`` (``TrackerApp``: the answers, and an ASGI app the registry mounts), ``http`` (request heads
+and answers' bytes, without I/O), ``protocol`` (the HTTP/1.x server ``tracker serve`` runs, on uvloop),
+``server`` (that server in a thread, or in the foreground).
 """
 
 from swarmhub.tracker.app import tracker_app

@@ -9,6 +9,7 @@ answer goes out in one write. Pipelined requests are answered in order, in one w
 - An idle connection is closed after ``KEEP_ALIVE`` seconds (uvicorn's default) without a whole request,
   by a once-a-second tick that also renews the ``date`` every answer carries.
 - A head longer than ``http.MAX_HEAD`` is ``431``; a malformed one ``400``; either closes the connection.
+  A request body is skipped unread, or if longer than ``MAX_HEAD`` the connection closes after the answer.
 - A client that sends faster than it reads is paused until its answers drain (``pause_writing``).
 - The loop is uvloop's when uvloop is installed, asyncio's otherwise.
 """
@@ -101,22 +102,14 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
-        buffer = self.buffer + data if self.buffer else data
-        if self.skip:
-            skipped = min(self.skip, len(buffer))
-            self.skip -= skipped
-            buffer = buffer[skipped:]
+        buffer = self._skip_body(self.buffer + data if self.buffer else data)
         answers: list[bytes] = []
         keep_alive = True
         while keep_alive and not self.skip and (end := buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)) >= 0:
             answer, keep_alive = self._answer(buffer[:end])
             answers.append(answer)
             self.idle = 0
-            buffer = buffer[end + 4 :]
-            if self.skip:
-                skipped = min(self.skip, len(buffer))
-                self.skip -= skipped
-                buffer = buffer[skipped:]
+            buffer = self._skip_body(buffer[end + 4 :])
         if keep_alive and not self.skip and len(buffer) > MAX_HEAD:
             answers.append(self._refuse(HTTPError(431, "request head too long")))
             keep_alive = False
@@ -126,6 +119,13 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.buffer = b""
             self.transport.close()
+
+    def _skip_body(self, buffer: bytes) -> bytes:
+        if not self.skip:
+            return buffer
+        skipped = min(self.skip, len(buffer))
+        self.skip -= skipped
+        return buffer[skipped:]
 
     def _answer(self, head_bytes: bytes) -> tuple[bytes, bool]:
         """One request's answer, and whether the connection stays open after it."""
@@ -141,14 +141,14 @@ class _Connection(asyncio.Protocol):
             log.exception("tracker failed to answer %s %r", head.method, head.target)
             return self._refuse(HTTPError(500, "internal error"), head), False
         self.skip = head.content_length
+        keep_alive = head.keep_alive and head.content_length <= MAX_HEAD  # a big body is not worth reading past
         if shared.access_log:
             self._log(head, host, status)
-        if head.method == "HEAD":
-            answer = render(status, _FIELDS[status], b"", date=shared.date, keep_alive=head.keep_alive,
-                            http10=head.http10, length=len(body))  # fmt: skip
-            return answer, head.keep_alive
-        answer = render(status, _FIELDS[status], body, date=shared.date, keep_alive=head.keep_alive, http10=head.http10)
-        return answer, head.keep_alive
+        sent = b"" if head.method == "HEAD" else body
+        answer = render(
+            status, _FIELDS[status], sent, date=shared.date, keep_alive=keep_alive, http10=head.http10, length=len(body)
+        )
+        return answer, keep_alive
 
     def _refuse(self, error: HTTPError, head: RequestHead | None = None) -> bytes:
         if self.shared.access_log:
