@@ -8,6 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 from huggingface_hub import snapshot_download
 
 from support.cli import run_cli
@@ -134,3 +135,35 @@ def test_pull_and_seed_hand_their_work_to_the_running_node(
     assert seeded.returncode == 0 and "seeds every release" in seeded.stdout
     assert status.returncode == 0 and json.loads(status.stdout)["releases"][0]["repo_id"] == REPO_ID
     assert run_cli("status", "--cache-dir", cache).returncode == 1  # stopped: no node any more
+
+
+def test_a_stopped_node_records_verified_pieces_and_the_next_one_trusts_them(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    """SIGTERM-like stop mid-download: the verified pieces are recorded; the next node takes them without a
+    check and fetches only the rest."""
+    url_path = f"/{REPO_ID}/resolve/{release.commit}/{MODEL}"
+    want = release.files[MODEL]
+    resume = tmp_path / "node" / "swarmhub" / "resume"
+    with seeding(seeded_cache, "--upload-limit", "256K") as slow:
+        node = _node(release, tmp_path / "node", peers=[("127.0.0.1", slow.port)], peer_grace=60).start()
+        try:
+            with httpx.stream("GET", node.url + url_path, timeout=60) as response:
+                got = 0
+                for chunk in response.iter_bytes():
+                    got += len(chunk)
+                    if got >= 1_000_000:
+                        break
+        finally:
+            node.stop()
+    recorded = list(resume.glob("*.pieces"))
+    assert len(recorded) == 1
+    pieces = bin(int(recorded[0].read_text(), 16)).count("1")
+    assert pieces * 64 * 1024 >= 1_000_000  # what the reader had, at least
+    with seeding(seeded_cache) as seeder, _node(release, tmp_path / "node", peers=[("127.0.0.1", seeder.port)]) as node:
+        body = httpx.get(node.url + url_path, timeout=60).content
+        assert not list(resume.glob("*.pieces"))  # taken when the pull started: a record is used once
+        assert node.library is not None
+        peer_bytes = node.library.stats().peer_bytes
+    assert body == want
+    assert peer_bytes <= len(want) - pieces * 64 * 1024 + 1_000_000  # the recorded pieces did not move again

@@ -118,7 +118,15 @@ class Node(BackgroundServer):
         return self
 
     def stop(self) -> None:
-        super().stop()  # the event loop ends: running pulls are cancelled, their readers answered
+        loop = self.library.loop if self.library is not None else None
+        if self.library is not None and loop is not None and self.running and not loop.is_closed():
+            # pulls record their verified pieces, then end (on their loop, before it stops)
+            done = asyncio.run_coroutine_threadsafe(self.library.close(grace=2.0), loop)
+            try:
+                done.result(timeout=40)
+            except Exception as exc:  # stopping goes on whatever happened
+                log.warning("pulls did not end cleanly: %s", exc)
+        super().stop()  # the event loop ends: anything still running is cancelled, its readers answered
         if self.engine is not None:
             self.engine.close()
         try:

@@ -163,6 +163,8 @@ class Library:
         self.cache_dir = cache_dir
         self.store = TorrentStore(state_dir)
         self.parts = state_dir / "parts"
+        self.resume_dir = state_dir / "resume"
+        self.loop: asyncio.AbstractEventLoop | None = None  # where the pulls run (the endpoint's)
         self.upstream = upstream
         self.registry = registry
         self.peers = tuple(peers)
@@ -275,6 +277,7 @@ class Library:
 
     async def pull_for(self, release: SwarmRelease, path: str) -> Pull:
         """The running pull of ``release``, fetching ``path`` too; started when there is none."""
+        self.loop = asyncio.get_running_loop()
         async with self._lock:
             running = self._pulls.get(release.ref)
             if running is not None and not running[1].done():
@@ -291,6 +294,7 @@ class Library:
                 origin=HubSource(self.upstream, release.ref) if self.upstream is not None else None,
                 peers=self.peers,
                 part_file_dir=self.parts,
+                resume_dir=self.resume_dir,
                 peer_grace=self.peer_grace,
                 stall_timeout=self.stall_timeout,
                 linger=True,
@@ -338,13 +342,20 @@ class Library:
                 self._seed(stored)
 
     async def close(self, grace: float = 10.0) -> None:
-        """End the pulls: files whose pieces are all in land first (up to ``grace`` seconds)."""
+        """End the pulls: files whose pieces are all in land first (up to ``grace`` seconds), then the
+        verified pieces of the others are recorded (the next start trusts them without a check)."""
         running = list(self._pulls.values())
         for pull, _ in running:
             pull.close()
         if running:
             await asyncio.wait([t for _, t in running], timeout=grace)
-        for _, task in running:
+        for pull, task in running:
+            if task.done():
+                continue
+            try:
+                await pull.save_resume()
+            except (SwarmhubError, OSError, TimeoutError) as exc:
+                log.warning("could not record the pieces of %s: %s", pull.ref.repo_id, exc)
             task.cancel()
         await asyncio.gather(*(t for _, t in running), return_exceptions=True)
 

@@ -58,7 +58,7 @@ from swarmhub.errors import (
 )
 from swarmhub.hub.patterns import path_selected
 from swarmhub.hub.repo import RepoFile, RepoRef
-from swarmhub.node.landing import Destination, Placement, verify_etag
+from swarmhub.node.landing import Destination, Placement, atomic_text, verify_etag
 from swarmhub.node.sources import RangeSource
 
 __all__ = ["Pull", "PullProgress", "PullResult", "release_files"]
@@ -139,6 +139,7 @@ class Pull:
         origin: RangeSource | None = None,
         peers: Sequence[tuple[str, int]] = (),
         part_file_dir: Path | None = None,
+        resume_dir: Path | None = None,
         peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
         on_progress: Callable[[PullProgress], None] | None = None,
@@ -151,6 +152,7 @@ class Pull:
         self.origin = origin
         self.peers = tuple(peers)
         self.part_file_dir = part_file_dir
+        self.resume_file = resume_dir / f"{torrent.key}.pieces" if resume_dir is not None else None
         self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
         self.on_progress = on_progress
@@ -388,6 +390,7 @@ class Pull:
             self.dest.root,
             file_priorities=priorities,
             renamed=renamed,
+            have=await asyncio.to_thread(self._resumed),
             part_file_dir=self.part_file_dir,
             web_seeds=False,  # the origin (or a web seed) only for what no peer has: that is our job
         )
@@ -457,6 +460,43 @@ class Pull:
                 hint=hint,
             )
         return StorageError(f"cannot write {self.ref.repo_id}: {message}", hint=hint)
+
+    # -------------------------------------------------------------------------------------------- resume
+
+    def _resumed(self) -> list[bool] | None:
+        """The pieces a clean stop recorded (``save_resume``) and whose files are still there, plus every
+        piece of a landed file: trusted without a check. None (libtorrent checks what is on disk) without a
+        record. A record is used once: the next stop writes a fresh one."""
+        if self.resume_file is None:
+            return None
+        try:
+            recorded = bytes.fromhex(self.resume_file.read_text().strip())
+            self.resume_file.unlink()
+        except (OSError, ValueError):
+            return None
+        have = [
+            bool(recorded[i // 8] >> (7 - i % 8) & 1) if i // 8 < len(recorded) else False
+            for i in range(self.layout.num_pieces)
+        ]
+        root = self.dest.root
+        for f in self._files:
+            gone = not f.landed and f.placement.primary and not (root / f.placement.pending).exists()
+            for piece in f.pieces:
+                have[piece] = f.landed or (have[piece] and not gone)
+        return have
+
+    async def save_resume(self) -> None:
+        """Record the verified pieces (after a flush: they are on disk), so the next pull trusts them."""
+        if self.resume_file is None or not self.key or not self._to_fetch():
+            return  # nothing half-done: landed files need no record
+        flushed = asyncio.get_running_loop().create_future()
+        self._state.flushes.append(flushed)
+        self.engine.flush(self.key)
+        await asyncio.wait_for(flushed, 30)
+        bits = bytearray((self.layout.num_pieces + 7) // 8)
+        for piece in self._state.have:
+            bits[piece // 8] |= 0x80 >> (piece % 8)
+        await asyncio.to_thread(atomic_text, self.resume_file, bits.hex())
 
     # ------------------------------------------------------------------------------------------- landing
 
