@@ -12,8 +12,9 @@ dictionary with an ``interval``. Contenders:
 - ``opentracker``            Debian's build, open to the benchmark's torrents (it is built with a whitelist,
                              so the benchmark's info hashes are whitelisted), the same shape
 - ``swarmhub (keep-alive)``  informative: the same announces on kept-alive connections, what HTTP/1.1 saves
-- ``null server``            informative: a constant reply from a bare asyncio server, connection per announce:
-                             the ceiling of this client on this machine (server and client share 2 cores)
+- ``null server``            informative: a constant reply from a bare asyncio server (on uvloop, as the tracker,
+                             when installed), connection per announce: the ceiling of this client on this
+                             machine (server and client share 2 cores)
 
 Rounds are interleaved with the order rotated after an untimed warm-up round. Reported per contender:
 announces/s (median), the server's user+sys CPU seconds per round, errors; and swarmhub / opentracker.
@@ -71,7 +72,12 @@ async def main():
     print(f"null server at http://127.0.0.1:{server.sockets[0].getsockname()[1]}/announce", flush=True)
     await server.serve_forever()
 
-asyncio.run(main())
+try:
+    import uvloop  # the tracker's loop: the ceiling is measured on it too
+except ImportError:
+    asyncio.run(main())
+else:
+    uvloop.run(main())
 """
 
 

@@ -7,6 +7,7 @@ support/clients.py) is found by the seed, which re-announces every second to a s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -645,9 +646,13 @@ def _closed(sock: socket.socket, timeout: float = 5) -> bool:
         return False
 
 
-@pytest.fixture
-def tracker() -> Iterator[TrackerServer]:
+@pytest.fixture(params=["uvloop", "asyncio"])
+def tracker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerServer]:
+    """The tracker's server on uvloop, and on asyncio's loop (where uvloop is not installed)."""
+    if request.param == "asyncio":
+        monkeypatch.setattr(protocol, "_new_loop", asyncio.new_event_loop)
     with TrackerServer(swarms=Swarms(rng=random.Random(0))) as server:
+        assert type(server._server._loop).__module__.startswith(request.param)  # the loop asked for
         yield server
 
 
