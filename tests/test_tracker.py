@@ -756,6 +756,23 @@ def test_server_closes_idle_connections(tracker: TrackerServer, monkeypatch: pyt
         assert _closed(sock, timeout=5)
 
 
+def test_server_drops_a_client_that_never_reads(tracker: TrackerServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "KEEP_ALIVE", 1)
+    live = tracker._server._shared.live  # the connections the server holds
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", tracker.port))
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):  # until the server stops reading: its answers have backed up
+            while True:
+                sock.sendall((b"GET /announce?" + query() + b" HTTP/1.1\r\n\r\n") * 100)
+        assert len(live) == 1
+        deadline = time.monotonic() + 10
+        while live:
+            assert time.monotonic() < deadline, "still connected"
+            time.sleep(0.05)
+
+
 def test_server_lists_the_client_behind_a_loopback_proxy(tracker: TrackerServer) -> None:
     with _connect(tracker) as sock:
         sock.sendall(b"GET /announce?" + query(left=0) + b" HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")

@@ -7,7 +7,8 @@ parsed (``tracker.http``), answered by ``TrackerApp.answer`` without leaving ``d
 answer goes out in one write. Pipelined requests are answered in order, in one write per read.
 
 - An idle connection is closed after ``KEEP_ALIVE`` seconds (uvicorn's default) without a whole request,
-  by a once-a-second tick that also renews the ``date`` every answer carries.
+  by a once-a-second tick that also renews the ``date`` every answer carries; if its client reads nothing,
+  so that the answers cannot all be sent, it is dropped ``KEEP_ALIVE`` seconds later.
 - A head longer than ``http.MAX_HEAD`` is ``431``; a malformed one ``400``; either closes the connection.
   A request body is skipped unread, or if longer than ``MAX_HEAD`` the connection closes after the answer.
 - A client that sends faster than it reads is paused until its answers drain (``pause_writing``).
@@ -66,8 +67,8 @@ class _Connections:
         self.date = _http_date()
         for connection in list(self.live):
             connection.idle += 1
-            if connection.idle > KEEP_ALIVE:
-                connection.close()
+            if connection.idle > KEEP_ALIVE:  # a client that reads nothing keeps it open: then it is dropped
+                connection.close(abort=connection.idle > 2 * KEEP_ALIVE)
 
 
 class _Connection(asyncio.Protocol):
@@ -96,9 +97,12 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.resume_reading()
 
-    def close(self) -> None:
+    def close(self, *, abort: bool = False) -> None:
         if self.transport is not None:
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()  # once the answers are sent
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
