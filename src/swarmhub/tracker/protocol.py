@@ -207,9 +207,10 @@ class TrackerThread:
             loop.run_forever()
             self._ticking.cancel()
             server.close()
-            for connection in list(shared.live):
-                connection.close()
-            loop.run_until_complete(asyncio.sleep(0))  # the transports' close callbacks
+            for abort in (False, True):  # closed once their answers are sent; then those whose clients read nothing
+                for connection in list(shared.live):
+                    connection.close(abort=abort)
+                loop.run_until_complete(asyncio.sleep(0))  # the transports' close callbacks
         except BaseException as exc:  # reported by start()
             self._error = exc
         finally:
