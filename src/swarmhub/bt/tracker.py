@@ -363,8 +363,10 @@ class Swarms:
         return AnnounceReply(self.interval, self.min_interval, stats, peers)
 
     def _pick(self, swarm: _Swarm, asking: bytes, seeding: bool, numwant: int) -> tuple[SwarmPeer, ...]:
-        # A seed has nothing to fetch from another seed: it is only told about leechers.
-        candidates = [p.listed for k, p in swarm.peers.items() if k != asking and not (seeding and p.seeding)]
+        if seeding:  # a seed has nothing to fetch from another seed: it is only told about leechers
+            candidates = [p.listed for p in swarm.peers.values() if not p.seeding]
+        else:
+            candidates = [p.listed for k, p in swarm.peers.items() if k != asking]
         if len(candidates) > numwant:
             candidates = self._rng.sample(candidates, numwant)
         return tuple(candidates)
@@ -420,7 +422,10 @@ def encode_announce(reply: AnnounceReply, *, compact: bool = True, no_peer_id: b
 def _encode_compact(reply: AnnounceReply) -> bytes:
     """``bencode.encode`` of the compact answer, written out: the keys in their sorted order, ``peers`` with
     the IPv4 peers (BEP 23), ``peers6`` with the IPv6 ones if any (BEP 7). Most answers are this one."""
-    v4 = b"".join([p.compact for p in reply.peers if len(p.compact) == 6])
+    v4 = b"".join([p.compact for p in reply.peers])
+    mixed = len(v4) != 6 * len(reply.peers)  # an IPv6 peer's is 18 bytes
+    if mixed:
+        v4 = b"".join([p.compact for p in reply.peers if len(p.compact) == 6])
     answer = b"d8:completei%de10:incompletei%de8:intervali%de12:min intervali%de5:peers%d:%s" % (
         reply.stats.complete,
         reply.stats.incomplete,
@@ -429,7 +434,7 @@ def _encode_compact(reply: AnnounceReply) -> bytes:
         len(v4),
         v4,
     )
-    if len(v4) != 6 * len(reply.peers):
+    if mixed:
         v6 = b"".join([p.compact for p in reply.peers if len(p.compact) == 18])
         answer += b"6:peers6%d:%s" % (len(v6), v6)
     return answer + b"e"
