@@ -19,7 +19,8 @@ The tree::
     ├── IntegrityError                bytes do not match the hash they must have (a file's etag, a piece)
     ├── LocalSourceError              a --from-dir folder is missing files or holds unreadable ones
     ├── StorageError                  writing or moving downloaded bytes failed (disk full, permissions)
-    └── StalledError                  a download made no progress: no peer and no origin gave a byte
+    ├── StalledError                  a download made no progress: no peer and no origin gave a byte
+    └── ClusterError                  a coordinator refused a report or preheat, or cannot be reached
 
 Errors carry structured attributes (``repo_id``, ``path``, ``status``) so callers need not parse messages.
 Foreign exceptions (httpx, OSError, libtorrent) are translated where they enter: ``raise Ours(...) from exc``.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "BencodeError",
+    "ClusterError",
     "ConfigError",
     "EntryNotFound",
     "GatedRepoError",
@@ -177,3 +179,7 @@ class StorageError(SwarmhubError):
 
 class StalledError(SwarmhubError):
     """No progress for too long; the message says what was tried (peers, trackers, the origin)."""
+
+
+class ClusterError(SwarmhubError):
+    """A coordinator refused a node's report or a preheat (bad input, no such node), or could not be reached."""

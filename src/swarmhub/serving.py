@@ -69,6 +69,7 @@ class UvicornThread:
         self._sockets = list(sockets)
         self._servers = [uvicorn.Server(_config(app, access_log)) for app in apps]
         self._thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the apps' event loop, once serving
         self._error: BaseException | None = None
 
     @property
@@ -94,6 +95,7 @@ class UvicornThread:
             self._error = exc
 
     async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
         await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(self._servers, self._sockets, strict=True)))
 
     def stop(self) -> None:

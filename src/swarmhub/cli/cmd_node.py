@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_p.add_argument(
         "--peer", action="append", default=[], type=parse_address, metavar="HOST:PORT", help="a peer to connect to"
     )
+    run_p.add_argument("--coordinator", metavar="URL", help="join a cluster (default: $SWARMHUB_COORDINATOR)")
+    run_p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="where this node is, for a cluster: zone=..., rack=... (peers on the same rack come first)",
+    )
     run_p.add_argument(
         "--origin-after",
         type=float,
@@ -82,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
         peers=args.peer,
         adopt_cache=args.seed_all,
         peer_grace=args.origin_after,
+        coordinator=args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or None,
+        labels=_labels(args.label),
+        cluster_token=os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None,
     )
     _refuse_loop(upstream, args.host, args.port)
 
@@ -99,6 +110,16 @@ def _run(args: argparse.Namespace) -> int:
 
     run_until_interrupted(node, ready)
     return 0
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"--label {pair!r} is not KEY=VALUE", hint="e.g. --label zone=eu1 --label rack=r12")
+        labels[key] = value
+    return labels
 
 
 def _refuse_loop(upstream: str, host: str, port: int) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from swarmhub.node.sources import RangeSource
     from swarmhub.origin.client import OriginClient
 
-__all__ = ["register", "run"]
+__all__ = ["register", "release_torrent", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the torrent
+
+
+async def release_torrent(
+    args: argparse.Namespace, settings: Settings, repo_type: RepoType, repo_id: str, origin: OriginClient | None
+) -> bytes:
+    """The torrent the user named: ``--torrent FILE``, else the registry's (``--registry``,
+    ``SWARMHUB_REGISTRY``), else the newest stored one of that release (``args.revision`` narrows)."""
+    registry = args.registry or os.environ.get("SWARMHUB_REGISTRY")
+    if args.torrent is None and registry:
+        return await _registry_torrent(registry, origin, repo_type, repo_id, args.revision)
+    return _torrent_bytes(args, settings, repo_type, repo_id)
 
 
 def _torrent_bytes(args: argparse.Namespace, settings: Settings, repo_type: RepoType, repo_id: str) -> bytes:
@@ -330,11 +341,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         if args.magnet:
             data = await _magnet_torrent(engine, args.magnet, args.peer, settings.state_dir)
         else:
-            registry = args.registry or os.environ.get("SWARMHUB_REGISTRY")
-            if args.torrent is None and registry:
-                data = await _registry_torrent(registry, origin, repo_type, repo_id, args.revision)
-            else:
-                data = _torrent_bytes(args, settings, repo_type, repo_id)
+            data = await release_torrent(args, settings, repo_type, repo_id, origin)
         torrent = parse_torrent(data)
         _check_release(torrent, repo_type, repo_id, args.revision)
         assert torrent.repo is not None

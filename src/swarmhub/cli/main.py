@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from swarmhub import __version__
 from swarmhub.cli import (
+    cmd_cluster,
     cmd_create,
     cmd_demo,
     cmd_inspect,
@@ -59,7 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands = (cmd_demo, cmd_create, cmd_inspect, cmd_pull, cmd_seed, cmd_node, cmd_publish, cmd_registry)
+    commands = (
+        cmd_demo,
+        cmd_create,
+        cmd_inspect,
+        cmd_pull,
+        cmd_seed,
+        cmd_node,
+        cmd_cluster,
+        cmd_publish,
+        cmd_registry,
+    )
     for module in (*commands, *_optional_commands()):
         module.register(sub)  # type: ignore[attr-defined]
     return parser

@@ -5,7 +5,8 @@ flight or held, the pieces they have. The answer is, per release, the pieces thi
 origin. The rules, all here:
 
 - A node lives while it reports within ``dead_after`` seconds.
-- A piece some live node has is never fetched from the origin again: peers spread it.
+- Only pieces some live node needs are fetched (a node reports what it needs: a partial pull needs only its
+  files' pieces), and a piece some live node has is never fetched from the origin again: peers spread it.
 - Each piece no live node has is assigned to exactly one fetcher, so the origin sends each byte once. Up to
   ``fetchers`` nodes fetch (those that want the release; different racks first, then different zones), each a
   contiguous share — long runs make cheap ranged GETs.
@@ -52,6 +53,15 @@ class ReleaseReport:
     origin_bytes: int = 0
     peer_bytes: int = 0
     name: str = ""
+    wanted: frozenset[int] | None = None  # the pieces this node needs (None: all); a seeder wants what it has
+
+    @property
+    def needs(self) -> frozenset[int]:
+        return frozenset(range(self.num_pieces)) if self.wanted is None else self.wanted
+
+    @property
+    def complete(self) -> bool:
+        return self.needs <= self.have
 
 
 @dataclass(frozen=True)
@@ -128,12 +138,14 @@ class Brain:
     def _plan(self, key: str, release: _Release, now: float) -> None:
         wanting = [n for n in self._nodes.values() if key in n.releases and now - n.last_seen <= self.dead_after]
         held: set[int] = set()
+        needed: set[int] = set()
         for n in wanting:
             held |= n.releases[key].have
-        self._settle(release, {n.node_id for n in wanting}, held, now)
+            needed |= n.releases[key].needs
+        self._settle(release, {n.node_id for n in wanting}, held | (set(range(release.num_pieces)) - needed), now)
         if now - release.first_seen < self.gather:
             return  # the nodes a preheat started report within a heartbeat: choose among all of them
-        unassigned = [p for p in range(release.num_pieces) if p not in held and p not in release.assigned]
+        unassigned = sorted(needed - held - release.assigned.keys())
         if not unassigned and not release.assigned:
             return
         fetchers = self._fetchers(release, wanting, now)
@@ -141,6 +153,7 @@ class Brain:
             return
         unassigned = sorted(unassigned + self._take_back_excess(release, fetchers))
         self._deal(release, fetchers, unassigned, now)
+        self._to_those_who_need(release, key, wanting, now)
 
     def _deal(self, release: _Release, fetchers: list[str], pieces: list[int], now: float) -> None:
         """``pieces`` (sorted) in contiguous runs, filling the smallest shares up to an even split."""
@@ -154,6 +167,23 @@ class Brain:
             if room and fetcher not in release.progress_at:
                 release.progress_at[fetcher] = now  # a new fetcher: its stall clock starts
             at += room
+        release.shares = _shares(release)
+
+    def _to_those_who_need(self, release: _Release, key: str, wanting: list[_Node], now: float) -> None:
+        """A piece dealt to a fetcher that does not need it (a partial pull) goes to one that does."""
+        needs = {n.node_id: n.releases[key].needs for n in wanting}
+        for piece, fetcher in list(release.assigned.items()):
+            if piece in needs.get(fetcher, frozenset()):
+                continue
+            takers = [f for f in set(release.assigned.values()) if piece in needs.get(f, frozenset())]
+            takers = takers or sorted(n for n, need in needs.items() if piece in need)
+            if takers:
+                shares = _shares(release)
+                taker = min(takers, key=lambda f: (shares.get(f, 0), f))
+                release.assigned[piece] = taker
+                release.progress_at.setdefault(taker, now)
+            else:
+                del release.assigned[piece]
         release.shares = _shares(release)
 
     def _take_back_excess(self, release: _Release, fetchers: list[str]) -> list[int]:

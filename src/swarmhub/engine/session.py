@@ -366,6 +366,7 @@ class Engine:
         part_file_dir: Path | None = None,
         upload_only: bool = False,
         web_seeds: bool = True,
+        trackers: Sequence[str] = (),
     ) -> str:
         """Start a torrent; returns its key (v2 info-hash, else v1).
 
@@ -399,6 +400,8 @@ class Engine:
         if part_file_dir is not None:
             params.part_file_dir = str(part_file_dir)
         handle = self._session.add_torrent(params)
+        for url in trackers:  # announced to as well as the torrent's own (a cluster's coordinator)
+            handle.add_tracker({"url": url, "tier": 0})
         key = _key(handle.info_hashes())
         self._handles[key] = handle
         return key

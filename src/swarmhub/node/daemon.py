@@ -20,7 +20,9 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+import secrets
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,12 +38,14 @@ from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine, Profile
 from swarmhub.errors import SwarmhubError
 from swarmhub.hub.patterns import path_selected
+from swarmhub.node.cluster_client import ClusterClient
 from swarmhub.node.endpoint import HubEndpoint, endpoint_app
+from swarmhub.node.landing import atomic_text
 from swarmhub.node.library import Library
 from swarmhub.node.pull import PullProgress
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
-from swarmhub.serving import BackgroundServer
+from swarmhub.serving import BackgroundServer, Startable, UvicornThread
 from swarmhub.settings import Settings
 
 __all__ = ["Node", "running_node"]
@@ -69,6 +73,9 @@ class Node(BackgroundServer):
         seed_all: bool = True,
         adopt_cache: bool = False,
         peer_grace: float = 3.0,
+        coordinator: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        cluster_token: str | None = None,
         stall_timeout: float = 60.0,
     ) -> None:
         super().__init__(host, [port])
@@ -80,6 +87,11 @@ class Node(BackgroundServer):
         self.seed_all = seed_all
         self.adopt_cache = adopt_cache
         self.peer_grace = peer_grace
+        self.coordinator = coordinator.rstrip("/") if coordinator else None
+        self.labels = dict(labels or {})
+        self.cluster_token = cluster_token
+        self.cluster: ClusterClient | None = None
+        self._uvicorn: UvicornThread | None = None
         self.stall_timeout = stall_timeout
         self.engine: Engine | None = None
         self.library: Library | None = None
@@ -100,6 +112,7 @@ class Node(BackgroundServer):
                 upstream=OriginClient(self.upstream_url, self.settings.token),
                 registry=RegistryClient(self.registry_url) if self.registry_url else None,
                 peers=self.peers,
+                trackers=[f"{self.coordinator}/announce?node={self.node_id}"] if self.coordinator else [],
                 peer_grace=self.peer_grace,
                 stall_timeout=self.stall_timeout,
             )
@@ -108,8 +121,10 @@ class Node(BackgroundServer):
             if self.seed_all:
                 self.seeded = self.library.seed_all()
             super().start()
+            if self.coordinator is not None:
+                self._join_cluster(self.coordinator)
         except BaseException:
-            self.engine.close()
+            self.stop()
             raise
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(f".node.{os.getpid()}.json")
@@ -117,8 +132,31 @@ class Node(BackgroundServer):
         os.replace(tmp, self.state_file)
         return self
 
+    @property
+    def node_id(self) -> str:
+        """This node's name in a cluster, made once and kept in the state folder."""
+        path = self.settings.state_dir / "node-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            atomic_text(path, f"{socket.gethostname()}-{secrets.token_hex(4)}")
+            return path.read_text().strip()
+
+    def _join_cluster(self, coordinator: str) -> None:
+        assert self.library is not None and self._uvicorn is not None and self._uvicorn.loop is not None
+        self.cluster = ClusterClient(
+            self.library, coordinator, self.node_id, self.labels, self.bt_port, token=self.cluster_token
+        )
+        asyncio.run_coroutine_threadsafe(self.cluster.run(), self._uvicorn.loop)
+
+    def _server_for(self, sockets: list[socket.socket]) -> Startable:
+        server = super()._server_for(sockets)
+        assert isinstance(server, UvicornThread)
+        self._uvicorn = server
+        return server
+
     def stop(self) -> None:
-        loop = self.library.loop if self.library is not None else None
+        loop = self._uvicorn.loop if self._uvicorn is not None else None
         if self.library is not None and loop is not None and self.running and not loop.is_closed():
             # pulls record their verified pieces, then end (on their loop, before it stops)
             done = asyncio.run_coroutine_threadsafe(self.library.close(grace=2.0), loop)

@@ -23,8 +23,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from swarmhub.bt.metainfo import Torrent, parse_torrent
+from swarmhub.cluster.brain import encode_pieces
 from swarmhub.engine.session import Engine, StorageFile
 from swarmhub.errors import SwarmhubError
 from swarmhub.hub.cache import ref_path_for
@@ -156,6 +158,7 @@ class Library:
         upstream: OriginClient | None,
         registry: RegistryClient | None = None,
         peers: Sequence[tuple[str, int]] = (),
+        trackers: Sequence[str] = (),
         peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
     ) -> None:
@@ -164,10 +167,12 @@ class Library:
         self.store = TorrentStore(state_dir)
         self.parts = state_dir / "parts"
         self.resume_dir = state_dir / "resume"
-        self.loop: asyncio.AbstractEventLoop | None = None  # where the pulls run (the endpoint's)
         self.upstream = upstream
         self.registry = registry
         self.peers = tuple(peers)
+        self.trackers = tuple(trackers)
+        self.assignments: dict[str, frozenset[int]] | None = None  # a coordinator's; None: each pull decides
+        self._preheats: dict[RepoRef, asyncio.Task[object]] = {}
         self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
         self._releases: dict[RepoRef, SwarmRelease] = {}
@@ -221,7 +226,9 @@ class Library:
         ref = stored.torrent.repo
         assert ref is not None
         try:
-            key = seed_release(self.engine, stored.torrent, stored.data, self.cache_dir, self.parts)
+            key = seed_release(
+                self.engine, stored.torrent, stored.data, self.cache_dir, self.parts, trackers=self.trackers
+            )
         except SwarmhubError as exc:
             log.warning("not seeding %s: %s", stored.path.name, exc)
             return False
@@ -277,7 +284,6 @@ class Library:
 
     async def pull_for(self, release: SwarmRelease, path: str) -> Pull:
         """The running pull of ``release``, fetching ``path`` too; started when there is none."""
-        self.loop = asyncio.get_running_loop()
         async with self._lock:
             running = self._pulls.get(release.ref)
             if running is not None and not running[1].done():
@@ -295,11 +301,14 @@ class Library:
                 peers=self.peers,
                 part_file_dir=self.parts,
                 resume_dir=self.resume_dir,
+                trackers=self.trackers,
                 peer_grace=self.peer_grace,
                 stall_timeout=self.stall_timeout,
                 linger=True,
             )
             pull.want([path])
+            if self.assignments is not None:
+                pull.assigned = self.assignments.get(release.torrent.key, frozenset())
             task: asyncio.Task[object] = asyncio.create_task(pull.run())
             task.add_done_callback(functools.partial(self._pull_ended, release.ref, pull))
             self._pulls[release.ref] = (pull, task)
@@ -358,6 +367,53 @@ class Library:
                 log.warning("could not record the pieces of %s: %s", pull.ref.repo_id, exc)
             task.cancel()
         await asyncio.gather(*(t for _, t in running), return_exceptions=True)
+
+    # ------------------------------------------------------------------------------------------ cluster
+
+    def reports(self) -> list[dict[str, Any]]:
+        """Per torrent in the engine: the pieces held and the bytes moved (a coordinator's heartbeat)."""
+        pulls = {pull.key: pull for pull, _ in self._pulls.values() if pull.key}
+        out: list[dict[str, Any]] = []
+        for key in self.engine.torrents():
+            with contextlib.suppress(SwarmhubError):
+                status = self.engine.status(key)
+                pull = pulls.get(key)
+                have = [i for i, ok in enumerate(status.pieces) if ok]
+                wanted = pull.needed_pieces() if pull is not None else have  # a seeder wants what it has
+                out.append(
+                    {
+                        "key": key,
+                        "num_pieces": len(status.pieces),
+                        "have": encode_pieces(have, len(status.pieces)),
+                        "wanted": encode_pieces(wanted, len(status.pieces)),
+                        "origin_bytes": pull.origin_bytes() if pull is not None else 0,
+                        "peer_bytes": status.payload_download,
+                        "name": pull.ref.repo_id if pull is not None else "",
+                    }
+                )
+        return out
+
+    def assign(self, assignments: dict[str, frozenset[int]] | None) -> None:
+        """The coordinator's word on who fetches what from the origin (None: it is gone; decide alone)."""
+        self.assignments = assignments
+        for pull, _ in self._pulls.values():
+            pull.assigned = None if assignments is None else assignments.get(pull.torrent.key, frozenset())
+
+    def preheat(self, data: bytes) -> None:
+        """Fetch a whole release in the background (a coordinator's preheat); once per release."""
+        release = self.adopt(parse_torrent(data), data)
+        running = self._preheats.get(release.ref)
+        if running is not None and not running.done():
+            return
+        paths = [f.path for f in release.files]
+        task: asyncio.Task[object] = asyncio.create_task(self.pull_release(release, paths, lambda _: None))
+        task.add_done_callback(functools.partial(self._preheat_ended, release.ref))
+        self._preheats[release.ref] = task
+
+    def _preheat_ended(self, ref: RepoRef, task: asyncio.Task[object]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.errors += 1
+            log.warning("preheat of %s@%s failed: %s", ref.repo_id, ref.commit[:12], task.exception())
 
     # ------------------------------------------------------------------------------------------ stats
 

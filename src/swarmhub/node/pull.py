@@ -140,6 +140,7 @@ class Pull:
         peers: Sequence[tuple[str, int]] = (),
         part_file_dir: Path | None = None,
         resume_dir: Path | None = None,
+        trackers: Sequence[str] = (),
         peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
         on_progress: Callable[[PullProgress], None] | None = None,
@@ -157,6 +158,10 @@ class Pull:
         self.stall_timeout = stall_timeout
         self.on_progress = on_progress
         self.linger = linger
+        self.trackers = tuple(trackers)
+        # A cluster's coordinator says which pieces this node alone fetches from the origin (at once, peers
+        # or not); the others come from peers only. None: decide alone (peers first, the origin after a grace).
+        self.assigned: frozenset[int] | None = None
         self.closed = False
         assert torrent.repo is not None
         self.ref: RepoRef = torrent.repo
@@ -251,6 +256,10 @@ class Pull:
 
     def _to_fetch(self) -> list[_File]:
         return [f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size]
+
+    def needed_pieces(self) -> set[int]:
+        """Every piece of the wanted files this pull writes (landed or not): what it needs to be done."""
+        return {p for f in self._files if f.placement.primary and f.placement.file.size for p in f.pieces}
 
     def _wanted_pieces(self) -> set[int]:
         return {p for f in self._to_fetch() for p in f.pieces}
@@ -391,6 +400,7 @@ class Pull:
             file_priorities=priorities,
             renamed=renamed,
             have=await asyncio.to_thread(self._resumed),
+            trackers=self.trackers,
             part_file_dir=self.part_file_dir,
             web_seeds=False,  # the origin (or a web seed) only for what no peer has: that is our job
         )
@@ -667,22 +677,33 @@ class Pull:
                 last_peer_bytes, last_peer_progress = peer_bytes, now
             if not self._wanted_pieces() - state.have:  # nothing to wait for: peers idle, not stalled, and a
                 started = last_peer_progress = now  # file wanted later gets its own grace (the node)
-            if now - started >= self.peer_grace and len(in_flight) < limit:
-                urgent = state.readers.keys()
-                missing = sorted(self._wanted_pieces() - state.have - set(claimed), key=lambda p: (p not in urgent, p))
-                if missing:
-                    stalled = now - last_peer_progress >= self.peer_grace
-                    availability = self.engine.availability(self.key)
-                    eligible = [p for p in missing if stalled or not availability or availability[p] == 0]
-                    for run in self._runs(eligible, limit)[: limit - len(in_flight)]:
-                        for piece in run:
-                            claimed[piece] = math.inf
-                            failures_seen[piece] = state.hash_failures.get(piece, 0)
-                        in_flight.add(asyncio.create_task(self._fetch_run(run, claimed)))
+            if len(in_flight) < limit:
+                eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress)
+                for run in self._runs(eligible, limit)[: limit - len(in_flight)]:
+                    for piece in run:
+                        claimed[piece] = math.inf
+                        failures_seen[piece] = state.hash_failures.get(piece, 0)
+                    in_flight.add(asyncio.create_task(self._fetch_run(run, claimed)))
             if in_flight:
                 await asyncio.wait(in_flight, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
             else:
                 await asyncio.sleep(0.1)
+
+    def _origin_pieces(self, claimed: dict[int, float], waited: float, peers_quiet: float) -> list[int]:
+        """The pieces to fetch from the origin now, readers' first: those the coordinator assigned (at once),
+        or, deciding alone, after ``peer_grace``: those no connected peer has, or all while peers send nothing."""
+        state = self._state
+        missing = self._wanted_pieces() - state.have - set(claimed)
+        if self.assigned is not None:
+            missing &= self.assigned
+        elif waited < self.peer_grace or not missing:
+            return []
+        elif peers_quiet < self.peer_grace:
+            availability = self.engine.availability(self.key)
+            if availability:
+                missing = {p for p in missing if availability[p] == 0}
+        urgent = state.readers.keys()
+        return sorted(missing, key=lambda p: (p not in urgent, p))
 
     def _runs(self, pieces: list[int], connections: int) -> list[list[int]]:
         """Consecutive pieces grouped into runs of at most ``ORIGIN_RUN_BYTES``, and small enough that a

@@ -9,6 +9,7 @@ Both torrents of a release (hybrid and v1) point at the same blob files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,16 @@ def seed_plan(torrent: Torrent, data: bytes, cache_dir: Path) -> tuple[CacheDest
     )
 
 
-def seed_release(engine: Engine, torrent: Torrent, data: bytes, cache_dir: Path, part_file_dir: Path) -> str | None:
-    """Seed what the cache holds of a release; None when it holds none of it."""
+def seed_release(
+    engine: Engine,
+    torrent: Torrent,
+    data: bytes,
+    cache_dir: Path,
+    part_file_dir: Path,
+    trackers: Sequence[str] = (),
+) -> str | None:
+    """Seed what the cache holds of a release; None when it holds none of it. ``trackers``: announced to
+    as well (a cluster's coordinator)."""
     dest, plan = seed_plan(torrent, data, cache_dir)
     if not plan.pieces:
         return None
@@ -75,4 +84,5 @@ def seed_release(engine: Engine, torrent: Torrent, data: bytes, cache_dir: Path,
         file_priorities=plan.priorities,
         part_file_dir=part_file_dir,
         upload_only=True,
+        trackers=trackers,
     )

@@ -1,0 +1,166 @@
+"""``swarmhub coordinator serve``: a cluster's tracker and brain; ``swarmhub preheat``: nodes fetch a release now."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from swarmhub.cli.args import split_repo_revision
+from swarmhub.cli.output import human_size, print_json
+from swarmhub.errors import ClusterError, UsageError
+from swarmhub.hub.repo import parse_repo_type
+from swarmhub.settings import Settings
+
+__all__ = ["register"]
+
+DEFAULT_PORT = 8490
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    coordinator = sub.add_parser(
+        "coordinator",
+        help="run a cluster's coordinator (tracker + origin-fetch assignment)",
+        description="The cluster's tracker and brain: nodes (swarmhub node run --coordinator URL) report to it "
+        "every second; for each release in flight it picks a few nodes that fetch disjoint piece sets from the "
+        "origin, so the origin sends each byte once, and everyone else trades with peers (same rack first). "
+        "A fetcher that dies or stalls loses its share to the others. Status at / and /cluster/status. "
+        "With SWARMHUB_CLUSTER_TOKEN set, nodes and preheats must send it.",
+    )
+    c_sub = coordinator.add_subparsers(dest="coordinator_command", metavar="COMMAND", required=True)
+    serve = c_sub.add_parser("serve", help="serve until Ctrl-C or SIGTERM")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)")
+    serve.add_argument("--fetchers", type=int, default=3, help="nodes fetching each release from the origin (3)")
+    serve.add_argument("--json", action="store_true", help="print one JSON line when ready")
+    serve.set_defaults(func=_serve)
+
+    preheat = sub.add_parser(
+        "preheat",
+        help="ask a cluster's nodes to fetch a release now",
+        description="Send a release's torrent to the coordinator, which has the chosen nodes fetch it at their "
+        "next report (the origin sends it once, the nodes share it). --wait follows each node's progress.",
+    )
+    preheat.add_argument("repo_id", metavar="REPO_ID[@REV]")
+    preheat.add_argument("--revision", help="branch, tag or commit (or write REPO_ID@REV)")
+    preheat.add_argument("--repo-type", choices=["model", "dataset"], default="model")
+    preheat.add_argument("--coordinator", metavar="URL", help="default: $SWARMHUB_COORDINATOR")
+    preheat.add_argument("--torrent", type=Path, metavar="FILE", help="the release's torrent")
+    preheat.add_argument("--registry", metavar="URL", help="find the torrent here (default: $SWARMHUB_REGISTRY)")
+    preheat.add_argument("--nodes", default="all", help="'all' (default), LABEL=VALUE (e.g. zone=a), or a count")
+    preheat.add_argument("--wait", action="store_true", help="until every chosen node has the whole release")
+    preheat.add_argument("--timeout", type=float, default=3600.0, help="--wait gives up after this long (3600)")
+    preheat.add_argument("--json", action="store_true", help="JSON output (with --wait: one line per second)")
+    preheat.set_defaults(func=_preheat)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from swarmhub.cluster.coordinator import CoordinatorServer
+    from swarmhub.serving import run_until_interrupted
+
+    token = os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None
+    server = CoordinatorServer(args.host, args.port, fetchers=args.fetchers, token=token)
+
+    def ready() -> None:
+        if args.json:
+            print_json({"url": server.url, "port": server.port, "announce": f"{server.url}/announce"})
+        else:
+            print(f"coordinator at {server.url} (nodes: swarmhub node run --coordinator {server.url})", flush=True)
+
+    run_until_interrupted(server, ready)
+    return 0
+
+
+def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    token = os.environ.get("SWARMHUB_CLUSTER_TOKEN")
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, headers=headers, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise ClusterError(f"the coordinator refused: {message}", hint="see swarmhub preheat --help") from exc
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach the coordinator at {url}: {exc}", hint="start it: swarmhub coordinator serve"
+        ) from exc
+
+
+def _preheat(args: argparse.Namespace) -> int:
+    from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.cli.cmd_pull import release_torrent
+
+    url = (args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or "").rstrip("/")
+    if not url:
+        raise UsageError("no coordinator", hint="pass --coordinator URL or set SWARMHUB_COORDINATOR")
+    settings = Settings.from_env()
+    explicit = "@" in args.repo_id or args.revision is not None
+    repo_id, revision = split_repo_revision(args.repo_id, args.revision)
+    args.revision = revision if explicit else None
+    data = asyncio.run(release_torrent(args, settings, parse_repo_type(args.repo_type), repo_id, None))
+    torrent = parse_torrent(data)
+    if torrent.repo is None or torrent.repo.repo_id != repo_id:
+        raise UsageError(f"the torrent is not of {repo_id}")
+    nodes: object = int(args.nodes) if args.nodes.isdigit() else args.nodes
+    asked = _call(url, "/cluster/preheat", {"torrent": base64.b64encode(data).decode(), "nodes": nodes})
+    if not args.wait:
+        if args.json:
+            print_json(asked)
+        else:
+            print(f"{len(asked['nodes'])} node(s) fetch {repo_id}@{asked['commit'][:12]}: {', '.join(asked['nodes'])}")
+        return 0
+    return _follow(url, asked, torrent.total_size, args)
+
+
+def _follow(url: str, asked: dict[str, Any], size: int, args: argparse.Namespace) -> int:
+    """Until every chosen node holds the whole release: per node pieces; at the end origin vs peer bytes."""
+    key, chosen = asked["key"], set(asked["nodes"])
+    started = time.monotonic()
+    while True:
+        status = _call(url, "/cluster/status")
+        progress = {n["node_id"]: n["releases"].get(key) for n in status["nodes"] if n["node_id"] in chosen}
+        gone = sorted(n["node_id"] for n in status["nodes"] if n["node_id"] in chosen and not n["alive"])
+        done = [n for n, p in progress.items() if p and p["pieces"] == p["of"] and n not in gone]
+        release = status["releases"].get(key, {})
+        line = {
+            "seconds": round(time.monotonic() - started, 1),
+            "complete": len(done),
+            "nodes": len(chosen),
+            "origin_bytes": release.get("origin_bytes", 0),
+            "peer_bytes": release.get("peer_bytes", 0),
+            "per_node": {n: f"{p['pieces']}/{p['of']}" if p else "waiting" for n, p in sorted(progress.items())},
+            "gone": gone,
+        }
+        if args.json:
+            print(json.dumps(line), flush=True)  # one line a second (JSON lines)
+        elif sys.stderr.isatty():
+            print(
+                f"\r{line['complete']}/{line['nodes']} nodes complete, {line['seconds']:.0f} s", end="", file=sys.stderr
+            )
+        if len(done) + len(gone) == len(chosen):
+            break
+        if time.monotonic() - started > args.timeout:
+            raise ClusterError(f"preheat not done after {args.timeout:.0f} s: {line['per_node']}")
+        time.sleep(1.0)
+    if not args.json:
+        print(
+            f"\n{len(done)} node(s) hold the release after {line['seconds']:.1f} s; the origin sent "
+            f"{human_size(line['origin_bytes'])} ({line['origin_bytes'] / size:.2f}x the release)"
+        )
+    if gone:
+        raise ClusterError(f"{len(gone)} node(s) stopped reporting before they had it: {', '.join(gone)}")
+    return 0

@@ -1,0 +1,86 @@
+"""A node's side of a cluster: report to the coordinator every second, do what it answers.
+
+Each report carries the node's labels, its BitTorrent port and, per torrent, the pieces it has. The answer
+says which pieces this node alone fetches from the origin (every other missing piece comes from peers) and
+which releases to fetch now (``preheat``). When the coordinator cannot be reached for ``fallback_after``
+seconds, the node goes on with the peers it knows and decides alone again (the origin after a grace);
+assignments come back with the coordinator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from swarmhub.cluster.brain import decode_pieces
+from swarmhub.errors import ClusterError, SwarmhubError
+from swarmhub.node.library import Library
+
+__all__ = ["ClusterClient"]
+
+log = logging.getLogger(__name__)
+
+REPORT_EVERY = 1.0  # seconds
+
+
+class ClusterClient:
+    def __init__(
+        self,
+        library: Library,
+        coordinator: str,
+        node_id: str,
+        labels: Mapping[str, str],
+        bt_port: int,
+        *,
+        token: str | None = None,
+        fallback_after: float = 30.0,
+    ) -> None:
+        self.library = library
+        self.url = coordinator.rstrip("/")
+        self.node_id = node_id
+        self.labels = dict(labels)
+        self.bt_port = bt_port
+        self.token = token
+        self.fallback_after = fallback_after
+        self.last_answer = time.monotonic()
+        self.reports = 0
+
+    async def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with httpx.AsyncClient(timeout=5.0, headers=headers, trust_env=False) as client:
+            while True:
+                try:
+                    await self.report_once(client)
+                except (httpx.HTTPError, ClusterError, ValueError) as exc:
+                    if (
+                        time.monotonic() - self.last_answer > self.fallback_after
+                        and self.library.assignments is not None
+                    ):
+                        log.warning("coordinator %s unreachable (%s): fetching from the origin alone", self.url, exc)
+                        self.library.assign(None)
+                await asyncio.sleep(REPORT_EVERY)
+
+    async def report_once(self, client: httpx.AsyncClient) -> None:
+        releases = self.library.reports()
+        body = {"node_id": self.node_id, "labels": self.labels, "bt_port": self.bt_port, "releases": releases}
+        reply = await client.post(f"{self.url}/cluster/report", json=body)
+        if reply.status_code != 200:
+            raise ClusterError(f"coordinator answered {reply.status_code}: {reply.text[:200]}")
+        answer = reply.json()
+        sizes = {str(r["key"]): int(r["num_pieces"]) for r in releases}
+        assignments = {
+            key: decode_pieces(bits, sizes[key]) for key, bits in answer.get("assignments", {}).items() if key in sizes
+        }
+        self.library.assign(assignments)
+        for encoded in answer.get("pull", []):
+            try:
+                self.library.preheat(base64.b64decode(encoded, validate=True))
+            except (SwarmhubError, ValueError) as exc:
+                log.warning("coordinator asked for a release this node cannot fetch: %s", exc)
+        self.last_answer = time.monotonic()
+        self.reports += 1

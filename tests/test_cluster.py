@@ -1,0 +1,99 @@
+"""Cluster mode end to end on loopback: a coordinator, nodes that report to it, a preheat from the CLI.
+
+The origin must send the release about once for all the nodes (the coordinator deals the pieces to a few
+fetchers; everyone else gets them from peers), also when a fetcher dies midway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from support.cli import run_cli
+from support.pulled import Release, unique_bytes
+from support.swarm import REPO_ID, snapshot_files
+from swarmhub.cluster.coordinator import CoordinatorServer
+from swarmhub.node.daemon import Node
+from swarmhub.settings import Settings
+
+
+@contextlib.contextmanager
+def _cluster(release: Release, root: Path, n: int, *, fetchers: int = 2) -> Iterator[tuple[str, list[Node]]]:
+    with CoordinatorServer(fetchers=fetchers) as coordinator, contextlib.ExitStack() as stack:
+        nodes = []
+        for i in range(n):
+            settings = Settings.from_env().with_cache(root / f"node{i}" / "hub")
+            node = Node(
+                settings,
+                port=0,
+                upstream=release.hub.endpoint,
+                coordinator=coordinator.url,
+                labels={"zone": "z1", "rack": f"r{i % 2}"},
+            )
+            nodes.append(stack.enter_context(node))
+        _until(lambda: len(httpx.get(f"{coordinator.url}/cluster/status").json()["nodes"]) == n, 15)
+        yield coordinator.url, nodes
+
+
+def _until(check, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _origin_bytes(release: Release) -> int:
+    log = release.hub.log
+    return sum(e.body_bytes for e in log.entries("/lfs/*")) + sum(e.body_bytes for e in log.entries("/*/resolve/*"))
+
+
+def test_preheat_fetches_the_release_once_from_the_origin_for_every_node(release: Release, tmp_path: Path) -> None:
+    release.hub.log.clear()
+    with _cluster(release, tmp_path, 4) as (url, _nodes):
+        done = run_cli("preheat", REPO_ID, "--torrent", release.hybrid, "--coordinator", url, "--wait", "--json",
+                       "--timeout", "90")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        last = json.loads(done.stdout.strip().splitlines()[-1])
+        status = httpx.get(f"{url}/cluster/status").json()
+        page = httpx.get(url + "/").text
+    assert last["complete"] == last["nodes"] == 4
+    for i in range(4):  # every node holds the release where huggingface_hub looks
+        snapshot = tmp_path / f"node{i}" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+        assert snapshot_files(snapshot) == release.files
+    sent = _origin_bytes(release)
+    assert sent <= 1.05 * unique_bytes(release), f"the origin sent {sent / unique_bytes(release):.2f}x the release"
+    ((_key, summary),) = status["releases"].items()
+    assert summary["complete"] == 4 and summary["peer_bytes"] > unique_bytes(release)  # peers did the rest
+    assert "swarmhub cluster" in page and REPO_ID in page
+
+
+def test_a_dead_fetcher_s_pieces_go_to_the_others(release: Release, tmp_path: Path) -> None:
+    release.hub.log.clear()
+    with _cluster(release, tmp_path, 3, fetchers=2) as (url, nodes):
+        data = run_cli("preheat", REPO_ID, "--torrent", release.hybrid, "--coordinator", url, "--json")
+        assert data.returncode == 0, data.stderr
+        key = json.loads(data.stdout)["key"]
+
+        def fetchers() -> dict[str, int]:
+            return httpx.get(f"{url}/cluster/status").json()["releases"].get(key, {}).get("fetchers", {})
+
+        _until(lambda: len(fetchers()) == 2, 20)
+        victim = next(n for n in nodes if n.node_id in fetchers())
+        victim.stop()  # it stops reporting: after dead_after its share is dealt to the others
+        others = [n for n in nodes if n is not victim]
+
+        def complete(node: Node) -> bool:
+            mine = next(n for n in httpx.get(f"{url}/cluster/status").json()["nodes"] if n["node_id"] == node.node_id)
+            held = mine["releases"].get(key)
+            return bool(held) and held["pieces"] == held["of"]
+
+        _until(lambda: all(complete(n) for n in others), 90)
+    for node in others:
+        snapshot = node.settings.hub_cache / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+        assert snapshot_files(snapshot) == release.files
+    assert _origin_bytes(release) <= 1.3 * unique_bytes(release)
