@@ -379,7 +379,8 @@ class Swarms:
     def peers(self, info_hash: bytes) -> tuple[SwarmPeer, ...]:
         """Everyone listed in a swarm right now (for tests and status pages)."""
         swarm = self._swarms.get(info_hash)
-        return tuple(p.listed for p in swarm.peers.values()) if swarm else ()
+        # list() copies in C, in one go: safe while another thread announces (tests, the registry's pages)
+        return tuple(p.listed for p in list(swarm.peers.values())) if swarm else ()
 
     def sweep(self, now: float) -> None:
         """Forget expired peers in every swarm, and the swarms left idle."""
