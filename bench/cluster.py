@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,8 @@ from pull import Servers, check_files, clean_env, first_json, sha256_of, url_in,
 HERE = Path(__file__).resolve().parent
 MB = 1_000_000
 MATRIX_NODES = (4, 8, 16)
+# What a mode may add to its rows (swarmhub: from the coordinator's status, as the nodes reported it).
+_EXTRA_FIELDS = ("fetchers", "killed_fetcher", "per_node_origin_bytes", "per_node_peer_bytes")
 
 
 # ------------------------------------------------------------------------------------------------- the bound
@@ -147,14 +150,17 @@ def _cpu_of(pid: int) -> float:
         return 0.0
 
 
-def run_mode(cluster: Cluster, mode: Mode, nodes: int, args: argparse.Namespace) -> dict[str, Any]:
-    folder = cluster.work / "runs" / f"{mode.name}-{nodes}"
+def run_mode(
+    cluster: Cluster, mode: Mode, nodes: int, args: argparse.Namespace, kill_fetcher_at: float | None = None
+) -> dict[str, Any]:
+    folder = cluster.work / "runs" / f"{mode.name}-{nodes}{'-fault' if kill_fetcher_at is not None else ''}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     rates, size = cluster.lab.rates, cluster.release.size
     bound = t_min(size, nodes, rates)
     run = Run(cluster, mode, cluster.lab.nodes[:nodes], folder, folder / "go", 120 + 4 * nodes * size / rates.origin_up)
-    run.kill_fetcher_at = args.kill_fetcher_at
+    run.kill_fetcher_at = kill_fetcher_at
+    run.extra["node_args"] = shlex.split(args.swarmhub_node_args)
     mode.setup(run)
     serving = [p.pid for p in cluster.servers.procs if p.poll() is None]  # origin, tracker, what setup started
     started: list[NodeProc] = []
@@ -187,7 +193,13 @@ def run_mode(cluster: Cluster, mode: Mode, nodes: int, args: argparse.Namespace)
     busy = spent - (host_after.idle - host_before.idle) - (host_after.iowait - host_before.iowait)
     return {
         "mode": mode.name,
-        "label": mode.label,
+        "label": mode.label if kill_fetcher_at is None else f"{mode.label}, a fetcher killed at {kill_fetcher_at:.0%}",
+        "kill_fetcher_at": kill_fetcher_at,
+        **(
+            {"swarmhub_node_args": args.swarmhub_node_args}
+            if mode.name == "swarmhub" and args.swarmhub_node_args
+            else {}
+        ),
         "nodes": nodes,
         "size_bytes": size,
         "seconds": round(seconds, 2),
@@ -196,7 +208,7 @@ def run_mode(cluster: Cluster, mode: Mode, nodes: int, args: argparse.Namespace)
         "origin_bytes": served,
         "origin_ratio": round(served / size, 4),
         "per_node_seconds": [round(done[n.host.name] - go, 2) for n in finished],
-        **{k: v for k, v in run.extra.items() if k in ("killed_fetcher", "fetchers")},
+        **{k: v for k, v in run.extra.items() if k in _EXTRA_FIELDS},
         "verified": True,  # check_files raised otherwise
         "torrent_errors_resumed": errors,
         "rates_mb_s": {
@@ -253,16 +265,20 @@ def print_table(rows: list[dict[str, Any]], skipped: dict[str, str]) -> None:
             f"origin uplink {r['origin_up']:g} MB/s, node links {r['node_up']:g} MB/s up / {r['node_down']:g} MB/s down"
         )
     head = f"{'T s':>8} {'T_min s':>8} {'T/T_min':>8} {'origin/F':>9} {'node s min-max':>15} {'busy':>5}"
-    print(f"  {'mode':9} {'N':>3} {head}")
+    print(f"  {'mode':14} {'N':>3} {head}")
     for row in rows:
         per = row["per_node_seconds"]
         print(
-            f"  {row['mode']:9} {row['nodes']:3d} {row['seconds']:8.1f} {row['t_min_seconds']:8.1f} "
+            f"  {_name(row):14} {row['nodes']:3d} {row['seconds']:8.1f} {row['t_min_seconds']:8.1f} "
             f"{row['t_over_t_min']:8.2f} {row['origin_ratio']:9.3f} {min(per):7.1f}-{max(per):<7.1f} "
             f"{row['cpu']['machine_busy']:5.0%}"
         )
     for name, why in skipped.items():
-        print(f"  {name:9} {why}")
+        print(f"  {name:14} {why}")
+
+
+def _name(row: dict[str, Any]) -> str:
+    return f"{row['mode']}+fault" if row.get("kill_fetcher_at") else str(row["mode"])
 
 
 def write_chart(rows: list[dict[str, Any]], path: Path) -> None:
@@ -272,8 +288,8 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for mode in dict.fromkeys(r["mode"] for r in rows):
-        mine = [r for r in rows if r["mode"] == mode]
+    for name in dict.fromkeys(map(_name, rows)):
+        mine = [r for r in rows if _name(r) == name]
         ns = [r["nodes"] for r in mine]
         left.plot(ns, [r["seconds"] for r in mine], "o-", label=mine[0]["label"])
         right.plot(ns, [r["origin_ratio"] for r in mine], "o-", label=mine[0]["label"])
@@ -309,6 +325,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size-mb", type=float, default=1024, help="release size F in MB (default: 1024)")
     parser.add_argument("--mode", default="all", help="swarmhub, http, webseed, all, or a comma list (default: all)")
     parser.add_argument("--kill-fetcher-at", type=float, help="swarmhub: kill one origin fetcher at this share done")
+    parser.add_argument(
+        "--fault-at", type=float, default=0.3, help="matrix: also swarmhub with a fetcher killed at this share (0: no)"
+    )
+    parser.add_argument(
+        "--swarmhub-node-args",
+        default="",
+        metavar="ARGS",
+        help="swarmhub: more options for node run, e.g. '--origin-after 30'",
+    )
     parser.add_argument("--origin-mbps", type=float, default=5, help="origin uplink, MB/s (default: 5)")
     parser.add_argument("--node-mbps", type=float, default=10, help="each node's up and down link, MB/s (default: 10)")
     parser.add_argument("--format", default="hybrid", choices=["hybrid", "v1"], help="torrent (default: hybrid)")
@@ -338,7 +363,7 @@ def report_only(args: argparse.Namespace) -> int:
     for path in args.report:
         data = json.loads(path.read_text())
         rows += data.get("rows", [data])
-    rows.sort(key=lambda r: (r["nodes"], r["mode"]))
+    rows.sort(key=lambda r: (r["nodes"], _name(r)))
     return write_outputs(args, {"rows": rows, "skipped": {}, "wall_seconds": None})
 
 
@@ -374,18 +399,19 @@ def main() -> int:
     args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-", dir=args.dir))
     signal.signal(signal.SIGTERM, _interrupted)
+    runs = [(m, args.kill_fetcher_at) for m in modes if m.name not in skipped]
+    if len(modes) > 1 and "swarmhub" not in skipped and any(m.name == "swarmhub" for m in modes) and args.fault_at:
+        runs.append((mode_named("swarmhub"), args.fault_at))  # the matrix's fault run
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
         with cluster_of(args, max(args.node_counts), work) as cluster:
             for n in args.node_counts:
-                for mode in modes:
-                    if mode.name in skipped:
-                        continue
-                    row = run_mode(cluster, mode, n, args)
+                for mode, kill in runs:
+                    row = run_mode(cluster, mode, n, args, kill)
                     rows.append(row)
                     print(
-                        f"{mode.name:9} N={n:<3} {row['seconds']:7.1f} s  origin/F {row['origin_ratio']:.3f}",
+                        f"{_name(row):14} N={n:<3} {row['seconds']:7.1f} s  origin/F {row['origin_ratio']:.3f}",
                         file=sys.stderr,
                     )
     except KeyboardInterrupt:
@@ -397,7 +423,7 @@ def main() -> int:
         else:
             print(f"kept {work}", file=sys.stderr)
     wall = round(time.monotonic() - started, 1)
-    single = len(rows) == 1 and len(modes) == 1
+    single = len(rows) == 1 and len(runs) == 1
     if single:
         print(json.dumps(rows[0], indent=2) if args.json else "", end="\n" if args.json else "")
         if not args.json:

@@ -228,7 +228,7 @@ class SwarmhubMode(Mode):
         port = "6881" if node.netns else "0"
         argv = [*SWARMHUB, "node", "run", "--host", host, "--port", "8480" if node.netns else "0"]
         argv += ["--cache-dir", str(folder / "hub"), "--upstream", c.endpoint, "--coordinator", run.extra["url"]]
-        argv += ["--listen", f"{host}:{port}", "--label", "zone=lab", "--json"]
+        argv += ["--listen", f"{host}:{port}", "--label", "zone=lab", "--json", *run.extra.get("node_args", [])]
         env = clean_env(SWARMHUB_HOME=str(folder / "state"), HF_HOME=str(folder / "hf-home"), NO_PROXY="*")
         if not c.lab.shaped:
             limits = {"download_rate_limit": int(c.lab.rates.node_down), "ignore_limits_on_local_network": False}
@@ -271,6 +271,9 @@ class SwarmhubMode(Mode):
                     os.killpg(killed.proc.pid, signal.SIGKILL)
                     run.extra["killed_fetcher"] = killed.host.name
             if len(done) == len(nodes) - (killed is not None):
+                by_host = {ids[i].host.name: h for i, h in held.items() if i in ids and h}
+                run.extra["per_node_origin_bytes"] = {k: h["origin_bytes"] for k, h in sorted(by_host.items())}
+                run.extra["per_node_peer_bytes"] = {k: h["peer_bytes"] for k, h in sorted(by_host.items())}
                 break
             for n in nodes:
                 if n is not killed and n.proc.poll() is not None:
