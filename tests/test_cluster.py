@@ -13,11 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from support.cli import run_cli
 from support.pulled import Release, unique_bytes
 from support.swarm import REPO_ID, snapshot_files
+from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.cluster.coordinator import CoordinatorServer
+from swarmhub.cluster.pki import ClusterIdentity
+from swarmhub.engine.session import Engine, TlsIdentity
+from swarmhub.errors import ConfigError
 from swarmhub.node.daemon import Node
 from swarmhub.settings import Settings
 
@@ -97,3 +102,52 @@ def test_a_dead_fetcher_s_pieces_go_to_the_others(release: Release, tmp_path: Pa
         snapshot = node.settings.hub_cache / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
         assert snapshot_files(snapshot) == release.files
     assert _origin_bytes(release) <= 1.3 * unique_bytes(release)
+
+
+def test_a_private_cluster_trades_over_tls_with_members_only(release: Release, tmp_path: Path) -> None:
+    """cluster init / join: members' torrents carry the CA; they trade over TLS; a peer whose certificate
+    another CA signed gets no byte, and an engine without an identity cannot even add the torrent."""
+    ca, rogue_ca = tmp_path / "ca", tmp_path / "rogue-ca"
+    for args in (
+        ("cluster", "init", "--dir", ca),
+        ("cluster", "init", "--dir", rogue_ca),
+        ("cluster", "join", "m0", "--ca", ca, "--out", tmp_path / "m0"),
+        ("cluster", "join", "m1", "--ca", ca, "--out", tmp_path / "m1"),
+        ("cluster", "join", "intruder", "--ca", rogue_ca, "--out", tmp_path / "intruder"),
+    ):
+        done = run_cli(*args)
+        assert done.returncode == 0, done.stderr
+    release.hub.log.clear()
+    with CoordinatorServer(fetchers=2, ca_pem=(ca / "ca.pem").read_bytes()) as coordinator, contextlib.ExitStack() as s:
+        nodes = [
+            s.enter_context(
+                Node(
+                    Settings.from_env().with_cache(tmp_path / f"node{i}" / "hub"),
+                    port=0,
+                    upstream=release.hub.endpoint,
+                    coordinator=coordinator.url,
+                    cluster_identity=tmp_path / f"m{i}",
+                )
+            )
+            for i in range(2)
+        ]
+        done = run_cli("preheat", REPO_ID, "--torrent", release.hybrid, "--coordinator", coordinator.url, "--wait",
+                       "--timeout", "90")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        variant = next(nodes[0].library.store.dir.glob("*.torrent")).read_bytes() if nodes[0].library else b""
+        torrent = parse_torrent(variant)
+        assert torrent.private and torrent.key != parse_torrent(release.hybrid.read_bytes()).key
+        member = nodes[0].engine
+        assert member is not None and member.tls_port
+        identity = ClusterIdentity.load(tmp_path / "intruder")
+        with Engine(tls=TlsIdentity(identity.cert, identity.key, identity.dh)) as intruder:
+            key = intruder.add(variant, tmp_path / "intruder-data")
+            intruder.connect_peer(key, "127.0.0.1", member.tls_port)
+            time.sleep(5)
+            assert intruder.status(key).total_done == 0  # the TLS handshake fails: no byte
+        with Engine() as outsider, pytest.raises(ConfigError, match="cluster"):
+            outsider.add(variant, tmp_path / "outsider-data")
+    for i in range(2):
+        snapshot = tmp_path / f"node{i}" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+        assert snapshot_files(snapshot) == release.files
+    assert _origin_bytes(release) <= 1.05 * unique_bytes(release)

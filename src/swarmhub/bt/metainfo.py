@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmhub.bt.bencode import Bencodable, decode_with_spans, encode
+from swarmhub.bt.bencode import Bencodable, decode, decode_with_spans, encode
 from swarmhub.bt.layout import Format, TorrentPlan, valid_piece_size
 from swarmhub.bt.merkle import file_root_from_piece_layer
 from swarmhub.errors import MetainfoError, UsageError
@@ -30,7 +30,7 @@ from swarmhub.hub.repo import (
     validate_repo_id,
 )
 
-__all__ = ["Torrent", "TorrentFile", "build_torrent", "parse_torrent"]
+__all__ = ["Torrent", "TorrentFile", "build_torrent", "cluster_variant", "parse_torrent"]
 
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: no Hub file comes near; larger values are hostile or broken
 MAX_FILES = 1_000_000
@@ -356,3 +356,18 @@ def _check_piece_layers(raw: object, files: list[TorrentFile], piece_size: int) 
         hashes = [layer[i : i + 32] for i in range(0, len(layer), 32)]
         if file_root_from_piece_layer(hashes, leaves_per_piece) != file.pieces_root:
             raise MetainfoError(f"the piece layer of {file.path!r} does not hash to its pieces root")
+
+
+def cluster_variant(data: bytes, ca_pem: bytes) -> bytes:
+    """The torrent a private cluster trades: the same files and pieces (no byte hashed again), with the
+    cluster's CA as ``ssl-cert`` (libtorrent then talks to peers over TLS only, and only to those holding a
+    certificate that CA signed) and ``private`` set in ``info``; no public trackers or web seeds (the
+    coordinator is the tracker, nodes fetch from the origin themselves). A new info-hash; applying it twice
+    changes nothing."""
+    parse_torrent(data)  # only a torrent we accept becomes a cluster's
+    meta = decode(data)
+    assert isinstance(meta, dict) and isinstance(meta.get(b"info"), dict)
+    info: dict[bytes, Any] = {**meta[b"info"], b"ssl-cert": ca_pem, b"private": 1}
+    out = {k: v for k, v in meta.items() if k not in (b"announce", b"announce-list", b"url-list")}
+    out[b"info"] = info
+    return encode(out)

@@ -40,8 +40,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)")
     serve.add_argument("--fetchers", type=int, default=3, help="nodes fetching each release from the origin (3)")
+    serve.add_argument(
+        "--cluster-ca",
+        type=Path,
+        metavar="DIR",
+        help="a private cluster's CA folder (cluster init): preheats send its TLS-only torrents",
+    )
     serve.add_argument("--json", action="store_true", help="print one JSON line when ready")
     serve.set_defaults(func=_serve)
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="a private cluster's certificates (TLS between nodes)",
+        description="Peers of a private cluster prove membership with TLS: 'cluster init' makes the cluster's CA "
+        "(keep ca.key on one machine), 'cluster join NAME' issues a node's identity folder, which the node "
+        "uses with --cluster-identity DIR. Its torrents then carry the CA (libtorrent SSL torrents): a peer "
+        "without a certificate the CA signed gets no byte.",
+    )
+    cl_sub = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+    init = cl_sub.add_parser("init", help="make the cluster's CA")
+    init.add_argument("--dir", type=Path, metavar="DIR", help="where (default: <swarmhub home>/cluster-ca)")
+    init.set_defaults(func=_init)
+    join = cl_sub.add_parser("join", help="issue a node's identity (certificate, key) signed by the CA")
+    join.add_argument("name", help="the node's name (its certificate's common name)")
+    join.add_argument("--ca", type=Path, metavar="DIR", help="the CA folder (default: <swarmhub home>/cluster-ca)")
+    join.add_argument("--out", type=Path, metavar="DIR", help="default: <swarmhub home>/cluster-identity")
+    join.set_defaults(func=_join)
 
     preheat = sub.add_parser(
         "preheat",
@@ -67,7 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
     from swarmhub.serving import run_until_interrupted
 
     token = os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None
-    server = CoordinatorServer(args.host, args.port, fetchers=args.fetchers, token=token)
+    ca_pem = None
+    if args.cluster_ca is not None:
+        try:
+            ca_pem = (args.cluster_ca / "ca.pem").read_bytes()
+        except OSError as exc:
+            raise UsageError(f"no ca.pem in {args.cluster_ca}", hint="make it: swarmhub cluster init") from exc
+    server = CoordinatorServer(args.host, args.port, fetchers=args.fetchers, token=token, ca_pem=ca_pem)
 
     def ready() -> None:
         if args.json:
@@ -76,6 +106,25 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"coordinator at {server.url} (nodes: swarmhub node run --coordinator {server.url})", flush=True)
 
     run_until_interrupted(server, ready)
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from swarmhub.cluster.pki import init_ca
+
+    folder = args.dir or Settings.from_env().state_dir / "cluster-ca"
+    init_ca(folder)
+    print(f"cluster CA in {folder} (keep ca.key there); identities: swarmhub cluster join NAME --ca {folder}")
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    from swarmhub.cluster.pki import issue
+
+    state = Settings.from_env().state_dir
+    out = args.out or state / "cluster-identity"
+    issue(args.ca or state / "cluster-ca", args.name, out)
+    print(f"identity of {args.name} in {out}: swarmhub node run --cluster-identity {out} --coordinator URL")
     return 0
 
 

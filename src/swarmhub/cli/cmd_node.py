@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run_p.add_argument("--coordinator", metavar="URL", help="join a cluster (default: $SWARMHUB_COORDINATOR)")
     run_p.add_argument(
+        "--cluster-identity",
+        type=Path,
+        metavar="DIR",
+        help="a private cluster's node identity (swarmhub cluster join): peers over TLS, members only",
+    )
+    run_p.add_argument(
         "--label",
         action="append",
         default=[],
@@ -93,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         coordinator=args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or None,
         labels=_labels(args.label),
         cluster_token=os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None,
+        cluster_identity=args.cluster_identity,
     )
     _refuse_loop(upstream, args.host, args.port)
 

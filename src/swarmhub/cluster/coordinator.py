@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from swarmhub.bt.metainfo import Torrent, parse_torrent
+from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
 from swarmhub.bt.tracker import (
     Swarms,
     encode_announce,
@@ -62,9 +62,17 @@ class _Preheat:
 class Coordinator:
     """State behind the HTTP API: the brain, the tracker's swarms, preheats."""
 
-    def __init__(self, brain: Brain, *, token: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        brain: Brain,
+        *,
+        token: str | None = None,
+        ca_pem: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.brain = brain
         self.token = token
+        self.ca_pem = ca_pem  # a private cluster's CA: preheats send the TLS-only variant nodes trade
         self.clock = clock
         self.swarms = Swarms(rng=random.Random(), interval=ANNOUNCE_INTERVAL, min_interval=5)
         self.preheats: dict[str, _Preheat] = {}
@@ -96,6 +104,8 @@ class Coordinator:
             data = base64.b64decode(str(body["torrent"]), validate=True)
         except (KeyError, ValueError) as exc:
             raise ClusterError("preheat needs {'torrent': base64 of the .torrent}") from exc
+        if self.ca_pem is not None:
+            data = cluster_variant(data, self.ca_pem)
         torrent = parse_torrent(data)
         if torrent.repo is None:
             raise ClusterError("not a swarmhub release torrent (no Hub identity in info.hf)")
@@ -298,9 +308,17 @@ def _held(releases: Mapping[str, Mapping[str, int]]) -> str:
 class CoordinatorServer(BackgroundServer):
     name = "swarmhub-coordinator"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, fetchers: int = 3, token: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        fetchers: int = 3,
+        token: str | None = None,
+        ca_pem: bytes | None = None,
+    ) -> None:
         super().__init__(host, [port])
-        self.coordinator = Coordinator(Brain(fetchers=fetchers), token=token)
+        self.coordinator = Coordinator(Brain(fetchers=fetchers), token=token, ca_pem=ca_pem)
 
     def _apps(self) -> list[Starlette]:
         return [coordinator_app(self.coordinator)]

@@ -45,6 +45,7 @@ __all__ = [
     "Profile",
     "StorageFile",
     "StorageLayout",
+    "TlsIdentity",
     "TorrentChecked",
     "TorrentError",
     "TorrentFileReady",
@@ -310,6 +311,28 @@ def _translate(alert: Any) -> Event | None:
 
 # ------------------------------------------------------------------------------------------------ engine
 
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """A node's certificate, key and DH parameters (PEM files) for SSL torrents."""
+
+    cert: Path
+    key: Path
+    dh: Path
+
+
+def _with_tls_ports(interfaces: str) -> str:
+    """Each ``host:port`` gets a TLS twin on the next port (``s`` suffix); port 0 stays any free port."""
+    out = []
+    for entry in interfaces.split(","):
+        host, _, port = entry.rpartition(":")
+        if port.isdigit():
+            out += [entry, f"{host}:{int(port) + 1 if int(port) else 0}s"]
+        else:
+            out.append(entry)
+    return ",".join(out)
+
+
 UNCLAIMED_EVENTS = 100_000
 
 
@@ -331,11 +354,20 @@ class Engine:
     """One libtorrent session. Methods are thread-safe (libtorrent's are); events go to every subscriber."""
 
     def __init__(
-        self, profile: Profile = "isolated", *, listen: str | None = None, extra: dict[str, Any] | None = None
+        self,
+        profile: Profile = "isolated",
+        *,
+        listen: str | None = None,
+        extra: dict[str, Any] | None = None,
+        tls: TlsIdentity | None = None,
     ) -> None:
         self.profile = profile
+        self.tls = tls
+        settings = {**settings_for(profile, listen), **(extra or {})}
+        if tls is not None:  # SSL torrents' peers connect to a second, TLS, port
+            settings["listen_interfaces"] = _with_tls_ports(str(settings["listen_interfaces"]))
         try:
-            self._session = lt.session({**settings_for(profile, listen), **(extra or {})})  # type: ignore[call-overload]
+            self._session = lt.session(settings)  # type: ignore[call-overload]
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"libtorrent refuses a setting: {exc}", hint="check SWARMHUB_LIBTORRENT") from exc
         self._handles: dict[str, Any] = {}
@@ -351,6 +383,11 @@ class Engine:
     @property
     def listen_port(self) -> int:
         return int(self._session.listen_port())
+
+    @property
+    def tls_port(self) -> int | None:
+        """Where peers of SSL torrents (a cluster's) connect, when this engine has a TLS identity."""
+        return int(self._session.ssl_listen_port()) if self.tls is not None else None
 
     # -------------------------------------------------------------------------------------- torrents
 
@@ -399,7 +436,14 @@ class Engine:
             params.renamed_files = {int(i): str(p) for i, p in renamed.items()}
         if part_file_dir is not None:
             params.part_file_dir = str(part_file_dir)
+        if params.ti.ssl_cert() and self.tls is None:
+            raise ConfigError(
+                "this torrent is a cluster's (TLS peers only) and this node has no cluster identity",
+                hint="give the node its identity: --cluster-identity DIR (swarmhub cluster join)",
+            )
         handle = self._session.add_torrent(params)
+        if params.ti.ssl_cert() and self.tls is not None:
+            handle.set_ssl_certificate(str(self.tls.cert), str(self.tls.key), str(self.tls.dh))
         for url in trackers:  # announced to as well as the torrent's own (a cluster's coordinator)
             handle.add_tracker({"url": url, "tier": 0})
         key = _key(handle.info_hashes())

@@ -35,7 +35,8 @@ from starlette.types import ASGIApp
 
 from swarmhub import __version__
 from swarmhub.bt.metainfo import parse_torrent
-from swarmhub.engine.session import Engine, Profile
+from swarmhub.cluster.pki import ClusterIdentity
+from swarmhub.engine.session import Engine, Profile, TlsIdentity
 from swarmhub.errors import SwarmhubError
 from swarmhub.hub.patterns import path_selected
 from swarmhub.node.cluster_client import ClusterClient
@@ -76,6 +77,7 @@ class Node(BackgroundServer):
         coordinator: str | None = None,
         labels: Mapping[str, str] | None = None,
         cluster_token: str | None = None,
+        cluster_identity: Path | None = None,
         stall_timeout: float = 60.0,
     ) -> None:
         super().__init__(host, [port])
@@ -90,6 +92,7 @@ class Node(BackgroundServer):
         self.coordinator = coordinator.rstrip("/") if coordinator else None
         self.labels = dict(labels or {})
         self.cluster_token = cluster_token
+        self.identity = ClusterIdentity.load(cluster_identity) if cluster_identity is not None else None
         self.cluster: ClusterClient | None = None
         self._uvicorn: UvicornThread | None = None
         self.stall_timeout = stall_timeout
@@ -103,7 +106,8 @@ class Node(BackgroundServer):
         return self.settings.state_dir / "node.json"
 
     def start(self) -> Node:
-        self.engine = Engine(**self._engine_args)
+        tls = TlsIdentity(self.identity.cert, self.identity.key, self.identity.dh) if self.identity else None
+        self.engine = Engine(**self._engine_args, tls=tls)
         try:
             self.library = Library(
                 self.engine,
@@ -113,6 +117,7 @@ class Node(BackgroundServer):
                 registry=RegistryClient(self.registry_url) if self.registry_url else None,
                 peers=self.peers,
                 trackers=[f"{self.coordinator}/announce?node={self.node_id}"] if self.coordinator else [],
+                cluster_ca=self.identity.ca_pem() if self.identity else None,
                 peer_grace=self.peer_grace,
                 stall_timeout=self.stall_timeout,
             )
@@ -145,7 +150,12 @@ class Node(BackgroundServer):
     def _join_cluster(self, coordinator: str) -> None:
         assert self.library is not None and self._uvicorn is not None and self._uvicorn.loop is not None
         self.cluster = ClusterClient(
-            self.library, coordinator, self.node_id, self.labels, self.bt_port, token=self.cluster_token
+            self.library,
+            coordinator,
+            self.node_id,
+            self.labels,
+            self.engine.tls_port or self.bt_port if self.engine else self.bt_port,
+            token=self.cluster_token,
         )
         asyncio.run_coroutine_threadsafe(self.cluster.run(), self._uvicorn.loop)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmhub.bt.metainfo import Torrent, parse_torrent
+from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
 from swarmhub.cluster.brain import encode_pieces
 from swarmhub.engine.session import Engine, StorageFile
 from swarmhub.errors import SwarmhubError
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024  # bytes read from a landed blob at a time
 READ_AHEAD = 32 * 1024 * 1024  # bytes of pieces asked for ahead of a reader (at least 4 pieces)
+# Pieces asked for when a reader starts, doubled with each piece it gets up to READ_AHEAD: libtorrent spreads its
+# first requests over every piece with a deadline, so 32 at once made the first one arrive 100-200 ms later
+# than 1 or 2 (bench/endpoint.py).
+READ_AHEAD_START = 2
 DEADLINE_STEP_MS = 20  # each piece further ahead is wanted this much later
 REGISTRY_MISS_TTL = 30.0  # seconds a "registry does not have it" answer is believed
 
@@ -130,15 +134,15 @@ async def _read_pieces(pull: Pull, path: str, start: int, end: int) -> AsyncIter
     lo, hi = storage.offset + start, storage.offset + end  # in the piece stream
     pieces = range(lo // size, (hi - 1) // size + 1)
     ahead = max(4, READ_AHEAD // size)
+    window = min(READ_AHEAD_START, ahead)
     asked: collections.deque[asyncio.Task[bytes]] = collections.deque()
     upcoming = iter(pieces)
     try:
         for piece in pieces:
-            for nxt in upcoming:
+            while len(asked) < window and (nxt := next(upcoming, None)) is not None:
                 asked.append(asyncio.create_task(pull.piece(nxt, DEADLINE_STEP_MS * len(asked))))
-                if len(asked) >= ahead:
-                    break
             data = await asked.popleft()
+            window = min(2 * window, ahead)
             base = piece * size
             yield data[max(lo, base) - base : min(hi, base + len(data)) - base]
     finally:
@@ -159,6 +163,7 @@ class Library:
         registry: RegistryClient | None = None,
         peers: Sequence[tuple[str, int]] = (),
         trackers: Sequence[str] = (),
+        cluster_ca: bytes | None = None,
         peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
     ) -> None:
@@ -171,6 +176,7 @@ class Library:
         self.registry = registry
         self.peers = tuple(peers)
         self.trackers = tuple(trackers)
+        self.cluster_ca = cluster_ca  # a private cluster's CA: every torrent becomes its TLS-only variant
         self.assignments: dict[str, frozenset[int]] | None = None  # a coordinator's; None: each pull decides
         self._preheats: dict[RepoRef, asyncio.Task[object]] = {}
         self.peer_grace = peer_grace
@@ -218,17 +224,26 @@ class Library:
 
     def adopt(self, torrent: Torrent, data: bytes) -> SwarmRelease:
         """A release handed over with its torrent (``swarmhub pull``): stored, and known from now on."""
+        torrent, data = self._ours(torrent, data)
         release = SwarmRelease(self, torrent, data)  # checks the torrent carries the Hub identity
         self.store.save(torrent, data)
         return self._releases.setdefault(release.ref, release)
 
+    def _ours(self, torrent: Torrent, data: bytes) -> tuple[Torrent, bytes]:
+        """In a private cluster, the cluster's variant of a torrent (TLS peers only); else the torrent itself."""
+        if self.cluster_ca is None:
+            return torrent, data
+        variant = cluster_variant(data, self.cluster_ca)
+        return (torrent, data) if variant == data else (parse_torrent(variant), variant)
+
     def _seed(self, stored: StoredTorrent) -> bool:
         ref = stored.torrent.repo
         assert ref is not None
+        torrent, data = self._ours(stored.torrent, stored.data)
+        if torrent.key in self.engine.torrents():
+            return False  # a cluster's variant of a torrent seeded already
         try:
-            key = seed_release(
-                self.engine, stored.torrent, stored.data, self.cache_dir, self.parts, trackers=self.trackers
-            )
+            key = seed_release(self.engine, torrent, data, self.cache_dir, self.parts, trackers=self.trackers)
         except SwarmhubError as exc:
             log.warning("not seeding %s: %s", stored.path.name, exc)
             return False
@@ -253,7 +268,7 @@ class Library:
         stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
         stored.sort(key=lambda s: s.torrent.format != "hybrid")  # the hybrid, when there is one
         if stored and stored[0].torrent.repo == ref:
-            return stored[0].torrent, stored[0].data
+            return self._ours(stored[0].torrent, stored[0].data)
         if self.registry is None or time.monotonic() - self._registry_misses.get(ref, -1e9) < REGISTRY_MISS_TTL:
             return None
         try:
@@ -268,7 +283,7 @@ class Library:
             log.warning("registry sent a torrent of %s for %s; ignored", torrent.repo, ref)
             return None
         self.store.save(torrent, data)
-        return torrent, data
+        return self._ours(torrent, data)
 
     async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None:
         if is_commit(revision):
