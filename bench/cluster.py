@@ -286,6 +286,7 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in dict.fromkeys(map(_name, rows)):
@@ -299,6 +300,11 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> None:
     left.set(xlabel="nodes N", ylabel="seconds until every node has the release", title="time")
     right.set(xlabel="nodes N", ylabel="origin bytes / release size", title="origin traffic")
     for ax in (left, right):
+        # log y: http grows with N (N x F from the origin) and would flatten the swarms' lines near the bound
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xticks(sorted(bound))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
