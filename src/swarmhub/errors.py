@@ -20,7 +20,8 @@ The tree::
     ├── LocalSourceError              a --from-dir folder is missing files or holds unreadable ones
     ├── StorageError                  writing or moving downloaded bytes failed (disk full, permissions)
     ├── StalledError                  a download made no progress: no peer and no origin gave a byte
-    └── ClusterError                  a coordinator refused a report or preheat, or cannot be reached
+    ├── ClusterError                  a coordinator refused a report or preheat, or cannot be reached
+    └── ShardError                    a shard cannot be split, found, fetched, verified, loaded or computed on
 
 Errors carry structured attributes (``repo_id``, ``path``, ``status``) so callers need not parse messages.
 Foreign exceptions (httpx, OSError, libtorrent) are translated where they enter: ``raise Ours(...) from exc``.
@@ -43,6 +44,7 @@ __all__ = [
     "OriginUnavailable",
     "RepoNotFound",
     "RevisionNotFound",
+    "ShardError",
     "StalledError",
     "StorageError",
     "SwarmhubError",
@@ -183,3 +185,14 @@ class StalledError(SwarmhubError):
 
 class ClusterError(SwarmhubError):
     """A coordinator refused a node's report or a preheat (bad input, no such node), or could not be reached."""
+
+
+class ShardError(SwarmhubError):
+    """A shard (a file of a split model) cannot be split, found, fetched from peers, verified, loaded or used.
+
+    ``shard_id`` names it when there is one; the message says what was tried (peers, trackers, hashes).
+    """
+
+    def __init__(self, message: str, *, shard_id: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.shard_id = shard_id

@@ -489,6 +489,10 @@ class Engine:
     def connect_peer(self, key: str, host: str, port: int) -> None:
         self._handle(key).connect_peer((host, port))
 
+    def reannounce(self, key: str) -> None:
+        """Ask the torrent's trackers for peers now, whatever their interval (a node that found none asks again)."""
+        self._handle(key).force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
+
     def add_piece(self, key: str, piece: int, data: bytes) -> None:
         """Hand libtorrent a piece fetched elsewhere (the origin); it verifies it like any other.
 
