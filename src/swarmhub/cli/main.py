@@ -25,6 +25,7 @@ from swarmhub.cli import (
     cmd_pull,
     cmd_registry,
     cmd_seed,
+    cmd_shards,
 )
 from swarmhub.cli.output import error_line
 from swarmhub.errors import SwarmhubError
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_cluster,
         cmd_publish,
         cmd_registry,
+        cmd_shards,
     )
     for module in (*commands, *_optional_commands()):
         module.register(sub)  # type: ignore[attr-defined]
