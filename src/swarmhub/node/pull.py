@@ -24,6 +24,7 @@ import collections
 import concurrent.futures
 import contextlib
 import errno
+import hashlib
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import Torrent
 from swarmhub.engine.session import (
     Engine,
@@ -67,6 +69,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: it serves another release
 ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # consecutive pieces fetched in one ranged GET
+READ_ATTEMPTS = 3  # a piece read libtorrent cancelled (its file moved) is asked for again
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
 
@@ -153,6 +156,8 @@ class Pull:
         self.origin = origin
         self.peers = tuple(peers)
         self.part_file_dir = part_file_dir
+        self._v1_hashes = _v1_piece_hashes(torrent_bytes)
+        self._origin_wrong = 0  # origin pieces whose bytes did not match the torrent
         self.resume_file = resume_dir / f"{torrent.key}.pieces" if resume_dir is not None else None
         self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
@@ -300,7 +305,18 @@ class Pull:
     # ------------------------------------------------------------------------------------------- readers
 
     async def piece(self, index: int, deadline_ms: int) -> bytes:
-        """A piece's bytes once it is in (``deadline_ms``: how soon it is needed, for libtorrent's picker)."""
+        """A piece's bytes once it is in (``deadline_ms``: how soon it is needed, for libtorrent's picker).
+
+        A read can be cancelled by libtorrent when the piece's file moves (it lands) meanwhile: asked again."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return await self._piece_once(index, deadline_ms)
+            except StorageError:
+                if attempt == READ_ATTEMPTS - 1 or index not in self._state.have:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _piece_once(self, index: int, deadline_ms: int) -> bytes:
         await self._state.checked.wait()
         self._check_error()
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -390,16 +406,18 @@ class Pull:
         return self.origin.client.bytes_received - self._origin_start if self.origin else 0
 
     async def _download(self) -> None:
-        priorities, renamed = self._storage_plan()
         (self.dest.root / "blobs").mkdir(parents=True, exist_ok=True)
         if self.part_file_dir is not None:
             self.part_file_dir.mkdir(parents=True, exist_ok=True)
+        have = await asyncio.to_thread(self._resumed)
+        # no await from here to the key: a file wanted meanwhile is either in this plan or planned by want()
+        priorities, renamed = self._storage_plan()
         self.key = self.engine.add(
             self.torrent_bytes,
             self.dest.root,
             file_priorities=priorities,
             renamed=renamed,
-            have=await asyncio.to_thread(self._resumed),
+            have=have,
             trackers=self.trackers,
             part_file_dir=self.part_file_dir,
             web_seeds=False,  # the origin (or a web seed) only for what no peer has: that is our job
@@ -667,7 +685,8 @@ class Pull:
                 elif state.hash_failures.get(piece, 0) > failures_seen.get(piece, 0):
                     failures_seen[piece] = state.hash_failures[piece]
                     del claimed[piece]
-                    failed_by_origin += 1
+                    if self._v1_hashes is None:  # else the origin's bytes were checked: a peer sent the bad ones
+                        failed_by_origin += 1
                     if failed_by_origin >= ORIGIN_HASH_FAILURES:
                         raise self._origin_mismatch(piece)
                 elif now - sent > 60:  # no verdict (a piece libtorrent ignored): fetch it again
@@ -730,11 +749,25 @@ class Pull:
                 at = storage.offset + offset - start
                 chunk = view[at : at + length]
                 await self.origin.read(storage.path, offset, chunk)
-        for piece in run:
+        pieces = {p: bytes(view[p * size - start : p * size - start + self.layout.piece_length(p)]) for p in run}
+        wrong = await asyncio.to_thread(self._not_matching, pieces)
+        for piece, data in pieces.items():
+            if piece in wrong:  # checked before libtorrent sees them: a peer's bad bytes are never blamed here
+                del claimed[piece]
+                self._origin_wrong += 1
+                if self._origin_wrong >= ORIGIN_HASH_FAILURES:
+                    raise self._origin_mismatch(piece)
+                continue
             if piece not in self._state.have:
-                at = piece * size - start
-                self.engine.add_piece(self.key, piece, bytes(view[at : at + self.layout.piece_length(piece)]))
+                self.engine.add_piece(self.key, piece, data)
             claimed[piece] = time.monotonic()
+
+    def _not_matching(self, pieces: dict[int, bytes]) -> set[int]:
+        """The pieces whose SHA-1 is not the torrent's (v1 and hybrid torrents; a v2-only one: none known)."""
+        hashes = self._v1_hashes
+        if hashes is None:
+            return set()
+        return {p for p, data in pieces.items() if hashlib.sha1(data).digest() != hashes[20 * p : 20 * p + 20]}
 
     def _origin_mismatch(self, piece: int) -> IntegrityError:
         paths = ", ".join(s.path for s, _, _ in self.layout.segments(piece) if not s.pad)
@@ -742,3 +775,11 @@ class Pull:
             f"the origin's bytes for {paths} do not match the torrent (piece {piece}): it serves another release",
             path=paths,
         )
+
+
+def _v1_piece_hashes(torrent_bytes: bytes) -> bytes | None:
+    """The torrent's v1 piece hashes (20 bytes each), to check the origin's bytes before libtorrent takes them."""
+    meta = decode(torrent_bytes)
+    info = meta.get(b"info") if isinstance(meta, dict) else None
+    pieces = info.get(b"pieces") if isinstance(info, dict) else None
+    return pieces if isinstance(pieces, bytes) else None
