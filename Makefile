@@ -53,6 +53,7 @@ bench: setup system-deps
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/pull.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/endpoint.py
 	$(BIN)/python bench/tracker.py
 
 lock:
