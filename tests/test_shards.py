@@ -189,6 +189,7 @@ def test_b_loads_shard_2_from_a_and_computes_what_the_original_gives(swarm: Swar
     entry = swarm.manifest.get("2")
     assert entry is not None
     result = swarm.ok(swarm.b, "LOAD_SHARD", shard_id=2)
+    assert set(result.pop("seconds")) == {"download", "verify", "parse"}
     path = swarm.b.shards_dir / entry.filename
     assert result == {
         "shard_id": "2",

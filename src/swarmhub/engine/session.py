@@ -404,6 +404,7 @@ class Engine:
         upload_only: bool = False,
         web_seeds: bool = True,
         trackers: Sequence[str] = (),
+        sequential: bool = False,
     ) -> str:
         """Start a torrent; returns its key (v2 info-hash, else v1).
 
@@ -413,7 +414,8 @@ class Engine:
         unwanted files that share a piece with wanted ones) out of ``save_path``. ``upload_only`` never
         downloads (a seeder of verified files that must not be written to). ``web_seeds=False``: libtorrent
         does not use the torrent's BEP 19 web seeds (it would fetch from them eagerly, peers or not, and drops
-        a file for the session after one error).
+        a file for the session after one error). ``sequential``: pieces are asked for in order (not rarest
+        first), so a reader can follow the download (the shard agent hashes the file while it arrives).
         """
         params = lt.add_torrent_params()
         params.ti = _torrent_info(torrent)
@@ -423,6 +425,8 @@ class Engine:
             params.flags |= lt.torrent_flags.seed_mode
         if upload_only:
             params.flags |= lt.torrent_flags.upload_mode
+        if sequential:
+            params.flags |= lt.torrent_flags.sequential_download
         if not web_seeds:  # the torrent's url-list is ignored (pull fetches from the origin itself)
             params.url_seeds = []
             params.flags |= lt.torrent_flags.override_web_seeds

@@ -27,6 +27,7 @@ Commands:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -42,6 +43,8 @@ from swarmhub.engine.session import (
     Flushed,
     HashFailed,
     PeerBanned,
+    PieceFinished,
+    TorrentChecked,
     TorrentError,
     TorrentStatus,
 )
@@ -59,6 +62,7 @@ DEFAULT_LOAD_TIMEOUT = 60.0
 _KICK_EVERY = 2.0  # seconds between asking trackers (and given peers) again while no peer is connected
 _STEP = 0.25
 _HASH_CHUNK = 8 << 20
+_HASH_BATCH = 64 << 20  # the SHA-256 follows the download in steps of this many bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,14 @@ def parse_peer(value: object) -> tuple[str, int]:
         if host and port.isdigit() and 0 < int(port) < 65536:
             return host.strip("[]"), int(port)
     raise ShardError(f"a peer is 'host:port', not {value!r}")
+
+
+def _sha256_update(digest: Any, path: Path, start: int, stop: int) -> None:
+    with path.open("rb") as f:
+        f.seek(start)
+        while start < stop and (chunk := f.read(min(_HASH_CHUNK, stop - start))):
+            digest.update(chunk)
+            start += len(chunk)
 
 
 def _sha256_file(path: Path) -> str:
@@ -92,8 +104,12 @@ class _Fetch:
     banned: list[str] = field(default_factory=list)
     error: str | None = None
     seen_peers: int = 0
-    flushed: asyncio.Future[None] | None = None
+    checked: bool = False  # libtorrent checked the part file: peers connected before are dropped
+    flushes: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     renamed: asyncio.Future[str | None] | None = None
+    passed: set[int] = field(default_factory=set)  # pieces that passed their hash
+    new_pieces: asyncio.Event = field(default_factory=asyncio.Event)
+    complete: bool = False
 
 
 class ShardAgent:
@@ -174,7 +190,10 @@ class ShardAgent:
             raise ShardError("timeout must be a number of seconds between 0 and 3600")
         shard, source = await self.load(params.get("shard_id"), peers=peers, timeout=float(timeout))
         return {"shard_id": shard.shard_id, "status": "loaded", "path": str(shard.path), "source": source} | {
-            k: v for k, v in shard.describe().items() if k in ("format", "tensors", "size")
+            "format": shard.format,
+            "tensors": len(shard.tensors),
+            "size": shard.size,
+            "seconds": {k: round(v, 3) for k, v in shard.timings.items()},
         }
 
     async def _cmd_unload(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,37 +237,57 @@ class ShardAgent:
                 hint="start the node with --manifest FILE (the shard set's shards.json)",
             )
         local = self.store.local_shard(sid)
+        timings: dict[str, float] = {}
+        started = time.monotonic()
         if local is not None:
             await asyncio.to_thread(self.store.verify, entry, local.path)
             path, source = local.path, "disk"
+            timings["verify"] = time.monotonic() - started
         elif self.store.path_of(entry).is_file():  # there, but not seeded yet (copied in after the start)
             path, source = self.store.path_of(entry), "disk"
             await asyncio.to_thread(self.store.verify, entry, path)
+            timings["verify"] = time.monotonic() - started
             self.seed(self.store.add_local(entry, path))
         else:
-            path, source = await self._fetch(entry, [*self.peers, *peers], timeout), "peers"
+            path, source = await self._fetch(entry, [*self.peers, *peers], timeout, timings), "peers"
         shard = await asyncio.to_thread(load_shard_file, sid, path)
+        shard.timings = {**timings, "parse": shard.seconds}
         self.cache.put(shard)
         return shard, source
 
     # -------------------------------------------------------------------------------------------- fetching
 
-    async def _fetch(self, entry: ShardEntry, peers: Sequence[tuple[str, int]], timeout: float) -> Path:
+    async def _fetch(
+        self, entry: ShardEntry, peers: Sequence[tuple[str, int]], timeout: float, timings: dict[str, float]
+    ) -> Path:
+        """Download ``entry`` from peers into the folder, check it (pieces, then SHA-256), seed it; its path.
+        ``timings``: seconds to the last piece (``download``) and of the SHA-256 after it (``verify``)."""
         key = entry.info_hash
         if key in self.engine.torrents():  # a failed earlier attempt's
             self.engine.remove(key)
         self.fetches.append(entry.shard_id)
         state = _Fetch()
         pump = asyncio.create_task(self._pump(key, state))
+        hasher = asyncio.create_task(self._sha256_in_order(key, entry, state))
         try:
+            started = time.monotonic()
             part = self.store.part_name(entry)
-            self.engine.add(entry.torrent, self.store.root, renamed={0: part}, trackers=self.trackers)
+            # in order: the SHA-256 follows the download instead of reading the whole file after it
+            self.engine.add(entry.torrent, self.store.root, renamed={0: part}, trackers=self.trackers, sequential=True)
             await self._until_complete(entry, state, peers, timeout)
-            loop = asyncio.get_running_loop()
-            state.flushed = loop.create_future()
-            self.engine.flush(key)  # PieceFinished can come before the bytes are on disk
-            await asyncio.wait_for(state.flushed, 60)
-            actual = await asyncio.to_thread(_sha256_file, self.store.root / part)
+            downloaded = time.monotonic()
+            state.complete = True
+            state.passed.update(range(entry.num_pieces))  # some PieceFinished may still be on their way
+            state.new_pieces.set()
+            try:
+                actual = await hasher
+            except (OSError, TimeoutError) as exc:
+                log.warning("shard %s: hashing while it arrived failed (%s); hashing the file", entry.shard_id, exc)
+                actual = ""
+            if actual != entry.sha256:  # the prefix read may have raced a write: the whole file, flushed
+                await self._flush(key, state)
+                actual = await asyncio.to_thread(_sha256_file, self.store.root / part)
+            timings.update(download=downloaded - started, verify=time.monotonic() - downloaded)
             if actual != entry.sha256:
                 (self.store.root / part).unlink(missing_ok=True)
                 raise ShardError(
@@ -256,7 +295,7 @@ class ShardAgent:
                     f"the manifest's {entry.sha256}: the manifest's torrent is not this shard's",
                     shard_id=entry.shard_id,
                 )
-            state.renamed = loop.create_future()
+            state.renamed = asyncio.get_running_loop().create_future()
             self.engine.rename_file(key, 0, entry.filename)
             problem = await asyncio.wait_for(state.renamed, 60)
             if problem is not None:
@@ -271,22 +310,57 @@ class ShardAgent:
             self.engine.remove(key)  # a retry starts afresh (verified pieces in the part file are kept)
             raise
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            for task in (hasher, pump):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ShardError):
+                    await task
+
+    async def _flush(self, key: str, state: _Fetch) -> None:
+        """Every piece that passed so far is on disk (``PieceFinished`` can come before the write)."""
+        flushed = asyncio.get_running_loop().create_future()
+        state.flushes.append(flushed)
+        self.engine.flush(key)
+        await asyncio.wait_for(flushed, 60)
+
+    async def _sha256_in_order(self, key: str, entry: ShardEntry, state: _Fetch) -> str:
+        """The file's SHA-256, read from the part file as its pieces pass, in order, in steps of
+        ``_HASH_BATCH`` bytes (after a flush): when the last piece is in, the check is nearly done."""
+        digest = hashlib.sha256()
+        path = self.store.root / self.store.part_name(entry)
+        hashed_pieces = 0
+        while hashed_pieces < entry.num_pieces:
+            end = hashed_pieces
+            while end < entry.num_pieces and end in state.passed:
+                end += 1
+            if end == hashed_pieces or ((end - hashed_pieces) * entry.piece_size < _HASH_BATCH and not state.complete):
+                state.new_pieces.clear()
+                await state.new_pieces.wait()
+                continue
+            await self._flush(key, state)
+            start, stop = hashed_pieces * entry.piece_size, min(end * entry.piece_size, entry.size)
+            await asyncio.to_thread(_sha256_update, digest, path, start, stop)
+            hashed_pieces = end
+        return digest.hexdigest()
 
     async def _pump(self, key: str, state: _Fetch) -> None:
         async for event in self.engine.events(key):
-            if isinstance(event, HashFailed):
+            if isinstance(event, PieceFinished):
+                state.passed.add(event.piece)
+                state.new_pieces.set()
+            elif isinstance(event, HashFailed):
                 state.hash_failures += 1
                 state.failed_pieces.add(event.piece)
             elif isinstance(event, PeerBanned) and event.peer not in state.banned:
                 log.warning("banned peer %s: it sent shard data that failed the piece hashes", event.peer)
                 state.banned.append(event.peer)
+            elif isinstance(event, TorrentChecked):
+                state.checked = True
             elif isinstance(event, TorrentError):
                 state.error = event.message
-            elif isinstance(event, Flushed) and state.flushed is not None and not state.flushed.done():
-                state.flushed.set_result(None)
+            elif isinstance(event, Flushed) and state.flushes:
+                flushed = state.flushes.popleft()  # one event per flush call, in order
+                if not flushed.done():
+                    flushed.set_result(None)
             elif isinstance(event, FileRenamed) and state.renamed is not None and not state.renamed.done():
                 state.renamed.set_result(event.error)
             state.changed.set()
@@ -295,7 +369,7 @@ class ShardAgent:
         self, entry: ShardEntry, state: _Fetch, peers: Sequence[tuple[str, int]], timeout: float
     ) -> None:
         key = entry.info_hash
-        last_done, last_progress, last_kick = -1, time.monotonic(), -_KICK_EVERY
+        last_done, last_progress, last_kick = -1, time.monotonic(), -float("inf")
         while True:
             if state.error is not None:
                 raise ShardError(f"shard {entry.shard_id}: cannot write it: {state.error}", shard_id=entry.shard_id)
@@ -309,7 +383,10 @@ class ShardAgent:
             if done > last_done:
                 last_done, last_progress = done, now
             state.seen_peers = max(state.seen_peers, status.num_peers)
-            if status.num_peers == 0 and now - last_kick >= _KICK_EVERY:
+            if state.checked and done > len(state.passed):  # pieces found in a part file at the check
+                state.passed.update(i for i, ok in enumerate(status.pieces) if ok)
+                state.new_pieces.set()
+            if state.checked and status.num_peers == 0 and now - last_kick >= _KICK_EVERY:
                 last_kick = now
                 if self.trackers:
                     self.engine.reannounce(key)

@@ -77,6 +77,7 @@ class LoadedShard:
     tensors: dict[str, ShardTensor]
     seconds: float  # how long parsing took
     mapping: Any = field(repr=False)  # keeps the memory map alive
+    timings: dict[str, float] = field(default_factory=dict)  # how it was loaded: fetch, verify, parse seconds
 
     def tensor(self, name: object) -> ShardTensor:
         if not isinstance(name, str) or name not in self.tensors:
