@@ -112,3 +112,21 @@ def test_bad_bitfields_are_refused() -> None:
         decode_pieces("ff", 4)  # bits past the last piece
     with pytest.raises(ValueError):
         decode_pieces("ff00", 8)  # wrong length
+
+
+def test_a_fetcher_whose_origin_bytes_grow_is_not_stalled() -> None:
+    """Over a slow origin the first long ranged GETs land no piece for a while: bytes arriving are progress."""
+    brain = Brain(fetchers=1, dead_after=100, stall_after=5)
+
+    def report(node: str, origin_bytes: int, now: float) -> frozenset[int]:
+        return brain.report(node, {}, None, [ReleaseReport(KEY, PIECES, frozenset(), origin_bytes)], now)[KEY]
+
+    report("a", 0, 0.0)
+    report("b", 0, 0.0)
+    mine = report("a", 0, 1.0) or report("b", 0, 1.0)
+    fetcher = "a" if report("a", 0, 1.0) else "b"
+    for t in range(2, 20):  # no piece lands, but its GETs bring bytes every second
+        assert report(fetcher, t * 100_000, float(t)) == mine
+    for t in range(20, 27):  # now nothing moves at all: stalled, its share goes to the other node
+        report(fetcher, 19 * 100_000, float(t))
+    assert not brain.assignments(KEY).get(fetcher)

@@ -90,6 +90,7 @@ class _Release:
     assigned: dict[int, str] = field(default_factory=dict)  # piece -> the one node fetching it
     shares: dict[str, int] = field(default_factory=dict)  # fetcher -> unfinished pieces at its last change
     progress_at: dict[str, float] = field(default_factory=dict)  # fetcher -> when its share last shrank
+    origin_seen: dict[str, int] = field(default_factory=dict)  # fetcher -> origin bytes it last reported
     benched: dict[str, float] = field(default_factory=dict)  # stalled fetcher -> when it stalled
 
 
@@ -142,7 +143,8 @@ class Brain:
         for n in wanting:
             held |= n.releases[key].have
             needed |= n.releases[key].needs
-        self._settle(release, {n.node_id for n in wanting}, held | (set(range(release.num_pieces)) - needed), now)
+        fetched = {n.node_id: n.releases[key].origin_bytes for n in wanting}
+        self._settle(release, fetched, held | (set(range(release.num_pieces)) - needed), now)
         if now - release.first_seen < self.gather:
             return  # the nodes a preheat started report within a heartbeat: choose among all of them
         unassigned = sorted(needed - held - release.assigned.keys())
@@ -201,11 +203,17 @@ class Brain:
                     back.append(piece)
         return back
 
-    def _settle(self, release: _Release, live: set[str], held: set[int], now: float) -> None:
-        """Drop what is done, and take back the shares of dead or stalled fetchers."""
+    def _settle(self, release: _Release, fetched: Mapping[str, int], held: set[int], now: float) -> None:
+        """Drop what is done, and take back the shares of dead or stalled fetchers. ``fetched``: the live
+        nodes' origin bytes. Progress is a shrinking share or bytes still coming from the origin: over a slow
+        origin a fetcher's first long ranged GETs take a while to land a piece, and it is not stalled then."""
+        live = fetched.keys()
         for fetcher, count in _shares(release).items():
-            if count < release.shares.get(fetcher, count + 1):
+            moving = fetched.get(fetcher, 0) > release.origin_seen.get(fetcher, fetched.get(fetcher, 0))
+            if count < release.shares.get(fetcher, count + 1) or moving:
                 release.progress_at[fetcher] = now
+            if fetcher in fetched:
+                release.origin_seen[fetcher] = fetched[fetcher]
             stalled = now - release.progress_at.get(fetcher, now) > self.stall_after
             if fetcher not in live or stalled:
                 if stalled:
