@@ -369,3 +369,32 @@ def test_safetensors_shards_load_and_compute(tmp_path: Path) -> None:
     with pytest.raises(ShardError, match="do not fit its shape"):
         bad = {**header, "w": {**header["w"], "shape": [7, 5]}}
         parse_safetensors_header(struct.pack("<Q", len(json.dumps(bad))) + json.dumps(bad).encode(), 10_000)
+
+
+def test_cli_split_of_a_small_gguf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gguf import GGUFWriter
+
+    model = tmp_path / "tiny.gguf"
+    writer = GGUFWriter(model, "llama")
+    writer.add_uint32("llama.block_count", 3)
+    rng = np.random.default_rng(1)
+    tensors = {f"blk.{i}.weight": rng.standard_normal((8, 32), dtype=np.float32) for i in range(3)}
+    for name, value in tensors.items():
+        writer.add_tensor(name, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    out = tmp_path / "out"
+    assert main(["shards", "split", str(model), "--shards", "2", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["tensors"] for s in report["shards"]] == [2, 1]  # the middle tensor goes with the first
+    got = {}
+    for s in report["shards"]:
+        reader = GGUFReader(out / s["filename"])
+        got.update({t.name: np.array(t.data) for t in reader.tensors})
+    assert got.keys() == tensors.keys() and all(np.array_equal(got[n], v) for n, v in tensors.items())
+    served = ShardStore(out, Manifest.from_json((out / "shards.json").read_bytes())).scan()
+    assert [s.entry.shard_id for s in served] == ["1", "2"]
+    assert main(["shards", "split", str(model), "--shards", "4", "--out", str(out)]) == 1
+    assert "cannot split 3 tensors into 4 shards" in capsys.readouterr().err

@@ -316,7 +316,11 @@ class ShardAgent:
                     await task
 
     async def _flush(self, key: str, state: _Fetch) -> None:
-        """Every piece that passed so far is on disk (``PieceFinished`` can come before the write)."""
+        """Every piece that passed so far is on disk (``PieceFinished`` can come before the write).
+
+        libtorrent also posts one ``Flushed`` of its own when the download finishes (it releases the files, a
+        fence behind every write), so an answer taken for ours is never one that leaves a passed piece unwritten.
+        """
         flushed = asyncio.get_running_loop().create_future()
         state.flushes.append(flushed)
         self.engine.flush(key)
