@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -398,3 +400,28 @@ def test_cli_split_of_a_small_gguf(tmp_path: Path, capsys: pytest.CaptureFixture
     assert [s.entry.shard_id for s in served] == ["1", "2"]
     assert main(["shards", "split", str(model), "--shards", "4", "--out", str(out)]) == 1
     assert "cannot split 3 tensors into 4 shards" in capsys.readouterr().err
+
+
+def test_peers_given_directly_without_a_tracker(swarm: Swarm, tmp_path: Path) -> None:
+    with ShardServer(tmp_path / "d", manifest=swarm.manifest, node_id="D") as d:
+        error = swarm.error(d, "LOAD_SHARD", shard_id="4", timeout=1)
+        assert error.startswith("no peer has shard 4") and "nobody: this node has no tracker" in error
+        a_peer = f"127.0.0.1:{swarm.a.agent.engine.listen_port}"
+        result = swarm.ok(d, "LOAD_SHARD", shard_id="4", peers=[a_peer])
+        assert result["source"] == "peers" and _sha256(Path(result["path"])) == swarm.manifest.shards[3].sha256
+
+
+def test_serve_runs_as_a_process(split: SplitResult, tmp_path: Path) -> None:
+    folder = tmp_path / "node"
+    shutil.copytree(split.manifest_path.parent, folder)  # shards.json there is the node's manifest
+    serve = [sys.executable, "-m", "swarmhub", "shards", "serve", "--shards-dir", str(folder), "--port", "0"]
+    proc = subprocess.Popen([*serve, "--listen", "127.0.0.1:0", "--json"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(proc.stdout.readline())
+        assert [f["shard_id"] for f in ready["files"]] == ["1", "2", "3", "4"] and ready["problems"] == []
+        reply = httpx.post(f"{ready['url']}/command", json={"command": "LIST_FILES", "request_id": 7}).json()
+        assert reply["request_id"] == 7 and len(reply["result"]["files"]) == SHARDS
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
