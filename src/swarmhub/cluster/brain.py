@@ -54,6 +54,7 @@ class ReleaseReport:
     peer_bytes: int = 0
     name: str = ""
     wanted: frozenset[int] | None = None  # the pieces this node needs (None: all); a seeder wants what it has
+    fetching: frozenset[int] = frozenset()  # pieces on their way from the origin to it now
 
     @property
     def needs(self) -> frozenset[int]:
@@ -153,7 +154,8 @@ class Brain:
         fetchers = self._fetchers(release, wanting, now)
         if not fetchers:
             return
-        unassigned = sorted(unassigned + self._take_back_excess(release, fetchers))
+        in_flight = {n.node_id: n.releases[key].fetching for n in wanting}
+        unassigned = sorted(unassigned + self._take_back_excess(release, fetchers, in_flight))
         self._deal(release, fetchers, unassigned, now)
         self._to_those_who_need(release, key, wanting, now)
 
@@ -188,7 +190,9 @@ class Brain:
                 del release.assigned[piece]
         release.shares = _shares(release)
 
-    def _take_back_excess(self, release: _Release, fetchers: list[str]) -> list[int]:
+    def _take_back_excess(
+        self, release: _Release, fetchers: list[str], in_flight: Mapping[str, frozenset[int]]
+    ) -> list[int]:
         """A fetcher chosen early may hold more than an even split once others join: the tail of its share
         goes back to be dealt again. The tail: nodes fetch their share in order, so those pieces are the
         last they would have asked for (not in flight)."""
@@ -197,8 +201,9 @@ class Brain:
         back: list[int] = []
         for fetcher, count in shares.items():
             if count > even + REBALANCE_SLACK:
-                mine = sorted(p for p, f in release.assigned.items() if f == fetcher)
-                for piece in mine[even:]:
+                busy = in_flight.get(fetcher, frozenset())  # on their way: taking them back fetches them twice
+                mine = sorted(p for p, f in release.assigned.items() if f == fetcher and p not in busy)
+                for piece in mine[max(0, even - len(busy)) :]:
                     del release.assigned[piece]
                     back.append(piece)
         return back

@@ -213,6 +213,7 @@ def _parse_report(body: Mapping[str, Any]) -> tuple[str, dict[str, str], list[Re
                     peer_bytes=int(r.get("peer_bytes", 0)),
                     name=str(r.get("name", "")),
                     wanted=decode_pieces(str(wanted), n) if wanted is not None else None,
+                    fetching=decode_pieces(str(r["fetching"]), n) if r.get("fetching") else frozenset(),
                 )
             )
     except (KeyError, TypeError, ValueError) as exc:

@@ -401,6 +401,7 @@ class Library:
                         "num_pieces": len(status.pieces),
                         "have": encode_pieces(have, len(status.pieces)),
                         "wanted": encode_pieces(wanted, len(status.pieces)),
+                        "fetching": encode_pieces(pull.fetching() if pull is not None else (), len(status.pieces)),
                         "origin_bytes": pull.origin_bytes() if pull is not None else 0,
                         "peer_bytes": status.payload_download,
                         "name": pull.ref.repo_id if pull is not None else "",

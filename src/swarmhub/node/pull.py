@@ -158,6 +158,7 @@ class Pull:
         self.part_file_dir = part_file_dir
         self._v1_hashes = _v1_piece_hashes(torrent_bytes)
         self._origin_wrong = 0  # origin pieces whose bytes did not match the torrent
+        self._claimed: dict[int, float] = {}  # origin pieces in flight or awaiting libtorrent's verdict
         self.resume_file = resume_dir / f"{torrent.key}.pieces" if resume_dir is not None else None
         self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
@@ -261,6 +262,10 @@ class Pull:
 
     def _to_fetch(self) -> list[_File]:
         return [f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size]
+
+    def fetching(self) -> set[int]:
+        """The pieces this node is fetching from the origin now (a coordinator leaves them where they are)."""
+        return {p for p in self._claimed if p not in self._state.have}
 
     def needed_pieces(self) -> set[int]:
         """Every piece of the wanted files this pull writes (landed or not): what it needs to be done."""
@@ -647,7 +652,7 @@ class Pull:
         if self.origin is None:
             return
         in_flight: set[asyncio.Task[None]] = set()
-        claimed: dict[int, float] = {}  # piece -> when it was handed to libtorrent (inf while fetching)
+        claimed = self._claimed  # piece -> when it was handed to libtorrent (inf while fetching)
         failures_seen: dict[int, int] = {}  # piece -> its hash failures when we claimed it
         limit = max(1, self.origin.client.connections)
         try:
