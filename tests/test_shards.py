@@ -185,6 +185,8 @@ def test_list_files_is_what_each_node_can_serve(swarm: Swarm) -> None:
         for e in swarm.manifest.shards
     ]
     assert swarm.ok(swarm.c, "LIST_FILES")["files"] == []
+    # a node hands out the shard set as it knows it, for other nodes' --manifest URL
+    assert Manifest.from_json(swarm.client.get(f"{swarm.a.url}/manifest").content) == swarm.manifest
 
 
 def test_b_loads_shard_2_from_a_and_computes_what_the_original_gives(swarm: Swarm, original: GGUFReader) -> None:

@@ -5,6 +5,8 @@ every shard with every piece trusted (no check: the bytes were just hashed, or h
 announces them to the coordinator's tracker (``{coordinator}/announce``) when there is one and, with the
 public profile, on the DHT; then it serves the control API. A well-formed command is answered 200 whatever
 its ``status``; a body that is not a JSON object gets 400 with an error message of the same shape.
+``GET /manifest`` is the shard set as this node knows it (its manifest and its own files), so other nodes can
+start with ``--manifest http://NODE/manifest``; ``GET /`` says who the node is and what it serves.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def shards_app(agent: ShardAgent) -> Starlette:
         reply = await agent.handle(message)
         return JSONResponse(reply, status_code=200 if isinstance(message, dict) else 400)
 
+    async def manifest(request: Request) -> Response:
+        # what this node knows: its manifest plus its own files, for other nodes' --manifest URL
+        known = agent.store.manifest.with_shards(s.entry for s in agent.store.local())
+        return Response(known.to_json(), media_type="application/json")
+
     async def info(request: Request) -> Response:
         return JSONResponse(
             {
@@ -52,7 +59,9 @@ def shards_app(agent: ShardAgent) -> Starlette:
             }
         )
 
-    return Starlette(routes=[Route("/command", command, methods=["POST"]), Route("/", info)])
+    return Starlette(
+        routes=[Route("/command", command, methods=["POST"]), Route("/manifest", manifest), Route("/", info)]
+    )
 
 
 class ShardServer(BackgroundServer):
