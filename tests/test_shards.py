@@ -281,7 +281,7 @@ def test_a_corrupt_shard_on_a_is_refused_by_b(swarm: Swarm) -> None:
         f.seek(entry.size // 2)
         f.write(os.urandom(4096))
     started = time.monotonic()
-    error = swarm.error(swarm.b, "LOAD_SHARD", shard_id="3", timeout=4)
+    error = swarm.error(swarm.b, "LOAD_SHARD", shard_id="3", timeout=6)
     assert time.monotonic() - started < 60
     assert error.startswith(f"shard 3 ({entry.filename}): no good source: ")
     assert "failed their hash check" in error and "banned" in error

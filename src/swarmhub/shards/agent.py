@@ -384,7 +384,7 @@ class ShardAgent:
             now = time.monotonic()
             # progress is pieces that passed their hash: a peer sending bad data again and again makes none
             done = sum(status.pieces)
-            if done > last_done:
+            if done > last_done or not state.checked:  # checking a big part file is not a stall
                 last_done, last_progress = done, now
             state.seen_peers = max(state.seen_peers, status.num_peers)
             if state.checked and done > len(state.passed):  # pieces found in a part file at the check
