@@ -234,6 +234,16 @@ def test_b_loads_shard_2_from_a_and_computes_what_the_original_gives(swarm: Swar
     assert swarm.ok(swarm.a, "LOAD_SHARD", shard_id=2)["source"] == "cache"
 
 
+def test_unloaded_and_vanished_shard_is_fetched_again(swarm: Swarm) -> None:
+    entry = swarm.manifest.shards[1]
+    swarm.ok(swarm.b, "LOAD_SHARD", shard_id="2")
+    assert swarm.ok(swarm.b, "UNLOAD_SHARD", shard_id="2") == {"shard_id": "2", "status": "unloaded"}
+    assert swarm.ok(swarm.b, "LIST_FILES")["loaded"] == []
+    (swarm.b.shards_dir / entry.filename).unlink()
+    result = swarm.ok(swarm.b, "LOAD_SHARD", shard_id="2")
+    assert result["source"] == "peers" and _sha256(Path(result["path"])) == entry.sha256
+
+
 def test_stats_and_seeded_vectors(swarm: Swarm, original: GGUFReader) -> None:
     swarm.ok(swarm.a, "LOAD_SHARD", shard_id="2")
     name = next(iter(swarm.a.agent.cache.get("2").tensors))  # type: ignore[union-attr]
@@ -427,3 +437,23 @@ def test_serve_runs_as_a_process(split: SplitResult, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+
+
+def test_generate_from_the_split_equals_the_original(split: SplitResult, model: Path, tmp_path: Path) -> None:
+    """llama.cpp itself loads the split set (the optional generate task; skipped without llama-cpp-python)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for path in split.paths:
+        shutil.copy(path, tmp_path / path.name)
+    prompt = "The capital of France is"
+    whole = llama_cpp.Llama(model_path=str(model), n_ctx=512, seed=0, verbose=False)
+    expected = whole.create_completion(prompt, max_tokens=12, temperature=0.0)["choices"][0]["text"]
+    whole.close()
+    with ShardServer(tmp_path, manifest=split.manifest, node_id="E") as e, httpx.Client(timeout=120) as client:
+        message = {"command": "EXECUTE_TASK", "request_id": "g", "params": {"task_type": "generate", "shard_id": "1"}}
+        message["params"] |= {"auto_load": True, "prompt": prompt, "max_tokens": 12}
+        reply = client.post(f"{e.url}/command", json=message).json()
+        assert reply["status"] == "success", reply
+        assert reply["result"]["text"] == expected and expected.strip()
+        message["params"] |= {"shard_id": "2"}
+        reply = client.post(f"{e.url}/command", json=message).json()
+        assert "generate runs on split 1 of 4" in reply["error"]

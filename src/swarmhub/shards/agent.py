@@ -239,7 +239,7 @@ class ShardAgent:
         local = self.store.local_shard(sid)
         timings: dict[str, float] = {}
         started = time.monotonic()
-        if local is not None:
+        if local is not None and local.path.is_file():
             await asyncio.to_thread(self.store.verify, entry, local.path)
             path, source = local.path, "disk"
             timings["verify"] = time.monotonic() - started

@@ -37,6 +37,7 @@ __all__ = [
     "ShardEntry",
     "is_shard_name",
     "normalize_shard_id",
+    "parse_split_name",
     "shard_entry",
     "shard_piece_size",
     "shard_torrent",
@@ -66,6 +67,14 @@ def is_shard_name(name: str) -> bool:
 def split_name(stem: str, number: int, count: int) -> str:
     """The k-th of n GGUF split file names (1-based), as llama.cpp's gguf-split writes them."""
     return f"{stem}-{number:05d}-of-{count:05d}.gguf"
+
+
+def parse_split_name(name: str) -> tuple[str, int, int] | None:
+    """``(stem, number, count)`` of a GGUF split file name (1-based number), None for any other name."""
+    match = _SPLIT_NAME.match(name)
+    if match is None:
+        return None
+    return match["stem"], int(match["no"]), int(match["count"])
 
 
 def normalize_shard_id(value: object) -> str:

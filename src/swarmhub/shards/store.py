@@ -187,7 +187,10 @@ class ShardStore:
 
     def verify(self, entry: ShardEntry, path: Path) -> None:
         """``path`` holds exactly the entry's bytes (SHA-256), from the record when the file did not change."""
-        own = self.hashed(path, entry.piece_size)
+        try:
+            own = self.hashed(path, entry.piece_size)
+        except OSError as exc:
+            raise ShardError(f"shard {entry.shard_id}: cannot read {path}: {exc.strerror or exc}") from exc
         if own.sha256 != entry.sha256:
             raise ShardError(
                 f"shard {entry.shard_id}: {path} has SHA-256 {own.sha256}, the manifest says {entry.sha256}",

@@ -5,7 +5,9 @@
 - ``matvec``        dequantize ``tensor`` (gguf's quant code) and multiply it with ``vector`` (a list of ``cols``
                     numbers, or ``{"seed": N}`` for a standard-normal float32 vector from numpy's PCG64);
                     returns the product (up to ``max_values`` numbers) and its summary; ``rows: [a, b]`` limits it;
-- ``stats``         min, max, mean, standard deviation and L2 norm of the dequantized ``tensor``.
+- ``stats``         min, max, mean, standard deviation and L2 norm of the dequantized ``tensor``;
+- ``generate``      (with llama-cpp-python installed) a greedy completion of ``prompt`` (``max_tokens``) by the
+                    whole model, run on its first split with every other split on the node.
 
 Tensors are dequantized a block of rows at a time (at most ~16 M floats), so a 500 MB tensor never sits in
 memory as float32 whole. Everything here is synchronous CPU work: callers run it in a worker thread.
@@ -23,6 +25,7 @@ import numpy.typing as npt
 
 from swarmhub.errors import ShardError
 from swarmhub.shards.loader import LoadedShard, ShardTensor
+from swarmhub.shards.manifest import parse_split_name, split_name
 
 __all__ = ["TASKS", "run_task", "task_vector"]
 
@@ -130,11 +133,47 @@ def stats(shard: LoadedShard, params: Params) -> dict[str, Any]:
     }
 
 
+def generate(shard: LoadedShard, params: Params) -> dict[str, Any]:
+    """A completion from the whole model whose first GGUF split (or only file) this shard is, with
+    llama-cpp-python (optional: not a swarmhub dependency). llama.cpp finds the other splits by name, next to
+    this one: every shard of the set must be on this node."""
+    try:
+        from llama_cpp import Llama  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise ShardError("the generate task needs llama-cpp-python on the node (pip install llama-cpp-python)") from exc
+    if shard.format != "gguf":
+        raise ShardError("generate runs on GGUF models", shard_id=shard.shard_id)
+    split = parse_split_name(shard.path.name)
+    if split is not None:
+        stem, number, count = split
+        if number != 1:
+            raise ShardError(f"generate runs on split 1 of {count}, which names the others", shard_id=shard.shard_id)
+        missing = [split_name(stem, k, count) for k in range(2, count + 1)]
+        missing = [name for name in missing if not (shard.path.parent / name).is_file()]
+        if missing:
+            raise ShardError(
+                f"generate needs every split of the model on this node; missing {', '.join(missing)}",
+                shard_id=shard.shard_id,
+                hint="LOAD_SHARD each of them first",
+            )
+    prompt = params.get("prompt")
+    max_tokens = params.get("max_tokens", 32)
+    if not isinstance(prompt, str) or not isinstance(max_tokens, int) or not 0 < max_tokens <= 4096:
+        raise ShardError("generate needs prompt (a string) and max_tokens (1 to 4096)")
+    model = Llama(model_path=str(shard.path), n_ctx=int(params.get("n_ctx", 512)), seed=0, verbose=False)
+    try:
+        out = model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0)  # greedy: reproducible
+    finally:
+        model.close()
+    return {"text": out["choices"][0]["text"], "usage": out.get("usage", {})}
+
+
 TASKS: dict[str, Callable[[LoadedShard, Params], dict[str, Any]]] = {
     "list_tensors": list_tensors,
     "metadata": metadata,
     "matvec": matvec,
     "stats": stats,
+    "generate": generate,
 }
 
 
