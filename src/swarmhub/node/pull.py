@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: it serves another release
 ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # consecutive pieces fetched in one ranged GET
-READ_ATTEMPTS = 3  # a piece read libtorrent cancelled (its file moved) is asked for again
+READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
 
@@ -317,8 +317,9 @@ class Pull:
             try:
                 return await self._piece_once(index, deadline_ms)
             except StorageError:
-                if attempt == READ_ATTEMPTS - 1 or index not in self._state.have:
+                if attempt == READ_ATTEMPTS - 1:
                     raise
+                await asyncio.sleep(0.05 * (attempt + 1))  # the move that cancelled it is done by then
         raise AssertionError("unreachable")
 
     async def _piece_once(self, index: int, deadline_ms: int) -> bytes:
