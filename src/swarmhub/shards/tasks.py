@@ -158,11 +158,14 @@ def generate(shard: LoadedShard, params: Params) -> dict[str, Any]:
             )
     prompt = params.get("prompt")
     max_tokens = params.get("max_tokens", 32)
+    n_ctx = params.get("n_ctx", 512)
     if not isinstance(prompt, str) or not isinstance(max_tokens, int) or not 0 < max_tokens <= 4096:
         raise ShardError("generate needs prompt (a string) and max_tokens (1 to 4096)")
-    model = Llama(model_path=str(shard.path), n_ctx=int(params.get("n_ctx", 512)), seed=0, verbose=False)
+    if not isinstance(n_ctx, int) or not 64 <= n_ctx <= 1 << 17:
+        raise ShardError("n_ctx must be an integer between 64 and 131072")
+    model = Llama(model_path=str(shard.path), n_ctx=n_ctx, seed=0, verbose=False)
     try:
-        out = model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0)  # greedy: reproducible
+        out: Any = model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0)  # greedy: reproducible
     finally:
         model.close()
     return {"text": out["choices"][0]["text"], "usage": out.get("usage", {})}
