@@ -153,3 +153,31 @@ def test_a_private_cluster_trades_over_tls_with_members_only(release: Release, t
     # about once from the origin (the origin ratio itself is the preheat test's: here TLS handshakes under a
     # loaded CI can make the coordinator deal a slow fetcher's share again)
     assert _origin_bytes(release) <= 1.3 * unique_bytes(release)
+
+
+def test_the_coordinator_s_tracker_lists_rack_mates_first() -> None:
+    """Announces through the coordinator's tracker (the same TrackerApp as `tracker serve`), ordered by labels."""
+    from urllib.parse import quote_from_bytes
+
+    from swarmhub.bt.bencode import decode
+    from swarmhub.cluster.brain import Brain
+    from swarmhub.cluster.coordinator import Coordinator
+
+    coordinator = Coordinator(Brain())
+    racks = {"a": "r1", "b": "r2", "c": "r1"}
+    for i, (node, rack) in enumerate(racks.items()):
+        coordinator.report({"node_id": node, "labels": {"zone": "z", "rack": rack}, "bt_port": 7000 + i}, "127.0.0.1")
+    info_hash = quote_from_bytes(b"\x01" * 20)
+
+    def announce(node: str, port: int) -> bytes:
+        query = f"info_hash={info_hash}&peer_id={node * 20}&port={port}&uploaded=0&downloaded=0&left=1&node={node}"
+        return coordinator.tracker.announce(query.encode(), "127.0.0.1")
+
+    announce("b", 7001)
+    announce("c", 7002)
+    reply = decode(announce("a", 7000))
+    assert isinstance(reply, dict)
+    peers = reply[b"peers"]
+    assert isinstance(peers, bytes)
+    ports = [int.from_bytes(peers[i + 4 : i + 6], "big") for i in range(0, len(peers), 6)]
+    assert ports == [7002, 7001]  # c shares a's rack, b does not

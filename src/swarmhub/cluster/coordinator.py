@@ -32,18 +32,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
-from swarmhub.bt.tracker import (
-    Swarms,
-    encode_announce,
-    encode_failure,
-    encode_scrape,
-    parse_announce,
-    parse_scrape,
-    peer_ip,
-)
+from swarmhub.bt.tracker import AnnounceReply, Swarms
 from swarmhub.cluster.brain import Brain, ReleaseReport, decode_pieces, encode_pieces
-from swarmhub.errors import ClusterError, SwarmhubError, TrackerRequestError
+from swarmhub.errors import ClusterError, SwarmhubError
 from swarmhub.serving import BackgroundServer
+from swarmhub.tracker.app import TrackerApp
 
 __all__ = ["Coordinator", "CoordinatorServer", "coordinator_app", "select_nodes"]
 
@@ -74,7 +67,8 @@ class Coordinator:
         self.token = token
         self.ca_pem = ca_pem  # a private cluster's CA: preheats send the TLS-only variant nodes trade
         self.clock = clock
-        self.swarms = Swarms(rng=random.Random(), interval=ANNOUNCE_INTERVAL, min_interval=5)
+        swarms = Swarms(rng=random.Random(), interval=ANNOUNCE_INTERVAL, min_interval=5)
+        self.tracker = TrackerApp(swarms, clock=clock, order_peers=self._order_peers)
         self.preheats: dict[str, _Preheat] = {}
 
     def report(self, body: Mapping[str, Any], client_host: str) -> dict[str, Any]:
@@ -160,23 +154,12 @@ class Coordinator:
         }
         return {"nodes": nodes, "releases": releases, "preheats": preheats}
 
-    def announce(self, query: bytes, client_host: str) -> bytes:
-        try:
-            request = parse_announce(query)
-            reply = self.swarms.announce(request, peer_ip(client_host, request.ip), self.clock())
-        except TrackerRequestError as error:
-            return encode_failure(error.message)
+    def _order_peers(self, query: bytes, reply: AnnounceReply) -> AnnounceReply:
+        """The asker's rack first, then its zone (nodes announce with ``&node=<id>``)."""
         node = parse_qs(query.decode("latin-1")).get("node", [None])[0]
         by_address = {(str(p.ip), p.port): p for p in reply.peers}
         ordered = self.brain.order_peers(node, list(by_address))
-        reply = replace(reply, peers=tuple(by_address[a] for a in ordered))
-        return encode_announce(reply, compact=request.compact, no_peer_id=request.no_peer_id)
-
-    def scrape(self, query: bytes) -> bytes:
-        try:
-            return encode_scrape(self.swarms.scrape(parse_scrape(query), self.clock()))
-        except TrackerRequestError as error:
-            return encode_failure(error.message)
+        return replace(reply, peers=tuple(by_address[a] for a in ordered))
 
 
 def select_nodes(alive: list[Any], selector: object) -> list[str]:
@@ -255,22 +238,13 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
     async def page(request: Request) -> Response:
         return HTMLResponse(status_page(coordinator.status()))
 
-    def bencoded(body: bytes) -> Response:
-        return Response(body, media_type="text/plain", headers={"Cache-Control": "no-store"})
-
-    async def announce(request: Request) -> Response:
-        return bencoded(coordinator.announce(request.scope["query_string"], client(request)))
-
-    async def scrape(request: Request) -> Response:
-        return bencoded(coordinator.scrape(request.scope["query_string"]))
-
     return Starlette(
         routes=[
             Route("/cluster/report", report, methods=["POST"]),
             Route("/cluster/preheat", preheat, methods=["POST"]),
             Route("/cluster/status", status),
-            Route("/announce", announce),
-            Route("/scrape", scrape),
+            Route("/announce", coordinator.tracker),
+            Route("/scrape", coordinator.tracker),
             Route("/", page),
         ]
     )

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from starlette.types import Message, Receive, Scope, Send
 
 from swarmhub.bt.tracker import (
+    AnnounceReply,
     Swarms,
     encode_announce,
     encode_failure,
@@ -48,9 +49,16 @@ class TrackerApp:
     server (``tracker.protocol``) both send what it returns.
     """
 
-    def __init__(self, swarms: Swarms, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        swarms: Swarms,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        order_peers: Callable[[bytes, AnnounceReply], AnnounceReply] | None = None,
+    ) -> None:
         self.swarms = swarms
         self.clock = clock
+        self.order_peers = order_peers  # (query, reply) -> the reply with its peers reordered (a cluster's)
 
     def answer(self, method: str, path: str, query: bytes, client_host: str) -> tuple[int, bytes]:
         """The status and body for ``method path?query`` from ``client_host`` (headers: ``HEADERS[status]``).
@@ -71,6 +79,8 @@ class TrackerApp:
             reply = self.swarms.announce(request, peer_ip(client_host, request.ip), self.clock())
         except TrackerRequestError as error:
             return encode_failure(error.message)
+        if self.order_peers is not None:
+            reply = self.order_peers(query, reply)
         return encode_announce(reply, compact=request.compact, no_peer_id=request.no_peer_id)
 
     def scrape(self, query: bytes) -> bytes:
