@@ -50,6 +50,8 @@ bench: setup system-deps
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) || true
 	@command -v opentracker >/dev/null || [ -x /usr/bin/opentracker ] || (apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opentracker >/dev/null) || true
+	@command -v wrk >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) || true
 	$(BIN)/python bench/create.py
 	$(BIN)/python bench/pull.py
 	$(BIN)/python bench/gateway.py

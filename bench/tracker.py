@@ -3,9 +3,12 @@
 Each tracker runs in a process of its own, started once and kept running over the rounds (the swarms fill up
 to their steady size in the warm-up round). The load is the same for every contender: a pre-generated mix of
 announces (``--torrents`` torrents, ``--peers`` distinct peers spread over them, a third of them seeding,
-5 % ``started`` and 5 % ``stopped`` events, ``compact=1``), sent for ``--seconds`` per round by ``--workers``
-client processes (asyncio, ``--connections`` connections in all). A reply counts when it is a whole bencoded
-dictionary with an ``interval``. Contenders:
+5 % ``started`` and 5 % ``stopped`` events, ``compact=1``), sent for ``--seconds`` per round by the client:
+``--client wrk`` (the default when Debian's ``wrk`` is installed: C, epoll, ``--workers`` threads) or
+``--client python`` (``--workers`` asyncio processes), ``--connections`` connections in all. A reply counts
+when it is a whole bencoded dictionary with an ``interval``. The client matters on 2 cores: the Python one
+spends ~230 us of CPU per announce, more than any of the servers, so what it measures is mostly itself;
+wrk spends a fraction of that and leaves the servers the CPU a real tracker host gives them. Contenders:
 
 - ``swarmhub``               one TCP connection per announce, as BitTorrent clients announce (opentracker closes
                              every connection after its reply anyway, so this is the shape both can serve)
@@ -16,12 +19,17 @@ dictionary with an ``interval``. Contenders:
                              when installed), connection per announce: the ceiling of this client on this
                              machine (server and client share 2 cores)
 
+opentracker and the null server close every connection without saying ``connection: close``; wrk learns it
+from the failed write of its next request and reconnects: those show as socket errors, not as announces (every
+announce counted is a whole, checked reply).
+
 Rounds are interleaved with the order rotated after an untimed warm-up round. Reported per contender:
 announces/s (median), the server's user+sys CPU seconds per round, errors; and swarmhub / opentracker.
 
 Target (2 cores): swarmhub >= 5,000 announces/s (connection per announce).
 
-    python bench/tracker.py [--rounds 3] [--seconds 5] [--workers 2] [--connections 32] [--json]
+    python bench/tracker.py [--client wrk|python] [--rounds 3] [--seconds 5] [--workers 2] [--connections 32]
+                            [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import asyncio
 import json
 import multiprocessing
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -215,6 +224,90 @@ def measure(contender: Contender, connections: int, seconds: float) -> Sample:
     )
 
 
+# wrk: each thread walks the same announce targets from its own offset; a reply is checked as the Python client
+# checks it; done() prints one JSON line with the counts.
+WRK_SCRIPT = """
+local targets = {}
+for line in io.lines(os.getenv("SWARMHUB_BENCH_TARGETS")) do targets[#targets + 1] = line end
+local connection = os.getenv("SWARMHUB_BENCH_CONNECTION")
+local threads, counter = {}, 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  i = (id - 1) * math.floor(#targets / 8)
+  bad = 0
+  headers = {["Connection"] = connection}
+end
+
+function request()
+  i = i + 1
+  return wrk.format("GET", targets[i % #targets + 1], headers)
+end
+
+function response(status, hdrs, body)
+  if status ~= 200 or body:sub(1, 1) ~= "d" or body:sub(-1) ~= "e" or not body:find("8:intervali", 1, true) then
+    bad = bad + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local bads = 0
+  for _, t in ipairs(threads) do bads = bads + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "bad": %d, "socket_errors": %d}\\n',
+    summary.requests, bads, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def measure_wrk(contender: Contender, connections: int, seconds: float, threads: int, work: Path) -> Sample:
+    """One round of ``wrk`` against ``contender``; the announce targets are those of its first request list."""
+    targets = work / "targets.txt"
+    targets.write_bytes(b"".join(r.split(b" ", 2)[1] + b"\n" for r in contender.requests[0]))
+    script = work / "announce.lua"
+    script.write_text(WRK_SCRIPT)
+    env = {
+        **clean_env(),
+        "SWARMHUB_BENCH_TARGETS": str(targets),
+        "SWARMHUB_BENCH_CONNECTION": "keep-alive" if contender.keepalive else "close",
+    }
+    cmd = [
+        shutil.which("wrk") or "wrk",
+        f"-t{threads}",
+        f"-c{max(connections, threads)}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{contender.port}",
+    ]
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = cpu_of(contender.pid)  # the server idles until wrk connects: its whole run is the window
+    client = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = client.communicate(timeout=30 + seconds)
+    cpu_after = cpu_of(contender.pid)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's, now that it has been waited for
+    client_cpu = (children_after.ru_utime + children_after.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime
+    )
+    line = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    if client.returncode != 0 or not line:
+        raise SystemExit(f"wrk failed ({client.returncode}): {err.decode().strip() or out.decode().strip()}")
+    counts = json.loads(line[-1])
+    return Sample(
+        announces_per_s=(counts["requests"] - counts["bad"]) / seconds,
+        errors=counts["bad"] + counts["socket_errors"],
+        server_cpu_seconds=cpu_after - cpu_before,
+        client_cpu_seconds=client_cpu,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- the servers
 
 
@@ -305,14 +398,20 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
         )
         for name, port, pid, keepalive in found
     ]
+
+    def run(c: Contender, seconds: float) -> Sample:
+        if args.client == "wrk":
+            return measure_wrk(c, args.connections, seconds, args.workers, work)
+        return measure(c, args.connections, seconds)
+
     for _ in range(args.warmup):
         for c in contenders:
-            measure(c, args.connections, min(args.seconds, 2.0))
+            run(c, min(args.seconds, 2.0))
     results: dict[str, list[Sample]] = {c.name: [] for c in contenders}
     for r in range(args.rounds):
         shift = r % len(contenders)
         for c in contenders[shift:] + contenders[:shift]:
-            sample = measure(c, args.connections, args.seconds)
+            sample = run(c, args.seconds)
             results[c.name].append(sample)
             if not args.json:
                 print(
@@ -334,7 +433,8 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
     ours = summary[OURS]["announces_per_s"]
     report: dict[str, Any] = {
         "settings": {
-            k: getattr(args, k) for k in ("rounds", "warmup", "seconds", "workers", "connections", "torrents", "peers")
+            k: getattr(args, k)
+            for k in ("client", "rounds", "warmup", "seconds", "workers", "connections", "torrents", "peers")
         },
         "cpus": psutil.cpu_count(),
         "contenders": summary,
@@ -349,7 +449,8 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
 def print_report(report: dict[str, Any]) -> None:
     s = report["settings"]
     print(
-        f"announces on loopback, {s['rounds']} rounds of {s['seconds']} s, {s['workers']} client processes, "
+        f"announces on loopback, {s['rounds']} rounds of {s['seconds']} s, client {s['client']} "
+        f"({s['workers']} {'threads' if s['client'] == 'wrk' else 'processes'}), "
         f"{s['connections']} connections, {s['torrents']} torrents, {s['peers']} peers, {report['cpus']} cpus"
     )
     print(f"{'contender':<24}{'announces/s':>12}{'server cpu s':>14}{'client cpu s':>14}{'errors':>8}")
@@ -374,7 +475,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first, 2 s each (default: 1)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a round (default: 5)")
-    parser.add_argument("--workers", type=int, default=2, help="client processes (default: 2)")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator (default: wrk when installed: apt-get install wrk)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="client threads (wrk) or processes (default: 2)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections in all (default: 32)")
     parser.add_argument("--torrents", type=int, default=100)
     parser.add_argument("--peers", type=int, default=2000)
