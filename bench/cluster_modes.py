@@ -216,7 +216,7 @@ class SwarmhubMode(Mode):
     def setup(self, run: Run) -> None:
         origin = run.cluster.lab.origin
         port = "8490" if origin.netns else "0"
-        argv = [*SWARMHUB, "coordinator", "serve", "--host", origin.address, "--port", port, "--json"]
+        argv = [*SWARMHUB, "-v", "coordinator", "serve", "--host", origin.address, "--port", port, "--json"]
         proc, out = run.cluster.servers.start(f"{run.folder.name}-coordinator", origin.command(argv), clean_env())
         run.extra["coordinator"] = proc
         run.extra["url"] = str(wait_for(proc, out, first_json)["url"])
@@ -226,7 +226,7 @@ class SwarmhubMode(Mode):
         # Without namespaces every node talks from 127.0.0.1, so that is where its peers must find it.
         host = node.address if node.netns else "127.0.0.1"
         port = "6881" if node.netns else "0"
-        argv = [*SWARMHUB, "node", "run", "--host", host, "--port", "8480" if node.netns else "0"]
+        argv = [*SWARMHUB, "-v", "node", "run", "--host", host, "--port", "8480" if node.netns else "0"]
         argv += ["--cache-dir", str(folder / "hub"), "--upstream", c.endpoint, "--coordinator", run.extra["url"]]
         argv += ["--listen", f"{host}:{port}", "--label", "zone=lab", "--json", *run.extra.get("node_args", [])]
         env = clean_env(SWARMHUB_HOME=str(folder / "state"), HF_HOME=str(folder / "hf-home"), NO_PROXY="*")

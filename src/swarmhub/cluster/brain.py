@@ -17,10 +17,13 @@ origin. The rules, all here:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Brain", "NodeView", "ReleaseReport", "decode_pieces", "encode_pieces"]
+
+log = logging.getLogger(__name__)
 
 REBALANCE_SLACK = 8  # pieces a share may exceed an even split before its tail is dealt again
 
@@ -165,9 +168,15 @@ class Brain:
         even = -(-(sum(shares.values()) + len(pieces)) // len(fetchers))
         at = 0
         for i, fetcher in enumerate(sorted(fetchers, key=lambda f: (shares.get(f, 0), f))):
-            room = len(pieces) - at if i == len(fetchers) - 1 else max(0, even - shares.get(fetcher, 0))
+            room = (
+                len(pieces) - at
+                if i == len(fetchers) - 1
+                else max(0, min(even - shares.get(fetcher, 0), len(pieces) - at))
+            )
             for piece in pieces[at : at + room]:
                 release.assigned[piece] = fetcher
+            if room:
+                log.info("fetcher %s: %d more pieces (%d-%d)", fetcher, room, pieces[at], pieces[at + room - 1])
             if room and fetcher not in release.progress_at:
                 release.progress_at[fetcher] = now  # a new fetcher: its stall clock starts
             at += room
@@ -206,6 +215,7 @@ class Brain:
                 for piece in mine[max(0, even - len(busy)) :]:
                     del release.assigned[piece]
                     back.append(piece)
+                log.info("fetcher %s: %d pieces over an even share taken back", fetcher, count - even)
         return back
 
     def _settle(self, release: _Release, fetched: Mapping[str, int], held: set[int], now: float) -> None:
@@ -221,6 +231,12 @@ class Brain:
                 release.origin_seen[fetcher] = fetched[fetcher]
             stalled = now - release.progress_at.get(fetcher, now) > self.stall_after
             if fetcher not in live or stalled:
+                log.info(
+                    "fetcher %s %s: its %d unfinished pieces are dealt again",
+                    fetcher,
+                    "stalled" if stalled else "is gone",
+                    count,
+                )
                 if stalled:
                     release.benched[fetcher] = now
                 release.progress_at.pop(fetcher, None)

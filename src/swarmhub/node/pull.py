@@ -68,7 +68,9 @@ __all__ = ["Pull", "PullProgress", "PullResult", "release_files"]
 log = logging.getLogger(__name__)
 
 ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: it serves another release
-ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # consecutive pieces fetched in one ranged GET
+ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # at most this many bytes of consecutive pieces in one ranged GET
+ORIGIN_RUN_SECONDS = 2.0  # a run is sized to take about this long at the rate the origin gives
+FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is known
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
@@ -158,6 +160,7 @@ class Pull:
         self.part_file_dir = part_file_dir
         self._v1_hashes = _v1_piece_hashes(torrent_bytes)
         self._origin_wrong = 0  # origin pieces whose bytes did not match the torrent
+        self._last_run_bytes = 0  # the run size the origin's last measured rate gave
         self._claimed: dict[int, float] = {}  # origin pieces in flight or awaiting libtorrent's verdict
         self.resume_file = resume_dir / f"{torrent.key}.pieces" if resume_dir is not None else None
         self.peer_grace = peer_grace
@@ -646,9 +649,11 @@ class Pull:
     async def _fetch_from_origin(self) -> None:
         """Fetch from the origin the pieces no peer can give, once peers had their chance.
 
-        Runs of consecutive pieces (up to ``ORIGIN_RUN_BYTES``) go in one ranged GET per file they touch,
-        ``connections`` runs at a time; a slot is refilled as soon as its run is handed to libtorrent, whose
-        verdict (``PieceFinished`` / ``HashFailed``) arrives later. A piece stays claimed until then.
+        Runs of consecutive pieces go in one ranged GET per file they touch, ``connections`` runs at a time,
+        each sized to take ``ORIGIN_RUN_SECONDS`` at the rate the origin gives (up to ``ORIGIN_RUN_BYTES``): a
+        slow origin lands pieces every few seconds instead of after one long GET, a fast one gets long GETs.
+        A slot is refilled as soon as its run is handed to libtorrent, whose verdict (``PieceFinished`` /
+        ``HashFailed``) arrives later. A piece stays claimed until then.
         """
         if self.origin is None:
             return
@@ -674,7 +679,10 @@ class Pull:
         started = time.monotonic()
         failed_by_origin = 0
         last_peer_bytes, last_peer_progress = 0, time.monotonic()
+        assert self.origin is not None
+        rate = RateMeter()
         while self._origin_failed is None:
+            rate.add(time.monotonic(), self.origin.client.bytes_received)
             for task in [t for t in in_flight if t.done()]:
                 in_flight.discard(task)
                 exc = task.exception()
@@ -704,7 +712,8 @@ class Pull:
                 started = last_peer_progress = now  # file wanted later gets its own grace (the node)
             if len(in_flight) < limit:
                 eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress)
-                for run in self._runs(eligible, limit)[: limit - len(in_flight)]:
+                run_bytes = self._run_bytes(rate.rate() if in_flight else None, limit)
+                for run in self._runs(eligible, limit, run_bytes)[: limit - len(in_flight)]:
                     for piece in run:
                         claimed[piece] = math.inf
                         failures_seen[piece] = state.hash_failures.get(piece, 0)
@@ -730,11 +739,19 @@ class Pull:
         urgent = state.readers.keys()
         return sorted(missing, key=lambda p: (p not in urgent, p))
 
-    def _runs(self, pieces: list[int], connections: int) -> list[list[int]]:
-        """Consecutive pieces grouped into runs of at most ``ORIGIN_RUN_BYTES``, and small enough that a
-        small remainder still spreads over every connection."""
+    def _run_bytes(self, rate: float | None, connections: int) -> int:
+        """How long a run may be, given the origin's recent rate (bytes/s over all connections; None: not
+        known, or nothing was in flight to measure it)."""
+        if rate is None:
+            return max(FIRST_RUN_BYTES, self._last_run_bytes)
+        self._last_run_bytes = int(min(ORIGIN_RUN_BYTES, rate / connections * ORIGIN_RUN_SECONDS))
+        return self._last_run_bytes
+
+    def _runs(self, pieces: list[int], connections: int, run_bytes: int = ORIGIN_RUN_BYTES) -> list[list[int]]:
+        """Consecutive pieces grouped into runs of at most ``run_bytes`` (one piece at least), and small enough
+        that a small remainder still spreads over every connection."""
         piece_size = self.layout.piece_size
-        per_run = max(1, min(ORIGIN_RUN_BYTES // piece_size, len(pieces) // connections))
+        per_run = max(1, min(run_bytes // piece_size, len(pieces) // connections))
         runs: list[list[int]] = []
         for piece in pieces:
             if runs and runs[-1][-1] == piece - 1 and len(runs[-1]) < per_run:
@@ -757,6 +774,7 @@ class Pull:
                 await self.origin.read(storage.path, offset, chunk)
         pieces = {p: bytes(view[p * size - start : p * size - start + self.layout.piece_length(p)]) for p in run}
         wrong = await asyncio.to_thread(self._not_matching, pieces)
+        late = 0
         for piece, data in pieces.items():
             if piece in wrong:  # checked before libtorrent sees them: a peer's bad bytes are never blamed here
                 del claimed[piece]
@@ -766,7 +784,11 @@ class Pull:
                 continue
             if piece not in self._state.have:
                 self.engine.add_piece(self.key, piece, data)
+            else:
+                late += 1
             claimed[piece] = time.monotonic()
+        if late:
+            log.info("origin run of pieces %d-%d: %d had come from peers meanwhile", run[0], run[-1], late)
 
     def _not_matching(self, pieces: dict[int, bytes]) -> set[int]:
         """The pieces whose SHA-1 is not the torrent's (v1 and hybrid torrents; a v2-only one: none known)."""
@@ -781,6 +803,25 @@ class Pull:
             f"the origin's bytes for {paths} do not match the torrent (piece {piece}): it serves another release",
             path=paths,
         )
+
+
+class RateMeter:
+    """A counter's rate over the last ``window`` seconds (None until it spans half a second)."""
+
+    def __init__(self, window: float = 3.0) -> None:
+        self.window = window
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, now: float, total: int) -> None:
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+
+    def rate(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 - t0 >= 0.5 else None
 
 
 def _v1_piece_hashes(torrent_bytes: bytes) -> bytes | None:

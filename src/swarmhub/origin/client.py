@@ -83,7 +83,8 @@ class OriginClient:
         self._token = token
         self.retries = retries
         self.backoff_base = backoff_base
-        self.bytes_received = 0
+        self._bytes_done = 0  # bytes of ended reads
+        self._reading: dict[int, tuple[BulkAttempt, int]] = {}  # reads under way: their attempt, its bytes before
         self.ranges_ignored = False
         self._connections = Connections(timeout)
         self._redirects = RedirectCache(redirect_max_age)  # max age of targets that do not say when they expire
@@ -94,6 +95,13 @@ class OriginClient:
 
     async def aclose(self) -> None:
         self._http_pool.shutdown(wait=False)
+
+    @property
+    def bytes_received(self) -> int:
+        """Body bytes received so far, those of reads still under way included (a slow origin's long ranged
+        GET shows its progress as it goes)."""
+        with self._count_lock:
+            return self._bytes_done + sum(a.received - before for a, before in self._reading.values())
 
     async def __aenter__(self) -> OriginClient:
         return self
@@ -281,12 +289,14 @@ class OriginClient:
             self._check_status(status, headers, url, what, repo_id)
 
         def once_in_thread() -> None:
-            before = attempt.received
+            with self._count_lock:
+                self._reading[id(attempt)] = (attempt, attempt.received)
             try:
                 fetch_range_once(attempt, self._connections, self._headers_for, check, self._redirects)
             finally:
                 with self._count_lock:
-                    self.bytes_received += attempt.received - before
+                    _, before = self._reading.pop(id(attempt))
+                    self._bytes_done += attempt.received - before
                     if attempt.ranges_ignored and not self.ranges_ignored:
                         self.ranges_ignored = True
                         log.warning("%s ignores Range requests; reading from the start of each file", self.endpoint)
