@@ -27,15 +27,17 @@ import numpy as np
 import pytest
 from gguf import GGUFReader
 from gguf.quants import dequantize
+from starlette.testclient import TestClient
 
 from swarmhub.cli.main import main
-from swarmhub.cluster.coordinator import CoordinatorServer
+from swarmhub.cluster.brain import Brain
+from swarmhub.cluster.coordinator import Coordinator, CoordinatorServer, coordinator_app
 from swarmhub.errors import ShardError
 from swarmhub.shards import store as store_module
 from swarmhub.shards.agent import NOT_LOADED
 from swarmhub.shards.loader import load_shard_file, parse_safetensors_header
-from swarmhub.shards.manifest import Manifest, shard_entry
-from swarmhub.shards.server import ShardServer
+from swarmhub.shards.manifest import Manifest, shard_entry, shard_set_name
+from swarmhub.shards.server import ShardServer, publish_manifest
 from swarmhub.shards.split import SplitResult, plan_split, split_gguf
 from swarmhub.shards.store import ShardStore, hash_file
 
@@ -457,3 +459,130 @@ def test_generate_from_the_split_equals_the_original(split: SplitResult, model: 
         message["params"] |= {"shard_id": "2"}
         reply = client.post(f"{e.url}/command", json=message).json()
         assert "generate runs on split 1 of 4" in reply["error"]
+
+
+# ------------------------------------------------------------------------- manifests through the coordinator
+
+
+def _tiny_manifest(root: Path, name: str, filename: str = "tiny-00001-of-00001.gguf") -> Manifest:
+    path = root / filename
+    path.write_bytes(os.urandom(1 << 20))
+    size, sha256, pieces = hash_file(path, 1 << 20)
+    return Manifest(name, (shard_entry("1", filename, size, sha256, 1 << 20, pieces),))
+
+
+def test_a_shard_set_is_named_by_its_manifest_or_its_first_file(split: SplitResult, tmp_path: Path) -> None:
+    assert shard_set_name(split.manifest) == "SmolLM2-135M-Instruct.Q4_1"
+    nameless = Manifest("", split.manifest.shards)
+    assert shard_set_name(nameless) == "SmolLM2-135M-Instruct.Q4_1"  # without -00001-of-00004.gguf
+    assert shard_set_name(_tiny_manifest(tmp_path, "", "weights.safetensors")) == "weights"
+    for bad in ("a/b", "..", "back\\slash", "tab\there"):
+        with pytest.raises(ShardError, match="not one URL path segment"):
+            shard_set_name(Manifest(bad, ()))
+    with pytest.raises(ShardError, match="no name and no shard"):
+        shard_set_name(Manifest("", ()))
+
+
+def test_the_coordinator_keeps_manifests_by_shard_set_name(tmp_path: Path) -> None:
+    tiny = _tiny_manifest(tmp_path, "tiny")
+    with TestClient(coordinator_app(Coordinator(Brain()))) as http:
+        missing = http.get("/shards/manifests/tiny")
+        assert missing.status_code == 404 and missing.json() == {"error": "no manifest named 'tiny'"}
+        for body, error in (
+            (b"{not json", "bad manifest: manifest is not JSON: "),
+            (b'{"format": "other"}', "bad manifest: not a shard manifest"),
+            (
+                tiny.to_json().replace(tiny.shards[0].info_hash.encode(), b"0" * 40, 1),
+                "bad manifest: manifest: shard 1: its torrent is not a single-file v1 torrent",
+            ),
+        ):
+            refused = http.put("/shards/manifests/tiny", content=body)
+            assert refused.status_code == 400 and "\n" not in refused.json()["error"]
+            assert refused.json()["error"].startswith(error)
+        assert http.get("/shards/manifests").json() == {"names": []}
+        wrong_name = http.put("/shards/manifests/other", content=tiny.to_json())
+        assert wrong_name.status_code == 400 and wrong_name.json() == {
+            "error": "the manifest is shard set 'tiny', not 'other'"
+        }
+        assert http.put("/shards/manifests/empty", content=Manifest("empty", ()).to_json()).status_code == 400
+
+        put = http.put("/shards/manifests/tiny", content=tiny.to_json())
+        assert put.status_code == 200 and put.json() == {"name": "tiny", "shards": 1, "changed": True}
+        assert http.put("/shards/manifests/tiny", content=tiny.to_json()).json()["changed"] is False  # idempotent
+        got = http.get("/shards/manifests/tiny")
+        assert got.status_code == 200 and got.headers["content-type"] == "application/json"
+        assert got.content == tiny.to_json() and Manifest.from_json(got.content) == tiny
+        assert http.get("/shards/manifests").json() == {"names": ["tiny"]}
+
+        newer = _tiny_manifest(tmp_path, "tiny", "tiny-00001-of-00002.gguf")  # another set under the name: replaces
+        assert http.put("/shards/manifests/tiny", content=newer.to_json()).json()["changed"] is True
+        assert Manifest.from_json(http.get("/shards/manifests/tiny").content) == newer
+
+
+def test_putting_a_manifest_needs_the_cluster_token_when_the_coordinator_has_one(tmp_path: Path) -> None:
+    tiny = _tiny_manifest(tmp_path, "tiny")
+    with TestClient(coordinator_app(Coordinator(Brain(), token="s3cret"))) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = http.put("/shards/manifests/tiny", content=tiny.to_json(), headers=headers)
+            assert refused.status_code == 401 and "SWARMHUB_CLUSTER_TOKEN" in refused.json()["error"]
+        assert http.get("/shards/manifests/tiny").status_code == 404
+        headers = {"Authorization": "Bearer s3cret"}
+        assert http.put("/shards/manifests/tiny", content=tiny.to_json(), headers=headers).status_code == 200
+    with CoordinatorServer(token="s3cret") as coordinator:
+        with pytest.raises(ShardError, match="refused the manifest of 'tiny': a cluster token is needed"):
+            publish_manifest(coordinator.url, tiny)
+        assert publish_manifest(coordinator.url, tiny, token="s3cret") == "tiny"
+
+
+def test_a_node_whose_coordinator_is_unreachable_serves_anyway(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tiny = _tiny_manifest(tmp_path, "tiny")
+    with ShardServer(tmp_path, manifest=tiny, coordinator="http://127.0.0.1:1", node_id="E") as e:
+        assert [f["shard_id"] for f in httpx.get(f"{e.url}/").json()["files"]] == ["1"]
+    assert "cannot reach the coordinator at http://127.0.0.1:1/shards/manifests/tiny" in caplog.text
+
+
+def test_a_node_with_only_the_shard_set_name_learns_the_manifest_from_the_coordinator(
+    split: SplitResult, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for path in split.paths:
+        shutil.copy(path, tmp_path / "a" / path.name)
+    name = shard_set_name(split.manifest)
+    entry = split.manifest.get("2")
+    assert entry is not None
+    with (
+        CoordinatorServer() as coordinator,
+        ShardServer(tmp_path / "a", manifest=split.manifest, coordinator=coordinator.url, node_id="A") as a,
+    ):
+        assert Manifest.from_json(httpx.get(f"{coordinator.url}/shards/manifests/{name}").content) == split.manifest
+
+        monkeypatch.delenv("SWARMHUB_COORDINATOR", raising=False)
+        serve = ["shards", "serve", "--shards-dir", str(tmp_path / "b"), "--port", "0", "--listen", "127.0.0.1:0"]
+        assert main([*serve, "--coordinator", coordinator.url, "--shard-set", "nope"]) == 1
+        assert capsys.readouterr().err.strip() == (
+            "swarmhub: error: no manifest named nope on the coordinator: start a node that has it with "
+            "--coordinator, or give --manifest"
+        )
+        assert main([*serve, "--shard-set", name]) == 2
+        assert "give --coordinator URL" in capsys.readouterr().err
+
+        command = [sys.executable, "-m", "swarmhub", *serve, "--coordinator", coordinator.url, "--shard-set", name]
+        proc = subprocess.Popen([*command, "--json", "--load-timeout", "30"], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            ready = json.loads(proc.stdout.readline())
+            assert ready["files"] == [] and ready["problems"] == []
+            assert Manifest.from_json(httpx.get(f"{ready['url']}/manifest").content) == split.manifest
+            message = {"command": "LOAD_SHARD", "request_id": "b2", "params": {"shard_id": 2}}
+            reply = httpx.post(f"{ready['url']}/command", json=message, timeout=120).json()
+            assert reply["status"] == "success", reply
+            assert reply["result"]["source"] == "peers"
+            assert reply["result"]["path"] == str(tmp_path / "b" / entry.filename)
+            assert _sha256(tmp_path / "b" / entry.filename) == entry.sha256
+        finally:
+            proc.terminate()
+            assert proc.wait(20) == 0
+        assert a.agent.engine.status(entry.info_hash).is_seeding

@@ -13,12 +13,15 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarmhub.cli.args import parse_address
 from swarmhub.cli.engineopts import add_engine_options, engine_params
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ShardError, UsageError
+
+if TYPE_CHECKING:
+    from swarmhub.shards.manifest import Manifest
 
 __all__ = ["register", "send_command"]
 
@@ -48,9 +51,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--shards-dir", type=Path, required=True, metavar="DIR", help="the node's shard folder")
     serve.add_argument("--host", default="127.0.0.1", help="address of the control API (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"its port (default: {DEFAULT_PORT}; 0: any)")
-    serve.add_argument("--coordinator", metavar="URL", help="announce to its tracker (default: $SWARMHUB_COORDINATOR)")
     serve.add_argument(
+        "--coordinator",
+        metavar="URL",
+        help="announce to its tracker and put the manifest there (default: $SWARMHUB_COORDINATOR)",
+    )
+    known = serve.add_mutually_exclusive_group()
+    known.add_argument(
         "--manifest", metavar="FILE|URL", help="the shard set's manifest (default: DIR/shards.json when there)"
+    )
+    known.add_argument(
+        "--shard-set",
+        metavar="NAME",
+        help="with --coordinator and no manifest: take the manifest the coordinator has under NAME",
     )
     serve.add_argument(
         "--peer", action="append", default=[], type=parse_address, metavar="HOST:PORT", help="a peer to fetch from"
@@ -171,29 +184,55 @@ def _read_manifest(where: str) -> bytes:
         raise UsageError(f"cannot read the manifest {where}: {exc.strerror or exc}") from exc
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from swarmhub.serving import run_until_interrupted
-    from swarmhub.shards.manifest import Manifest
-    from swarmhub.shards.server import ShardServer
+def _node_manifest(
+    args: argparse.Namespace, coordinator: str | None, token: str | None
+) -> tuple[Manifest | None, str | None, bool]:
+    """The node's manifest, where it came from (--manifest, DIR/shards.json, the coordinator's NAME), and
+    whether it came from the coordinator (then it is not put back there)."""
+    from swarmhub.shards.manifest import Manifest, shard_set_name
+    from swarmhub.shards.server import fetch_manifest
     from swarmhub.shards.split import MANIFEST_NAME
 
-    where = args.manifest or (
-        str(args.shards_dir / MANIFEST_NAME) if (args.shards_dir / MANIFEST_NAME).is_file() else None
-    )
-    manifest = Manifest.from_json(_read_manifest(where)) if where else None
+    own = args.shards_dir / MANIFEST_NAME
+    where = args.manifest or (str(own) if own.is_file() else None)
+    if where:
+        manifest = Manifest.from_json(_read_manifest(where))
+        if args.shard_set and shard_set_name(manifest) != args.shard_set:
+            raise UsageError(
+                f"{where} is shard set {shard_set_name(manifest)!r}, not {args.shard_set!r}: "
+                "drop --shard-set or serve another folder"
+            )
+        return manifest, where, False
+    if not args.shard_set:
+        return None, None, False
+    if not coordinator:
+        raise UsageError("--shard-set NAME takes the manifest from a coordinator: give --coordinator URL")
+    manifest = fetch_manifest(coordinator, args.shard_set, token=token)
+    return manifest, f"{args.shard_set} from the coordinator", True
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from swarmhub.serving import run_until_interrupted
+    from swarmhub.shards.server import ShardServer
+
+    coordinator = args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or None
+    token = os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None
+    manifest, where, fetched = _node_manifest(args, coordinator, token)
     profile, listen, extra = engine_params(args)
     server = ShardServer(
         args.shards_dir,
         args.host,
         args.port,
         manifest=manifest,
-        coordinator=args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or None,
+        coordinator=coordinator,
         peers=args.peer,
         profile=profile,
         listen=listen,
         engine_settings=extra,
         load_timeout=args.load_timeout,
         node_id=args.node_id,
+        cluster_token=token,
+        publish=not fetched,
     )
 
     def ready() -> None:

@@ -9,9 +9,13 @@
   the release at their next heartbeat.
 - ``GET /cluster/status``  nodes, what each holds, bytes from the origin and from peers per release (JSON);
   ``GET /`` the same as a page that refreshes itself.
+- ``PUT /shards/manifests/NAME``  a shard set's manifest (``swarmhub-shards/1`` JSON), kept under its name
+  (``shard_set_name``) so a node can start knowing only the name; another manifest under the name replaces it.
+  ``GET /shards/manifests/NAME`` gives it back, ``GET /shards/manifests`` lists the names. Kept in memory:
+  nodes that have a manifest put it again when they start.
 
-With ``token``, reports and preheats need ``Authorization: Bearer <token>``; the tracker only answers nodes
-that reported (its peers are the cluster's).
+With ``token``, reports, preheats and manifests put need ``Authorization: Bearer <token>``; the tracker only
+answers nodes that reported (its peers are the cluster's).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import hmac
 import html
+import logging
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -34,13 +39,17 @@ from starlette.routing import Route
 from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
 from swarmhub.bt.tracker import AnnounceReply, Swarms
 from swarmhub.cluster.brain import Brain, ReleaseReport, decode_pieces, encode_pieces
-from swarmhub.errors import ClusterError, SwarmhubError
+from swarmhub.errors import ClusterError, ShardError, SwarmhubError
 from swarmhub.serving import BackgroundServer
+from swarmhub.shards.manifest import Manifest, shard_set_name
 from swarmhub.tracker.app import TrackerApp
 
 __all__ = ["Coordinator", "CoordinatorServer", "coordinator_app", "select_nodes"]
 
 ANNOUNCE_INTERVAL = 30  # seconds; nodes re-announce often: a cluster's membership changes fast
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is ~1 KB a shard (its torrent's piece hashes): room for thousands
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +62,7 @@ class _Preheat:
 
 
 class Coordinator:
-    """State behind the HTTP API: the brain, the tracker's swarms, preheats."""
+    """State behind the HTTP API: the brain, the tracker's swarms, preheats, shard sets' manifests."""
 
     def __init__(
         self,
@@ -70,6 +79,7 @@ class Coordinator:
         swarms = Swarms(rng=random.Random(), interval=ANNOUNCE_INTERVAL, min_interval=5)
         self.tracker = TrackerApp(swarms, clock=clock, order_peers=self._order_peers)
         self.preheats: dict[str, _Preheat] = {}
+        self.shard_manifests: dict[str, bytes] = {}  # shard set name -> its manifest, as Manifest.to_json writes it
 
     def report(self, body: Mapping[str, Any], client_host: str) -> dict[str, Any]:
         now = self.clock()
@@ -110,6 +120,26 @@ class Coordinator:
             raise ClusterError(f"no live node matches {body.get('nodes', 'all')!r}")
         self.preheats[torrent.key] = _Preheat(torrent, data, set(chosen), now)
         return {"key": torrent.key, "repo_id": torrent.repo.repo_id, "commit": torrent.repo.commit, "nodes": chosen}
+
+    def put_manifest(self, name: str, data: bytes) -> dict[str, Any]:
+        """Keep a shard set's manifest under ``name``, which must be its own; the same one again changes nothing."""
+        try:
+            manifest = Manifest.from_json(data)
+            own = shard_set_name(manifest)
+        except ShardError as exc:
+            raise ClusterError(f"bad manifest: {exc}") from exc
+        if own != name:
+            raise ClusterError(f"the manifest is shard set {own!r}, not {name!r}")
+        if not manifest.shards:
+            raise ClusterError(f"the manifest of {name!r} lists no shard")
+        stored = manifest.to_json()
+        before = self.shard_manifests.get(name)
+        if before != stored:
+            log.info(
+                "shard set %s: manifest of %d shard(s) %s", name, len(manifest.shards), "replaced" if before else "put"
+            )
+        self.shard_manifests[name] = stored
+        return {"name": name, "shards": len(manifest.shards), "changed": before != stored}
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -213,12 +243,15 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         return hmac.compare_digest(given.encode(), coordinator.token.encode())
 
+    def token_needed() -> Response:
+        return JSONResponse({"error": "a cluster token is needed (SWARMHUB_CLUSTER_TOKEN)"}, status_code=401)
+
     def client(request: Request) -> str:
         return request.client.host if request.client else ""
 
     async def report(request: Request) -> Response:
         if not authorized(request):
-            return JSONResponse({"error": "a cluster token is needed (SWARMHUB_CLUSTER_TOKEN)"}, status_code=401)
+            return token_needed()
         try:
             return JSONResponse(coordinator.report(await request.json(), client(request)))
         except (ClusterError, ValueError) as exc:
@@ -226,7 +259,7 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
 
     async def preheat(request: Request) -> Response:
         if not authorized(request):
-            return JSONResponse({"error": "a cluster token is needed (SWARMHUB_CLUSTER_TOKEN)"}, status_code=401)
+            return token_needed()
         try:
             return JSONResponse(coordinator.preheat(await request.json()))
         except (SwarmhubError, ValueError) as exc:
@@ -238,16 +271,50 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
     async def page(request: Request) -> Response:
         return HTMLResponse(status_page(coordinator.status()))
 
+    async def put_manifest(request: Request) -> Response:
+        if not authorized(request):
+            return token_needed()
+        data = await _body(request, MAX_MANIFEST_BYTES)
+        if data is None:
+            return JSONResponse({"error": f"a manifest is at most {MAX_MANIFEST_BYTES} bytes"}, status_code=413)
+        try:
+            return JSONResponse(coordinator.put_manifest(request.path_params["name"], data))
+        except ClusterError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def get_manifest(request: Request) -> Response:
+        name = request.path_params["name"]
+        data = coordinator.shard_manifests.get(name)
+        if data is None:
+            return JSONResponse({"error": f"no manifest named {name!r}"}, status_code=404)
+        return Response(data, media_type="application/json")
+
+    async def manifests(request: Request) -> Response:
+        return JSONResponse({"names": sorted(coordinator.shard_manifests)})
+
     return Starlette(
         routes=[
             Route("/cluster/report", report, methods=["POST"]),
             Route("/cluster/preheat", preheat, methods=["POST"]),
             Route("/cluster/status", status),
+            Route("/shards/manifests", manifests),
+            Route("/shards/manifests/{name}", put_manifest, methods=["PUT"]),
+            Route("/shards/manifests/{name}", get_manifest, methods=["GET"]),
             Route("/announce", coordinator.tracker),
             Route("/scrape", coordinator.tracker),
             Route("/", page),
         ]
     )
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None past ``limit`` bytes (read no further)."""
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 def status_page(status: Mapping[str, Any]) -> str:

@@ -13,6 +13,9 @@ are the node's business), so the info-hash depends only on the bytes and the pie
 client reads it and a single file needs no pads; the whole-file SHA-256 is the shard's identity the manifest
 vouches for, checked after the pieces (BEP 3 SHA-1) passed.
 
+A set is known by its name (``shard_set_name``): a coordinator keeps manifests under it, so a node can start
+with only ``--shard-set NAME``.
+
 Shard ids are strings ("2"); a request may say ``2``. A node's files that no manifest lists are shards too:
 their id is their file name.
 """
@@ -40,6 +43,7 @@ __all__ = [
     "parse_split_name",
     "shard_entry",
     "shard_piece_size",
+    "shard_set_name",
     "shard_torrent",
     "split_name",
 ]
@@ -226,3 +230,20 @@ class Manifest:
             if self.get(entry.shard_id) is None and self.by_filename(entry.filename) is None:
                 out.append(entry)
         return Manifest(self.name, tuple(out))
+
+
+def shard_set_name(manifest: Manifest) -> str:
+    """The set's name: the manifest's ``name``, else its first file's (``model-00001-of-00004.gguf``: ``model``).
+
+    A coordinator keeps manifests at ``/shards/manifests/NAME``: the name is one path segment.
+    """
+    name = manifest.name
+    if not name and manifest.shards:
+        filename = manifest.shards[0].filename
+        parsed = parse_split_name(filename)
+        name = parsed[0] if parsed else filename.rsplit(".", 1)[0]
+    if not name:
+        raise ShardError("the manifest has no name and no shard to name it after")
+    if len(name) > 255 or "/" in name or "\\" in name or name in (".", "..") or not name.isprintable():
+        raise ShardError(f"shard set name {name[:40]!r} is not one URL path segment")
+    return name

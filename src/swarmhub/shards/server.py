@@ -7,6 +7,10 @@ public profile, on the DHT; then it serves the control API. A well-formed comman
 its ``status``; a body that is not a JSON object gets 400 with an error message of the same shape.
 ``GET /manifest`` is the shard set as this node knows it (its manifest and its own files), so other nodes can
 start with ``--manifest http://NODE/manifest``; ``GET /`` says who the node is and what it serves.
+
+With a coordinator, a node that was given a manifest puts it there at start (``PUT /shards/manifests/NAME``;
+a refusal is a warning, the node serves anyway), and a node given none can start from the set's name alone
+(``fetch_manifest``).
 """
 
 from __future__ import annotations
@@ -17,21 +21,76 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from swarmhub.engine.session import Engine, Profile
+from swarmhub.errors import ShardError
 from swarmhub.serving import BackgroundServer
 from swarmhub.shards.agent import DEFAULT_LOAD_TIMEOUT, ShardAgent
-from swarmhub.shards.manifest import Manifest
+from swarmhub.shards.manifest import Manifest, shard_set_name
 from swarmhub.shards.store import ShardStore
 
-__all__ = ["ShardServer", "shards_app"]
+__all__ = ["ShardServer", "fetch_manifest", "publish_manifest", "shards_app"]
 
 log = logging.getLogger(__name__)
+# requests to the coordinator go direct (trust_env=False, no proxy), as the nodes' heartbeats do
+_COORDINATOR_TIMEOUT = 10.0  # seconds; a node starts without the coordinator rather than hang on it
+
+
+def _manifest_url(coordinator: str, name: str) -> str:
+    return f"{coordinator.rstrip('/')}/shards/manifests/{quote(name, safe='')}"
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def publish_manifest(coordinator: str, manifest: Manifest, *, token: str | None = None) -> str:
+    """Put ``manifest`` on the coordinator under its set's name (returned); ``ShardError`` if refused."""
+    name = shard_set_name(manifest)
+    url = _manifest_url(coordinator, name)
+    try:
+        response = httpx.put(
+            url, content=manifest.to_json(), headers=_auth(token), timeout=_COORDINATOR_TIMEOUT, trust_env=False
+        )
+    except httpx.HTTPError as exc:
+        raise ShardError(f"cannot reach the coordinator at {url}: {exc}") from exc
+    if response.status_code != 200:
+        raise ShardError(f"the coordinator refused the manifest of {name!r}: {_error_of(response)}")
+    return name
+
+
+def fetch_manifest(coordinator: str, name: str, *, token: str | None = None) -> Manifest:
+    """The manifest of shard set ``name`` as the coordinator keeps it (``publish_manifest``)."""
+    url = _manifest_url(coordinator, name)
+    try:
+        response = httpx.get(url, headers=_auth(token), timeout=_COORDINATOR_TIMEOUT, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise ShardError(f"cannot reach the coordinator at {url}: {exc}") from exc
+    if response.status_code == 404:
+        raise ShardError(
+            f"no manifest named {name} on the coordinator: start a node that has it with --coordinator, "
+            "or give --manifest"
+        )
+    if response.status_code != 200:
+        raise ShardError(f"the coordinator did not give the manifest of {name!r}: {_error_of(response)}")
+    manifest = Manifest.from_json(response.content)
+    if shard_set_name(manifest) != name:
+        raise ShardError(f"the coordinator gave shard set {shard_set_name(manifest)!r} for {name!r}")
+    return manifest
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
 
 
 def shards_app(agent: ShardAgent) -> Starlette:
@@ -83,11 +142,16 @@ class ShardServer(BackgroundServer):
         engine_settings: dict[str, Any] | None = None,
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         node_id: str | None = None,
+        cluster_token: str | None = None,
+        publish: bool = True,
     ) -> None:
         super().__init__(host, [port])
         self.shards_dir = shards_dir
         self.manifest = manifest
+        self.coordinator = coordinator
         self.trackers = [f"{coordinator.rstrip('/')}/announce"] if coordinator else []
+        self.cluster_token = cluster_token
+        self.publish = publish  # put the manifest on the coordinator at start (False: it came from there)
         self.peers = tuple(peers)
         self.profile: Profile = profile
         self.listen = listen
@@ -125,6 +189,12 @@ class ShardServer(BackgroundServer):
         except BaseException:
             self.engine.close()
             raise
+        if self.publish and self.coordinator and self.manifest is not None:
+            try:
+                name = publish_manifest(self.coordinator, self.manifest, token=self.cluster_token)
+                log.info("shard set %s: manifest put on the coordinator %s", name, self.coordinator)
+            except ShardError as exc:  # the node still serves its shards; other nodes need --manifest
+                log.warning("%s (other nodes cannot start with --shard-set alone)", exc)
         return self
 
     def _apps(self) -> list[Starlette]:
