@@ -409,17 +409,31 @@ def main() -> int:
     if len(modes) > 1 and "swarmhub" not in skipped and any(m.name == "swarmhub" for m in modes) and args.fault_at:
         runs.append((mode_named("swarmhub"), args.fault_at))  # the matrix's fault run
     rows: list[dict[str, Any]] = []
+    failed: dict[str, str] = {}  # a matrix run that failed: its error (the other runs go on)
     started = time.monotonic()
+    matrix = len(args.node_counts) * len(runs) > 1
     try:
         with cluster_of(args, max(args.node_counts), work) as cluster:
             for n in args.node_counts:
                 for mode, kill in runs:
-                    row = run_mode(cluster, mode, n, args, kill)
+                    try:
+                        row = run_mode(cluster, mode, n, args, kill)
+                    except SystemExit as exc:
+                        if not matrix:
+                            raise
+                        name = f"{mode.name}{'+fault' if kill is not None else ''} N={n}"
+                        failed[name] = f"failed: {str(exc.code).splitlines()[0][:300]}"
+                        print(f"{name}: {exc.code}", file=sys.stderr)
+                        continue
                     rows.append(row)
                     print(
                         f"{_name(row):14} N={n:<3} {row['seconds']:7.1f} s  origin/F {row['origin_ratio']:.3f}",
                         file=sys.stderr,
                     )
+                    if matrix:  # what is measured is kept, whatever happens to the runs after it
+                        args.out.mkdir(parents=True, exist_ok=True)
+                        partial = {"rows": rows, "skipped": {**skipped, **failed}, "wall_seconds": None}
+                        (args.out / "cluster.json").write_text(json.dumps(partial, indent=2) + "\n")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -435,7 +449,7 @@ def main() -> int:
         if not args.json:
             print_table(rows, skipped)
         return 0
-    return write_outputs(args, {"rows": rows, "skipped": skipped, "wall_seconds": wall})
+    return write_outputs(args, {"rows": rows, "skipped": {**skipped, **failed}, "wall_seconds": wall})
 
 
 if __name__ == "__main__":

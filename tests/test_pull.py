@@ -312,3 +312,32 @@ def test_pull_seed_keeps_serving_until_sigterm(release: Release, seeded_cache: P
     finally:
         b.send_signal(signal.SIGTERM)
         assert b.wait(15) == 0
+
+
+# ------------------------------------------------------------------------------------ origin run sizing
+
+
+def test_origin_runs_take_seconds_at_the_origins_rate() -> None:
+    from swarmhub.node.pull import FIRST_RUN_BYTES, ORIGIN_RUN_BYTES, origin_run_bytes
+
+    assert origin_run_bytes(None, 8) == FIRST_RUN_BYTES  # nothing measured yet
+    assert origin_run_bytes(None, 8, previous=300_000) == 300_000  # nothing in flight: the last size holds
+    # a 5 MB/s origin shared by 8 connections: ~1.25 MB per run, a piece or two, not 8 MiB for 13 s
+    assert origin_run_bytes(5e6, 8) == 1_250_000
+    assert origin_run_bytes(250e6, 8) == ORIGIN_RUN_BYTES  # a fast origin: long ranged GETs
+    assert origin_run_bytes(0.0, 8) == 0  # stalled: single pieces (a run has one piece at least)
+
+
+def test_rate_meter_spans_its_window() -> None:
+    from swarmhub.node.pull import RateMeter
+
+    meter = RateMeter(window=3.0)
+    meter.add(0.0, 0)
+    meter.add(0.2, 1_000)
+    assert meter.rate() is None  # less than half a second seen
+    for t in range(1, 11):
+        meter.add(float(t), t * 1_000_000)  # 1 MB/s
+    assert meter.rate() == pytest.approx(1e6)
+    for t in range(11, 15):
+        meter.add(float(t), 10_000_000)  # the bytes stop
+    assert meter.rate() == 0.0  # only the last 3 s count

@@ -650,7 +650,7 @@ def _closed(sock: socket.socket, timeout: float = 5) -> bool:
 def tracker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerServer]:
     """The tracker's server on uvloop, and on asyncio's loop (where uvloop is not installed)."""
     if request.param == "asyncio":
-        monkeypatch.setattr(protocol, "_new_loop", asyncio.new_event_loop)
+        monkeypatch.setattr(protocol, "new_event_loop", asyncio.new_event_loop)
     with TrackerServer(swarms=Swarms(rng=random.Random(0))) as server:
         assert type(server._server._loop).__module__.startswith(request.param)  # the loop asked for
         yield server

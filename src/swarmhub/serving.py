@@ -22,7 +22,15 @@ from starlette.types import ASGIApp
 
 from swarmhub.errors import ConfigError
 
-__all__ = ["BackgroundServer", "Startable", "UvicornThread", "bind", "run_until_interrupted", "url_host"]
+__all__ = [
+    "BackgroundServer",
+    "Startable",
+    "UvicornThread",
+    "bind",
+    "new_event_loop",
+    "run_until_interrupted",
+    "url_host",
+]
 
 _READY_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
@@ -43,6 +51,15 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick another --port") from exc
     sock.set_inheritable(True)
     return sock
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when uvloop is installed (every server here runs on it), asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def url_host(host: str) -> str:
@@ -90,7 +107,8 @@ class UvicornThread:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._serve())
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                runner.run(self._serve())
         except BaseException as exc:  # reported by start()
             self._error = exc
 

@@ -712,7 +712,8 @@ class Pull:
                 started = last_peer_progress = now  # file wanted later gets its own grace (the node)
             if len(in_flight) < limit:
                 eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress)
-                run_bytes = self._run_bytes(rate.rate() if in_flight else None, limit)
+                run_bytes = origin_run_bytes(rate.rate() if in_flight else None, limit, self._last_run_bytes)
+                self._last_run_bytes = run_bytes
                 for run in self._runs(eligible, limit, run_bytes)[: limit - len(in_flight)]:
                     for piece in run:
                         claimed[piece] = math.inf
@@ -738,14 +739,6 @@ class Pull:
                 missing = {p for p in missing if availability[p] == 0}
         urgent = state.readers.keys()
         return sorted(missing, key=lambda p: (p not in urgent, p))
-
-    def _run_bytes(self, rate: float | None, connections: int) -> int:
-        """How long a run may be, given the origin's recent rate (bytes/s over all connections; None: not
-        known, or nothing was in flight to measure it)."""
-        if rate is None:
-            return max(FIRST_RUN_BYTES, self._last_run_bytes)
-        self._last_run_bytes = int(min(ORIGIN_RUN_BYTES, rate / connections * ORIGIN_RUN_SECONDS))
-        return self._last_run_bytes
 
     def _runs(self, pieces: list[int], connections: int, run_bytes: int = ORIGIN_RUN_BYTES) -> list[list[int]]:
         """Consecutive pieces grouped into runs of at most ``run_bytes`` (one piece at least), and small enough
@@ -803,6 +796,15 @@ class Pull:
             f"the origin's bytes for {paths} do not match the torrent (piece {piece}): it serves another release",
             path=paths,
         )
+
+
+def origin_run_bytes(rate: float | None, connections: int, previous: int = 0) -> int:
+    """How long an origin run may be: what one of ``connections`` gets of the origin's ``rate`` (bytes/s over
+    all of them) in ``ORIGIN_RUN_SECONDS``, at most ``ORIGIN_RUN_BYTES``. ``rate`` None (not measured, or
+    nothing was in flight to measure): the ``previous`` size, or ``FIRST_RUN_BYTES`` at first."""
+    if rate is None:
+        return previous or FIRST_RUN_BYTES
+    return int(min(ORIGIN_RUN_BYTES, rate / max(1, connections) * ORIGIN_RUN_SECONDS))
 
 
 class RateMeter:

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import cast
 
+from swarmhub.serving import new_event_loop
 from swarmhub.tracker.app import HEADERS, TrackerApp
 from swarmhub.tracker.http import MAX_HEAD, HTTPError, RequestHead, client_host, parse_head, render
 
@@ -40,14 +41,6 @@ _ERROR_FIELDS = b"content-type: text/plain; charset=utf-8\r\n"
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("swarmhub.tracker.access")
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _http_date() -> bytes:
@@ -177,7 +170,7 @@ class TrackerThread:
         self.name = name
         self._sock = sock
         self._shared = _Connections(app, access_log)
-        self._loop = _new_loop()
+        self._loop = new_event_loop()
         self._ready = threading.Event()
         self._ticking: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
