@@ -183,8 +183,17 @@ def run_mode(
             _stop(n)
         mode.teardown(run)
     finished = [n for n in started if n.host.name in done]
+
+    def check(n: NodeProc) -> None:
+        try:
+            check_files(n.folder, cluster.release.expected)
+        except SystemExit as exc:  # what the node said last tells why
+            tail = n.out.with_suffix(".err").read_text(errors="replace").splitlines()
+            said = "\n".join(line for line in tail if "cluster/report" not in line)[-3000:]
+            raise SystemExit(f"{n.host.name}: {exc.code}\n{said}") from None
+
     with ThreadPoolExecutor(2) as pool:  # every node's files, byte for byte
-        list(pool.map(lambda n: check_files(n.folder, cluster.release.expected), finished))
+        list(pool.map(check, finished))
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
     os.sync()  # the next run does not start while the kernel still writes this one's bytes back

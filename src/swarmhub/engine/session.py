@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import queue
 import threading
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 Profile = Literal["isolated", "public", "cluster"]
+
+log = logging.getLogger(__name__)
 
 _ALERTS = (
     lt.alert_category.status
@@ -275,6 +278,9 @@ def _key(hashes: Any) -> str:
 
 
 def _translate(alert: Any) -> Event | None:
+    if isinstance(alert, lt.alerts_dropped_alert):  # a lost PieceFinished or Flushed leaves a waiter waiting
+        log.warning("libtorrent dropped alerts (its queue overflowed): %s", alert.message())
+        return None
     handle = getattr(alert, "handle", None)
     if handle is None or not handle.is_valid():
         return None

@@ -71,6 +71,7 @@ ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: i
 ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # at most this many bytes of consecutive pieces in one ranged GET
 ORIGIN_RUN_SECONDS = 2.0  # a run is sized to take about this long at the rate the origin gives
 FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is known
+FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
@@ -607,7 +608,11 @@ class Pull:
         flushed = asyncio.get_running_loop().create_future()
         self._state.flushes.append(flushed)
         self.engine.flush(self.key)
-        await flushed  # the last pieces may still be in libtorrent's store buffer
+        try:  # the last pieces may still be in libtorrent's store buffer
+            await asyncio.wait_for(asyncio.shield(flushed), FLUSH_PATIENCE)
+        except TimeoutError:
+            log.warning("%s: libtorrent has not confirmed a flush for %d s; still waiting", p.file.path, FLUSH_PATIENCE)
+            await flushed
         try:
             await asyncio.get_running_loop().run_in_executor(self._verifier, verify_etag, root / p.pending, p.file)
         except IntegrityError as exc:
