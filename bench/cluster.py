@@ -270,20 +270,26 @@ def print_table(rows: list[dict[str, Any]], skipped: dict[str, str]) -> None:
     if rows:
         r = rows[0]["rates_mb_s"]
         print(
-            f"\n{rows[0]['size_bytes'] / MB:.0f} MB release, lab: {rows[0]['lab']}, "
+            f"\nlab: {rows[0]['lab']}, "
             f"origin uplink {r['origin_up']:g} MB/s, node links {r['node_up']:g} MB/s up / {r['node_down']:g} MB/s down"
         )
     head = f"{'T s':>8} {'T_min s':>8} {'T/T_min':>8} {'origin/F':>9} {'node s min-max':>15} {'busy':>5}"
-    print(f"  {'mode':14} {'N':>3} {head}")
+    print(f"  {'mode':14} {'N':>3} {'F MB':>5} {head}")
     for row in rows:
         per = row["per_node_seconds"]
         print(
-            f"  {_name(row):14} {row['nodes']:3d} {row['seconds']:8.1f} {row['t_min_seconds']:8.1f} "
+            f"  {_name(row):14} {row['nodes']:3d} {row['size_bytes'] / MB:5.0f} {row['seconds']:8.1f} "
+            f"{row['t_min_seconds']:8.1f} "
             f"{row['t_over_t_min']:8.2f} {row['origin_ratio']:9.3f} {min(per):7.1f}-{max(per):<7.1f} "
-            f"{row['cpu']['machine_busy']:5.0%}"
+            f"{_busy(row):>5}"
         )
     for name, why in skipped.items():
         print(f"  {name:14} {why}")
+
+
+def _busy(row: dict[str, Any]) -> str:
+    busy = row.get("cpu", {}).get("machine_busy")
+    return "-" if busy is None else f"{busy:.0%}"
 
 
 def _name(row: dict[str, Any]) -> str:
@@ -301,12 +307,13 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> None:
     for name in dict.fromkeys(map(_name, rows)):
         mine = [r for r in rows if _name(r) == name]
         ns = [r["nodes"] for r in mine]
-        left.plot(ns, [r["seconds"] for r in mine], "o-", label=mine[0]["label"])
+        left.plot(ns, [r["t_over_t_min"] for r in mine], "o-", label=mine[0]["label"])
         right.plot(ns, [r["origin_ratio"] for r in mine], "o-", label=mine[0]["label"])
-    bound = {r["nodes"]: r["t_min_seconds"] for r in rows}
-    left.plot(sorted(bound), [bound[n] for n in sorted(bound)], "k--", label="T_min (Kumar & Ross)")
+    bound = sorted({r["nodes"] for r in rows})
+    left.axhline(1.0, color="k", linestyle="--", label="T_min (Kumar & Ross)")
     right.axhline(1.0, color="k", linestyle="--", label="each byte once")
-    left.set(xlabel="nodes N", ylabel="seconds until every node has the release", title="time")
+    # T / T_min, not seconds: rows of different release sizes (a long mode run smaller) share one chart
+    left.set(xlabel="nodes N", ylabel="time until every node has it / T_min", title="time")
     right.set(xlabel="nodes N", ylabel="origin bytes / release size", title="origin traffic")
     for ax in (left, right):
         # log y: http grows with N (N x F from the origin) and would flatten the swarms' lines near the bound
@@ -314,14 +321,12 @@ def write_chart(rows: list[dict[str, Any]], path: Path) -> None:
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(ScalarFormatter())
         ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.set_xticks(sorted(bound))
+        ax.set_xticks(bound)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     r = rows[0]["rates_mb_s"]
-    fig.suptitle(
-        f"{rows[0]['size_bytes'] / MB:.0f} MB release, origin {r['origin_up']:g} MB/s, nodes {r['node_up']:g} MB/s "
-        f"({rows[0]['lab']})"
-    )
+    sizes = " / ".join(f"{size / MB:.0f}" for size in sorted({row["size_bytes"] for row in rows}, reverse=True))
+    fig.suptitle(f"{sizes} MB release, origin {r['origin_up']:g} MB/s, nodes {r['node_up']:g} MB/s ({rows[0]['lab']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
