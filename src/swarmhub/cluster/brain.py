@@ -176,7 +176,7 @@ class Brain:
             for piece in pieces[at : at + room]:
                 release.assigned[piece] = fetcher
             if room:
-                log.info("fetcher %s: %d more pieces (%d-%d)", fetcher, room, pieces[at], pieces[at + room - 1])
+                log.debug("fetcher %s: %d more pieces (%d-%d)", fetcher, room, pieces[at], pieces[at + room - 1])
             if room and fetcher not in release.progress_at:
                 release.progress_at[fetcher] = now  # a new fetcher: its stall clock starts
             at += room
@@ -215,7 +215,7 @@ class Brain:
                 for piece in mine[max(0, even - len(busy)) :]:
                     del release.assigned[piece]
                     back.append(piece)
-                log.info("fetcher %s: %d pieces over an even share taken back", fetcher, count - even)
+                log.debug("fetcher %s: %d pieces over an even share taken back", fetcher, count - even)
         return back
 
     def _settle(self, release: _Release, fetched: Mapping[str, int], held: set[int], now: float) -> None:
