@@ -524,9 +524,14 @@ class Pull:
         return have
 
     async def save_resume(self) -> None:
-        """Record the verified pieces (after a flush: they are on disk), so the next pull trusts them."""
-        if self.resume_file is None or not self.key or not self._to_fetch():
-            return  # nothing half-done: landed files need no record
+        """Record the verified pieces (after a flush: they are on disk), so the next pull trusts them.
+
+        Only when a file is half-done: one whose pieces are all in lands (or, stopped before, is checked
+        again by the next pull), and a record nobody's pull would take would outlive it."""
+        have = self._state.have
+        half_done = [f for f in self._to_fetch() if not all(p in have for p in f.pieces)]
+        if self.resume_file is None or not self.key or not half_done:
+            return
         flushed = asyncio.get_running_loop().create_future()
         self._state.flushes.append(flushed)
         self.engine.flush(self.key)
