@@ -32,6 +32,7 @@ from starlette.testclient import TestClient
 from swarmhub.cli.main import main
 from swarmhub.cluster.brain import Brain
 from swarmhub.cluster.coordinator import Coordinator, CoordinatorServer, coordinator_app
+from swarmhub.engine.session import Engine
 from swarmhub.errors import ShardError
 from swarmhub.shards import store as store_module
 from swarmhub.shards.agent import NOT_LOADED
@@ -586,3 +587,69 @@ def test_a_node_with_only_the_shard_set_name_learns_the_manifest_from_the_coordi
             proc.terminate()
             assert proc.wait(20) == 0
         assert a.agent.engine.status(entry.info_hash).is_seeding
+
+
+# ------------------------------------------------------------------------------------------- the DHT alone
+
+# the DHT's only bootstrap node is one of ours and nothing else is on: no LSD multicast, no port mapping, so no
+# packet leaves 127.0.0.1
+_LOOPBACK_ONLY = {"enable_lsd": False, "enable_upnp": False, "enable_natpmp": False}
+
+
+def test_a_node_with_no_tracker_and_no_peer_finds_the_holder_of_a_shard_on_the_dht(
+    split: SplitResult, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Public mode on a private DHT of three loopback nodes: R only bootstraps the DHT, A holds the shards, and B
+    (``shards serve --public --dht-bootstrap R``: an empty folder, the manifest, no coordinator, no --peer) loads
+    shard 2 from A, whose address B can only have learnt from the DHT, by the shard's info-hash."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    for path in split.paths:
+        shutil.copy(path, tmp_path / "a" / path.name)
+    manifest = tmp_path / "shards.json"
+    manifest.write_bytes(split.manifest.with_shards([_orphan(tmp_path)]).to_json())
+    entry = split.manifest.get("2")
+    assert entry is not None
+    serve = ["shards", "serve", "--shards-dir", str(tmp_path / "b"), "--manifest", str(manifest), "--port", "0"]
+    assert main([*serve, "--dht-bootstrap", "127.0.0.1:1"]) == 2
+    assert "--dht-bootstrap joins a DHT, which only --public turns on" in capsys.readouterr().err
+
+    public: dict[str, Any] = {"profile": "public", "listen": "127.0.0.1:0", "engine_settings": _LOOPBACK_ONLY}
+    with Engine("public", listen="127.0.0.1:0", extra=_LOOPBACK_ONLY, dht_bootstrap=[]) as r:
+        bootstrap = f"127.0.0.1:{r.listen_port}"
+        with ShardServer(
+            tmp_path / "a", manifest=split.manifest, node_id="A", dht_bootstrap=[("127.0.0.1", r.listen_port)], **public
+        ) as a:
+            assert a.engine is not None and a.engine.dht and not a.trackers
+            monkeypatch.delenv("SWARMHUB_COORDINATOR", raising=False)
+            monkeypatch.setenv("SWARMHUB_LIBTORRENT", json.dumps(_LOOPBACK_ONLY))
+            command = [sys.executable, "-m", "swarmhub", *serve, "--public", "--listen", "127.0.0.1:0"]
+            proc = subprocess.Popen(
+                [*command, "--dht-bootstrap", bootstrap, "--load-timeout", "30", "--json"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert proc.stdout is not None
+                ready = json.loads(proc.stdout.readline())
+                assert ready["files"] == []
+                started = time.monotonic()
+                message = {"command": "LOAD_SHARD", "request_id": "dht", "params": {"shard_id": 2}}
+                reply = httpx.post(f"{ready['url']}/command", json=message, timeout=120).json()
+                seconds = time.monotonic() - started
+                assert reply["status"] == "success", reply
+                assert reply["result"]["source"] == "peers" and seconds < 30
+                assert _sha256(tmp_path / "b" / entry.filename) == entry.sha256
+                deadline = time.monotonic() + 10  # A sent it (counted once libtorrent's stats catch up)
+                while a.agent.engine.status(entry.info_hash).payload_upload < entry.size:
+                    assert time.monotonic() < deadline, "A did not send shard 2: where did B get it?"
+                    time.sleep(0.1)
+
+                # a shard nobody holds: the DHT was asked, and said nothing
+                message = {"command": "LOAD_SHARD", "request_id": "none", "params": {"shard_id": ORPHAN, "timeout": 2}}
+                reply = httpx.post(f"{ready['url']}/command", json=message, timeout=120).json()
+                assert reply["status"] == "error" and reply["error"].startswith(f"no peer has shard {ORPHAN}")
+                assert "(asked the DHT)" in reply["error"]
+            finally:
+                proc.terminate()
+                assert proc.wait(20) == 0

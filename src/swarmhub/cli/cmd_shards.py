@@ -68,6 +68,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--peer", action="append", default=[], type=parse_address, metavar="HOST:PORT", help="a peer to fetch from"
     )
+    serve.add_argument(
+        "--dht-bootstrap",
+        action="append",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="with --public: join a private DHT (a LAN) through this node, e.g. another shard node's BitTorrent "
+        "port, instead of the public DHT's routers; repeatable",
+    )
     serve.add_argument("--node-id", help="this node's name in messages (default: host name and BitTorrent port)")
     serve.add_argument(
         "--load-timeout",
@@ -217,6 +225,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     coordinator = args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or None
     token = os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None
+    if args.dht_bootstrap and not args.public:
+        raise UsageError("--dht-bootstrap joins a DHT, which only --public turns on: add --public")
     manifest, where, fetched = _node_manifest(args, coordinator, token)
     profile, listen, extra = engine_params(args)
     server = ShardServer(
@@ -229,6 +239,7 @@ def _serve(args: argparse.Namespace) -> int:
         profile=profile,
         listen=listen,
         engine_settings=extra,
+        dht_bootstrap=args.dht_bootstrap,
         load_timeout=args.load_timeout,
         node_id=args.node_id,
         cluster_token=token,

@@ -12,11 +12,12 @@ Commands:
 - ``LOAD_SHARD {shard_id, peers?, timeout?}``: loaded already -> answered at once; on disk -> SHA-256 checked
   (or trusted from the folder's record when the file did not change) and loaded; missing -> its torrent (from
   the manifest) is added to libtorrent with the node's trackers (the coordinator's ``/announce``) and any
-  ``peers`` (``"host:port"``); pieces are checked by libtorrent (SHA-1, peers that send bad data are banned),
-  the whole file against the manifest's SHA-256, then it is renamed into place, seeded, and loaded. No progress
-  for ``timeout`` seconds is an error that says why: no peer has it, or every peer that had it sent corrupt
-  data. Concurrent requests for one shard share one load. Result: ``{shard_id, status: "loaded", path,
-  source: "cache"|"disk"|"peers", format, tensors, size}``.
+  ``peers`` (``"host:port"``), and looked up by info-hash on the DHT when the node is on one; pieces are
+  checked by libtorrent (SHA-1, peers that send bad data are banned), the whole file against the manifest's
+  SHA-256, then it is renamed into place, seeded, and loaded. No progress for ``timeout`` seconds is an error
+  that says why: no peer has it, or every peer that had it sent corrupt data. Concurrent requests for one shard
+  share one load. Result: ``{shard_id, status: "loaded", path, source: "cache"|"disk"|"peers", format, tensors,
+  size}``.
 - ``LIST_FILES``: ``{files: [{info_hash, filename, size, shard_id}], loaded: [shard ids]}``: what this node
   can serve.
 - ``EXECUTE_TASK {task_type, shard_id, auto_load?, ...}``: a task of ``shards.tasks`` on a loaded shard
@@ -60,6 +61,9 @@ NOT_LOADED = "Shard not loaded. Use LOAD_SHARD command first."
 COMMANDS = ("LOAD_SHARD", "LIST_FILES", "EXECUTE_TASK", "UNLOAD_SHARD")
 DEFAULT_LOAD_TIMEOUT = 60.0
 _KICK_EVERY = 2.0  # seconds between asking trackers (and given peers) again while no peer is connected
+# a DHT lookup walks the DHT (dozens of queries, seconds on the public one): asked again less often; libtorrent
+# makes the first when the torrent starts, then one every dht_announce_interval (15 min)
+_DHT_LOOKUP_EVERY = 6.0
 _STEP = 0.25
 _HASH_CHUNK = 8 << 20
 _HASH_BATCH = 64 << 20  # the SHA-256 follows the download in steps of this many bytes
@@ -374,6 +378,7 @@ class ShardAgent:
     ) -> None:
         key = entry.info_hash
         last_done, last_progress, last_kick = -1, time.monotonic(), -float("inf")
+        last_lookup = time.monotonic()
         while True:
             if state.error is not None:
                 raise ShardError(f"shard {entry.shard_id}: cannot write it: {state.error}", shard_id=entry.shard_id)
@@ -396,6 +401,9 @@ class ShardAgent:
                     self.engine.reannounce(key)
                 for host, port in peers:
                     self.engine.connect_peer(key, host, port)
+                if self.engine.dht and now - last_lookup >= _DHT_LOOKUP_EVERY:
+                    last_lookup = now
+                    self.engine.announce_dht(key)
             if now - last_progress >= timeout:
                 raise self._no_source(entry, state, status, peers, timeout)
             state.changed.clear()
@@ -410,7 +418,7 @@ class ShardAgent:
             asked.append("tracker " + ", ".join(self.trackers))
         if peers:
             asked.append("peers " + ", ".join(f"{h}:{p}" for h, p in peers))
-        if self.engine.profile == "public":
+        if self.engine.dht:
             asked.append("the DHT")
         where = "; ".join(asked) or "nobody: this node has no tracker and no peer was given"
         name = f"shard {entry.shard_id} ({entry.filename})"

@@ -3,8 +3,10 @@
 ``ShardServer.start()`` scans ``shards_dir`` (hashing only files it has not hashed before, see ``store``), seeds
 every shard with every piece trusted (no check: the bytes were just hashed, or hashed earlier and unchanged),
 announces them to the coordinator's tracker (``{coordinator}/announce``) when there is one and, with the
-public profile, on the DHT; then it serves the control API. A well-formed command is answered 200 whatever
-its ``status``; a body that is not a JSON object gets 400 with an error message of the same shape.
+public profile, on the DHT (the public one, or a private one through ``dht_bootstrap`` nodes), where other
+nodes find them by info-hash with no tracker and no peer given; then it serves the control API. A well-formed
+command is answered 200 whatever its ``status``; a body that is not a JSON object gets 400 with an error message
+of the same shape.
 ``GET /manifest`` is the shard set as this node knows it (its manifest and its own files), so other nodes can
 start with ``--manifest http://NODE/manifest``; ``GET /`` says who the node is and what it serves.
 
@@ -140,6 +142,7 @@ class ShardServer(BackgroundServer):
         profile: Profile = "isolated",
         listen: str | None = None,
         engine_settings: dict[str, Any] | None = None,
+        dht_bootstrap: Sequence[tuple[str, int]] | None = None,
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         node_id: str | None = None,
         cluster_token: str | None = None,
@@ -156,6 +159,7 @@ class ShardServer(BackgroundServer):
         self.profile: Profile = profile
         self.listen = listen
         self.engine_settings = engine_settings
+        self.dht_bootstrap = None if dht_bootstrap is None else tuple(dht_bootstrap)
         self.load_timeout = load_timeout
         self.node_id = node_id
         self.engine: Engine | None = None
@@ -172,7 +176,9 @@ class ShardServer(BackgroundServer):
         local = self.store.scan()  # hashing happens here, before anything listens
         for problem in self.store.problems:
             log.warning("%s", problem)
-        self.engine = Engine(self.profile, listen=self.listen, extra=self.engine_settings)
+        self.engine = Engine(
+            self.profile, listen=self.listen, extra=self.engine_settings, dht_bootstrap=self.dht_bootstrap
+        )
         try:
             agent = ShardAgent(
                 self.node_id or f"{socket.gethostname()}:{self.engine.listen_port}",
