@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from pull import (
     clean_env,
     first_json,
     measure,
+    run_bench,
     sha256_of,
     url_in,
     wait_for,
@@ -365,6 +365,7 @@ def _module(*names: str) -> str:
 
 
 def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, Any]:
+    started = time.monotonic()
     size = int(args.size_mb * 1e6)
     repo = make_release(work / "root", size)
     expected = sha256_of(repo / BIG)  # also warms the page cache
@@ -379,12 +380,9 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
         "node_loop": _module("uvloop", "asyncio"),
         "node_http": _module("httptools", "h11"),
         "node_libtorrent": args.libtorrent,
+        "bench_seconds": round(time.monotonic() - started, 1),  # the servers' teardown not included
     }
     return report
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
 
 
 def main() -> int:
@@ -402,26 +400,7 @@ def main() -> int:
     if free < needed:
         raise SystemExit(f"{args.dir}: {free / 1e9:.1f} GB free, the benchmark needs {needed / 1e9:.1f} GB")
     work = Path(tempfile.mkdtemp(prefix="swarmhub-bench-endpoint-", dir=args.dir))
-    servers = Servers(work / "logs")
-    signal.signal(signal.SIGTERM, _interrupted)
-    started = time.monotonic()
-    try:
-        report = bench(args, work, servers)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        servers.stop_all()
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    report["bench_seconds"] = round(time.monotonic() - started, 1)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return run_bench(args, work, bench, print_report)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,19 @@ from urllib.parse import quote
 import psutil
 
 from create import REPO_ID, make_release, start_cdn  # bench/create.py: the same synthetic release
-from pull import SWARMHUB, Sample, Servers, check_files, check_room, clean_env, measure, sha256_of, url_in, wait_for
+from pull import (
+    SWARMHUB,
+    Sample,
+    Servers,
+    check_files,
+    check_room,
+    clean_env,
+    measure,
+    run_bench,
+    sha256_of,
+    url_in,
+    wait_for,
+)
 
 DIRECT, GATEWAY, ARIA2 = "curl direct", "curl via gateway", "aria2c web seed"
 # The gateway as the registry runs it (uvicorn in a thread, default settings), with the release's torrents
@@ -283,10 +294,6 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
     return report
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gb", type=float, default=2.0)
@@ -304,24 +311,7 @@ def main() -> int:
             raise SystemExit(f"{tool} is not installed")
     check_room(args.dir, int(args.size_gb * 1e9))
     work = Path(tempfile.mkdtemp(prefix="swarmhub-bench-gateway-", dir=args.dir))
-    servers = Servers(work / "logs")
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        report = bench(args, work, servers)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        servers.stop_all()
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return run_bench(args, work, bench, print_report)
 
 
 if __name__ == "__main__":

@@ -485,6 +485,35 @@ def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
 
 
+def run_bench(
+    args: argparse.Namespace,
+    work: Path,
+    bench: Callable[[argparse.Namespace, Path, Servers], dict[str, Any]],
+    print_report: Callable[[dict[str, Any]], None],
+) -> int:
+    """``bench(args, work, servers)`` with its servers logging to ``work/logs``; SIGTERM unwinds like Ctrl-C.
+    On the way out every server is stopped and ``work`` removed (kept with ``args.keep``); then the report is
+    printed, as JSON with ``args.json``. Returns the exit status (130 when interrupted)."""
+    servers = Servers(work / "logs")
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        report = bench(args, work, servers)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        servers.stop_all()
+        if getattr(args, "keep", False):
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gb", type=float, default=2.0)
@@ -498,24 +527,7 @@ def main() -> int:
         raise SystemExit("aria2c is not installed (apt-get install aria2)")
     check_room(args.dir, int(args.size_gb * 1e9))
     work = Path(tempfile.mkdtemp(prefix="swarmhub-bench-pull-", dir=args.dir))
-    servers = Servers(work / "logs")
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        report = bench(args, work, servers)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        servers.stop_all()
-        if args.keep:
-            print(f"kept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return run_bench(args, work, bench, print_report)
 
 
 if __name__ == "__main__":

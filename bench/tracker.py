@@ -41,7 +41,6 @@ import multiprocessing
 import random
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -55,7 +54,7 @@ from urllib.parse import quote
 
 import psutil
 
-from pull import SWARMHUB, Servers, clean_env, url_in, wait_for
+from pull import SWARMHUB, Servers, clean_env, run_bench, url_in, wait_for
 
 OURS, OURS_KEEPALIVE, OPENTRACKER, NULL = "swarmhub", "swarmhub (keep-alive)", "opentracker", "null server"
 TARGET = 5000.0
@@ -466,10 +465,6 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"{verdict}: swarmhub {ours:,}/s (target >= {report['target_announces_per_s']:,.0f}/s)")
 
 
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: every server is stopped on the way out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
@@ -489,21 +484,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="swarmhub-bench-tracker-"))
     work.chmod(0o755)  # opentracker drops to nobody
-    servers = Servers(work / "logs")
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        report = bench(args, work, servers)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        servers.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return run_bench(args, work, bench, print_report)
 
 
 if __name__ == "__main__":
