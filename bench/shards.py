@@ -38,6 +38,8 @@ import httpx
 import numpy as np
 from gguf import GGUFWriter
 
+from swarmhub.guard import read_secret_file
+from swarmhub.shards.client import send_command
 from swarmhub.shards.manifest import Manifest, shard_entry, shard_piece_size
 from swarmhub.shards.store import RECORD, ShardStore, hash_file
 
@@ -172,16 +174,14 @@ def load_once(procs: Procs, work: Path, manifest: Path, node_args: list[str], ph
         [*serve, "--port", "0", "--listen", "127.0.0.1:0", "--load-timeout", "30", "--json", *node_args]
     )
     try:
+        # the token it made at start (none recorded: it took SWARMHUB_SHARDS_TOKEN or SWARMHUB_CLUSTER_TOKEN)
+        token = json.loads(read_secret_file(Path(info["token_file"])))["token"] or os.environ[info["token_from"]]
         started = time.perf_counter()
-        reply = httpx.post(
-            f"{info['url']}/command",
-            json={"command": "LOAD_SHARD", "request_id": "bench", "params": {"shard_id": "1"}},
-            timeout=600,
-        ).json()
+        result = send_command(info["url"], "LOAD_SHARD", {"shard_id": "1"}, token=token)
         seconds = time.perf_counter() - started
-        if reply["status"] != "success" or reply["result"]["source"] != "peers":
-            raise RuntimeError(f"LOAD_SHARD failed: {reply}")
-        phases.append(reply["result"]["seconds"])
+        if result["source"] != "peers":
+            raise RuntimeError(f"LOAD_SHARD did not fetch from peers: {result}")
+        phases.append(result["seconds"])
         return seconds
     finally:
         procs.stop(proc)

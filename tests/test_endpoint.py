@@ -449,6 +449,18 @@ def test_a_release_that_disagrees_with_the_upstream_is_not_served(node: Node, hu
     assert tiny(source).calls == []
 
 
+def test_a_planted_regular_file_is_not_served(node: Node, hub: DevHub, source: FakeSource, tmp_path: Path):
+    """The Hub's 307 for a regular file names its etag in ``ETag`` (no ``X-Linked-*``): that is checked too."""
+    tiny(source).etags["config.json"] = "f" * 40
+    reply = httpx.head(f"{node.url}/org/tiny/resolve/main/config.json")
+    assert reply.status_code == 307  # the upstream's own answer
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download("org/tiny", "config.json", cache_dir=tmp_path, endpoint=node.url)
+    assert Path(path).read_bytes() == FILES["config.json"]
+    assert tiny(source).calls == []
+
+
 def test_relayed_redirects_keep_linked_headers(node: Node, hub: DevHub):
     data = OTHER["model.bin"]
     reply = httpx.get(f"{node.url}/org/other/resolve/main/model.bin")

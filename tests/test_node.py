@@ -17,15 +17,27 @@ from support.swarm import REPO_ID, pull, seeding, sha256, snapshot_files
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.engine.session import Engine
 from swarmhub.node.daemon import Node
+from swarmhub.devhub import DevHub
+from swarmhub.node.confirmation import Confirmations
 from swarmhub.node.library import Library
+from swarmhub.origin.client import OriginClient
 from swarmhub.node.store import TorrentStore
 from swarmhub.settings import Settings
 
 MODEL = "model.safetensors"
 
 
-def _library(engine: Engine, root: Path, seeder_port: int) -> Library:
-    return Library(engine, root / "hub", root / "state", upstream=None, peers=[("127.0.0.1", seeder_port)])
+def _library(engine: Engine, root: Path, seeder_port: int, hub: DevHub) -> Library:
+    """No origin to fetch from (the seeder gives every byte), but the dev hub's tree confirms the release."""
+    confirmations = Confirmations(root / "state", OriginClient(hub.endpoint, retries=1))
+    return Library(
+        engine,
+        root / "hub",
+        root / "state",
+        upstream=None,
+        peers=[("127.0.0.1", seeder_port)],
+        confirmations=confirmations,
+    )
 
 
 def test_a_file_streams_while_its_pieces_arrive(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
@@ -34,7 +46,7 @@ def test_a_file_streams_while_its_pieces_arrive(release: Release, seeded_cache: 
 
     async def read_all() -> tuple[bytes, bool, bytes]:
         with Engine() as engine:
-            library = _library(engine, tmp_path, slow.port)
+            library = _library(engine, tmp_path, slow.port, release.hub)
             library.store.save(parse_torrent(data), data)
             known = await library.release("model", REPO_ID, release.commit)
             assert known is not None and {f.path for f in known.files} == set(release.files)

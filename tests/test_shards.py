@@ -33,14 +33,17 @@ from swarmhub.cli.main import main
 from swarmhub.cluster.brain import Brain
 from swarmhub.cluster.coordinator import Coordinator, CoordinatorServer, coordinator_app
 from swarmhub.engine.session import Engine
-from swarmhub.errors import ShardError
+from swarmhub.errors import ConfigError, ShardError
+from swarmhub.settings import Settings
 from swarmhub.shards import store as store_module
 from swarmhub.shards.agent import NOT_LOADED
+from swarmhub.shards.client import node_record, recorded_token
 from swarmhub.shards.loader import load_shard_file, parse_safetensors_header
 from swarmhub.shards.manifest import Manifest, shard_entry, shard_set_name
-from swarmhub.shards.server import ShardServer, publish_manifest
+from swarmhub.shards.server import MAX_COMMAND_BYTES, ShardServer, publish_manifest
 from swarmhub.shards.split import SplitResult, plan_split, split_gguf
 from swarmhub.shards.store import ShardStore, hash_file
+from swarmhub.shards.trust import PeerTrust, parse_networks
 
 MODEL_SIZE = 98_362_432
 SHARDS = 4
@@ -75,6 +78,22 @@ def _orphan(root: Path) -> Any:
     return shard_entry(ORPHAN, "orphan.gguf", size, sha256, 1 << 20, pieces)
 
 
+def _auth(node: ShardServer) -> dict[str, str]:
+    return {"Authorization": f"Bearer {node.token}"}
+
+
+def _state_dir() -> Path:
+    """Where a node's record goes: the state folder of this test run (conftest's HF_HOME), as the CLI sees it."""
+    return Settings.from_env().state_dir
+
+
+def _process_token(ready: dict[str, Any]) -> dict[str, str]:
+    """The credential of a ``shards serve`` process, read from its record as the CLI on this machine does."""
+    token = recorded_token(_state_dir(), ready["url"])
+    assert token is not None and ready["token_from"] == "made at start"
+    return {"Authorization": f"Bearer {token}"}
+
+
 class Swarm:
     def __init__(self, root: Path, split: SplitResult) -> None:
         self.manifest = split.manifest
@@ -83,7 +102,7 @@ class Swarm:
             shutil.copy(path, root / "a" / path.name)
         self.coordinator = CoordinatorServer()
         self.coordinator.start()
-        common: dict[str, Any] = {"coordinator": self.coordinator.url, "load_timeout": 20.0}
+        common: dict[str, Any] = {"coordinator": self.coordinator.url, "load_timeout": 20.0, "state_dir": _state_dir()}
         self.a = ShardServer(root / "a", manifest=self.manifest, node_id="A", **common).start()
         self.b = ShardServer(root / "b", manifest=self.manifest, node_id="B", **common).start()
         with_orphan = self.manifest.with_shards([_orphan(root)])
@@ -92,7 +111,7 @@ class Swarm:
 
     def command(self, node: ShardServer, command: str, **params: Any) -> dict[str, Any]:
         message = {"command": command, "request_id": f"r-{time.monotonic_ns()}", "from": "coordinator", "to": "x"}
-        response = self.client.post(f"{node.url}/command", json={**message, "params": params})
+        response = self.client.post(f"{node.url}/command", json={**message, "params": params}, headers=_auth(node))
         assert response.status_code == 200
         reply: dict[str, Any] = response.json()
         assert reply["command"] == command and reply["request_id"] == message["request_id"]
@@ -276,7 +295,8 @@ def test_execute_task_needs_a_loaded_shard_unless_auto_load(swarm: Swarm) -> Non
                     "params": {"shard_id": "4", "task_type": "list_tensors", "auto_load": True},
                 },
             ]
-            answers = await asyncio.gather(*(client.post(f"{swarm.b.url}/command", json=b) for b in bodies))
+            posts = (client.post(f"{swarm.b.url}/command", json=b, headers=_auth(swarm.b)) for b in bodies)
+            answers = await asyncio.gather(*posts)
             return [a.json() for a in answers]
 
     answers = asyncio.run(together())
@@ -320,10 +340,148 @@ def test_malformed_messages_get_error_answers(swarm: Swarm) -> None:
     assert "unknown task_type 'train'" in swarm.error(
         swarm.a, "EXECUTE_TASK", shard_id="2", task_type="train", auto_load=True
     )
-    response = swarm.client.post(f"{swarm.a.url}/command", content=b"{not json")
+    json_type = {"Content-Type": "application/json", **_auth(swarm.a)}
+    response = swarm.client.post(f"{swarm.a.url}/command", content=b"{not json", headers=json_type)
     assert response.status_code == 400 and response.json()["status"] == "error"
-    response = swarm.client.post(f"{swarm.a.url}/command", json=[1, 2])
+    response = swarm.client.post(f"{swarm.a.url}/command", json=[1, 2], headers=_auth(swarm.a))
     assert response.status_code == 400 and response.json()["error"] == "a command is a JSON object"
+
+
+# ------------------------------------------------------------------------------ who may command a node
+
+
+def _b_holds_shard_1(swarm: Swarm) -> bool:
+    entry = swarm.manifest.get("1")
+    assert entry is not None
+    return (
+        "1" in swarm.b.agent.fetches
+        or "1" in swarm.b.agent.cache.ids()
+        or entry.info_hash in (swarm.b.agent.engine.torrents())
+    )
+
+
+def test_a_web_page_cannot_make_a_node_load_a_shard(swarm: Swarm) -> None:
+    """What a page's ``fetch(url, {mode: "no-cors", method: "POST", body})`` sends: no preflight, no token."""
+    load = json.dumps({"command": "LOAD_SHARD", "request_id": "x", "params": {"shard_id": "1"}})
+    url = f"{swarm.b.url}/command"
+    for content_type in ("text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data"):
+        refused = swarm.client.post(url, content=load, headers={"Content-Type": content_type})
+        assert refused.status_code == 415, refused.text
+        assert "takes JSON only" in refused.json()["error"]
+    # even with the credential (a page cannot have it): a request from a page's script carries Origin
+    page = {"Origin": "https://evil.example", "Content-Type": "application/json", **_auth(swarm.b)}
+    refused = swarm.client.post(url, content=load, headers=page)
+    assert refused.status_code == 403 and "refuses requests from web pages" in refused.json()["error"]
+    # DNS rebinding: evil.example resolved to 127.0.0.1 makes the browser send Host: evil.example
+    rebound = {"Host": f"evil.example:{swarm.b.port}", "Content-Type": "application/json", **_auth(swarm.b)}
+    refused = swarm.client.post(url, content=load, headers=rebound)
+    assert refused.status_code == 403 and "host name 'evil.example'" in refused.json()["error"]
+    assert swarm.client.get(f"{swarm.b.url}/", headers={"Host": "evil.example"}).status_code == 403
+    # a program without the token, or with another one
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": swarm.b.token}, _auth(swarm.a)):
+        refused = swarm.client.post(url, content=load, headers={"Content-Type": "application/json", **headers})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == 'Bearer realm="swarmhub"'
+    assert not _b_holds_shard_1(swarm)
+    # the credential, from a program: it works (LIST_FILES only, B's shards stay as the other tests expect)
+    listed = swarm.client.post(url, json={"command": "LIST_FILES", "request_id": "ok"}, headers=_auth(swarm.b))
+    assert listed.status_code == 200 and listed.json()["status"] == "success"
+    for name in ("localhost", "127.0.0.1", "[::1]"):
+        host = {"Host": f"{name}:{swarm.b.port}", **_auth(swarm.b)}
+        assert swarm.client.post(url, json={"command": "LIST_FILES"}, headers=host).json()["status"] == "success"
+
+
+def test_a_command_body_over_one_mib_is_refused(swarm: Swarm) -> None:
+    padding = "x" * (2 << 20)
+    body = json.dumps({"command": "LIST_FILES", "request_id": "big", "params": {"padding": padding}}).encode()
+    headers = {"Content-Type": "application/json", **_auth(swarm.a)}
+    expected = {"command": None, "request_id": None, "status": "error", "error": "a command is at most 1048576 bytes"}
+    declared = swarm.client.post(f"{swarm.a.url}/command", content=body, headers=headers)
+    assert declared.status_code == 413 and declared.json() == expected
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the cap holds on the bytes that arrive
+        for start in range(0, len(body), 64 << 10):
+            yield body[start : start + (64 << 10)]
+
+    streamed = swarm.client.post(f"{swarm.a.url}/command", content=chunks(), headers=headers)
+    assert streamed.status_code == 413 and streamed.json() == expected
+    # just under the cap is a command like any other
+    fits = {"command": "LIST_FILES", "request_id": "fits", "params": {"padding": "x" * (MAX_COMMAND_BYTES - 200)}}
+    response = swarm.client.post(f"{swarm.a.url}/command", json=fits, headers=_auth(swarm.a))
+    assert response.status_code == 200 and response.json()["status"] == "success"
+
+
+def test_load_shard_names_only_peers_the_node_trusts(swarm: Swarm) -> None:
+    torrents = set(swarm.c.agent.engine.torrents())
+    fetches = list(swarm.c.agent.fetches)
+    for peer, why in (
+        ("203.0.113.5:6881", "peer 203.0.113.5:6881 is not an address this node trusts"),
+        (["198.51.100.7", 6881], "peer 198.51.100.7:6881 is not an address this node trusts"),
+        ("[2001:db8::1]:6881", "peer [2001:db8::1]:6881 is not an address this node trusts"),
+        ("[::ffff:203.0.113.5]:6881", "peer [::ffff:203.0.113.5]:6881 is not an address this node trusts"),
+        ("evil.example:6881", "peer evil.example:6881 is not an IP address"),
+    ):
+        error = swarm.error(swarm.c, "LOAD_SHARD", shard_id="1", peers=["127.0.0.1:1", peer], timeout=1)
+        assert error.startswith(why), error
+        if "trusts" in why:
+            assert "--trust-peers" in error
+    assert swarm.error(swarm.c, "LOAD_SHARD", shard_id="1", peers="127.0.0.1:1").startswith("peers must be a list")
+    # refused before anything was fetched or connected to
+    assert set(swarm.c.agent.engine.torrents()) == torrents and swarm.c.agent.fetches == fetches
+
+
+def test_peer_trust_rules() -> None:
+    trust = PeerTrust(parse_networks(["10.0.0.0/8, 192.168.1.7", "fd00::/8"]), frozenset({"172.16.0.9"}))
+    for host in ("127.0.0.1", "127.8.9.10", "::1", "10.1.2.3", "192.168.1.7", "fd12::5", "172.16.0.9"):
+        assert trust.admit((host, 6881)) == (host, 6881)
+    assert trust.admit(("::ffff:10.0.0.1", 1)) == ("::ffff:10.0.0.1", 1)  # judged as 10.0.0.1
+    for host in ("192.168.1.8", "11.0.0.1", "172.16.0.10", "fe80::1", "::ffff:11.0.0.1", "0.0.0.0"):
+        assert not trust.trusts(host), host
+    assert PeerTrust().trusts("127.0.0.1") and not PeerTrust().trusts("10.0.0.1")
+    assert PeerTrust(parse_networks(["0.0.0.0/0,::/0"])).trusts("203.0.113.5")
+    with pytest.raises(ConfigError, match="--trust-peers 'nope' is not an IP network"):
+        parse_networks(["10.0.0.0/8,nope"])
+
+
+def test_cli_sends_the_token_this_machine_recorded_or_the_one_given(
+    split: SplitResult, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWARMHUB_SHARDS_TOKEN", raising=False)
+    monkeypatch.delenv("SWARMHUB_CLUSTER_TOKEN", raising=False)
+    state = _state_dir()
+    with ShardServer(tmp_path / "made", manifest=split.manifest, state_dir=state) as made:
+        record = node_record(state, made.port)
+        assert record.stat().st_mode & 0o777 == 0o600 and made.token in record.read_text()
+        assert recorded_token(state, f"http://localhost:{made.port}") == made.token
+        assert recorded_token(state, f"http://198.51.100.7:{made.port}") is None  # never sent to another host
+        assert main(["shards", "ls", made.url, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["files"] == []
+        record.chmod(0o644)
+        assert main(["shards", "ls", made.url]) == 2
+        assert f"{record} is readable by other users" in capsys.readouterr().err
+        record.chmod(0o600)
+    assert not record.exists()
+
+    given_node = ShardServer(
+        tmp_path / "given", manifest=split.manifest, token="given-token", state_dir=state, allow_hosts=["node-b.lan"]
+    )
+    with given_node as given:
+        assert recorded_token(state, given.url) is None  # a token the node was given is not written down
+        for host, status in (("node-b.lan", 200), ("node-c.lan", 403)):  # --allow-host: a name it answers to
+            headers = {"Host": f"{host}:{given.port}", "Authorization": "Bearer given-token"}
+            assert httpx.post(f"{given.url}/command", json={}, headers=headers).status_code == status
+        assert main(["shards", "ls", given.url]) == 1
+        err = capsys.readouterr().err
+        assert "the shard node needs its credential" in err and "SWARMHUB_SHARDS_TOKEN" in err
+        monkeypatch.setenv("SWARMHUB_CLUSTER_TOKEN", "given-token")  # the orchestrator of a cluster holds it
+        assert main(["shards", "ls", given.url]) == 0
+        monkeypatch.setenv("SWARMHUB_SHARDS_TOKEN", "wrong")  # a node's own token comes before the cluster's
+        assert main(["shards", "ls", given.url]) == 1
+        monkeypatch.setenv("SWARMHUB_SHARDS_TOKEN", "given-token")
+        assert main(["shards", "ls", given.url]) == 0
+    capsys.readouterr()
+    serve = ["shards", "serve", "--shards-dir", str(tmp_path / "x"), "--port", "0", "--trust-peers", "10.0.0.0/8,nope"]
+    assert main(serve) == 2
+    assert "--trust-peers 'nope' is not an IP network or address" in capsys.readouterr().err
 
 
 def test_cli_talks_to_a_node(swarm: Swarm, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -435,11 +593,16 @@ def test_serve_runs_as_a_process(split: SplitResult, tmp_path: Path) -> None:
         assert proc.stdout is not None
         ready = json.loads(proc.stdout.readline())
         assert [f["shard_id"] for f in ready["files"]] == ["1", "2", "3", "4"] and ready["problems"] == []
-        reply = httpx.post(f"{ready['url']}/command", json={"command": "LIST_FILES", "request_id": 7}).json()
+        message = {"command": "LIST_FILES", "request_id": 7}
+        refused = httpx.post(f"{ready['url']}/command", json=message)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        reply = httpx.post(f"{ready['url']}/command", json=message, headers=_process_token(ready)).json()
         assert reply["request_id"] == 7 and len(reply["result"]["files"]) == SHARDS
+        assert Path(ready["token_file"]).stat().st_mode & 0o777 == 0o600
     finally:
         proc.terminate()
         assert proc.wait(20) == 0
+    assert not Path(ready["token_file"]).exists()  # gone with the node
 
 
 def test_generate_from_the_split_equals_the_original(split: SplitResult, model: Path, tmp_path: Path) -> None:
@@ -454,11 +617,11 @@ def test_generate_from_the_split_equals_the_original(split: SplitResult, model: 
     with ShardServer(tmp_path, manifest=split.manifest, node_id="E") as e, httpx.Client(timeout=120) as client:
         message = {"command": "EXECUTE_TASK", "request_id": "g", "params": {"task_type": "generate", "shard_id": "1"}}
         message["params"] |= {"auto_load": True, "prompt": prompt, "max_tokens": 12}
-        reply = client.post(f"{e.url}/command", json=message).json()
+        reply = client.post(f"{e.url}/command", json=message, headers=_auth(e)).json()
         assert reply["status"] == "success", reply
         assert reply["result"]["text"] == expected and expected.strip()
         message["params"] |= {"shard_id": "2"}
-        reply = client.post(f"{e.url}/command", json=message).json()
+        reply = client.post(f"{e.url}/command", json=message, headers=_auth(e)).json()
         assert "generate runs on split 1 of 4" in reply["error"]
 
 
@@ -578,7 +741,8 @@ def test_a_node_with_only_the_shard_set_name_learns_the_manifest_from_the_coordi
             assert ready["files"] == [] and ready["problems"] == []
             assert Manifest.from_json(httpx.get(f"{ready['url']}/manifest").content) == split.manifest
             message = {"command": "LOAD_SHARD", "request_id": "b2", "params": {"shard_id": 2}}
-            reply = httpx.post(f"{ready['url']}/command", json=message, timeout=120).json()
+            reply = httpx.post(f"{ready['url']}/command", json=message, headers=_process_token(ready), timeout=120)
+            reply = reply.json()
             assert reply["status"] == "success", reply
             assert reply["result"]["source"] == "peers"
             assert reply["result"]["path"] == str(tmp_path / "b" / entry.filename)
@@ -633,9 +797,10 @@ def test_a_node_with_no_tracker_and_no_peer_finds_the_holder_of_a_shard_on_the_d
                 assert proc.stdout is not None
                 ready = json.loads(proc.stdout.readline())
                 assert ready["files"] == []
+                auth = _process_token(ready)
                 started = time.monotonic()
                 message = {"command": "LOAD_SHARD", "request_id": "dht", "params": {"shard_id": 2}}
-                reply = httpx.post(f"{ready['url']}/command", json=message, timeout=120).json()
+                reply = httpx.post(f"{ready['url']}/command", json=message, headers=auth, timeout=120).json()
                 seconds = time.monotonic() - started
                 assert reply["status"] == "success", reply
                 assert reply["result"]["source"] == "peers" and seconds < 30
@@ -647,7 +812,7 @@ def test_a_node_with_no_tracker_and_no_peer_finds_the_holder_of_a_shard_on_the_d
 
                 # a shard nobody holds: the DHT was asked, and said nothing
                 message = {"command": "LOAD_SHARD", "request_id": "none", "params": {"shard_id": ORPHAN, "timeout": 2}}
-                reply = httpx.post(f"{ready['url']}/command", json=message, timeout=120).json()
+                reply = httpx.post(f"{ready['url']}/command", json=message, headers=auth, timeout=120).json()
                 assert reply["status"] == "error" and reply["error"].startswith(f"no peer has shard {ORPHAN}")
                 assert "(asked the DHT)" in reply["error"]
             finally:

@@ -17,6 +17,7 @@ The tree::
     │   ├── GatedRepoError (PermissionError)       401/403 on a gated or private repo
     │   └── OriginProtocolError       the origin answered something no Hub would (bad JSON, wrong range)
     ├── IntegrityError                bytes do not match the hash they must have (a file's etag, a piece)
+    │   └── TorrentMismatch           a torrent's files are not what the upstream lists for its commit (exit 2)
     ├── LocalSourceError              a --from-dir folder is missing files or holds unreadable ones
     ├── StorageError                  writing or moving downloaded bytes failed (disk full, permissions)
     ├── StalledError                  a download made no progress: no peer and no origin gave a byte
@@ -48,6 +49,7 @@ __all__ = [
     "StalledError",
     "StorageError",
     "SwarmhubError",
+    "TorrentMismatch",
     "TrackerRequestError",
     "UsageError",
 ]
@@ -165,6 +167,18 @@ class IntegrityError(SwarmhubError):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+class TorrentMismatch(IntegrityError):
+    """A torrent naming ``repo@commit`` whose file list the upstream's tree for that commit contradicts: it is
+    not that release, whoever handed it over. The message names the first differing file."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, repo_id: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+        self.hint = hint
 
 
 class LocalSourceError(SwarmhubError):

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from swarmhub.cli.args import parse_address
@@ -32,6 +28,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_p = node_sub.add_parser("run", help="run the node until Ctrl-C or SIGTERM")
     run_p.add_argument("--host", default="127.0.0.1", help="address of the endpoint (default: 127.0.0.1)")
     run_p.add_argument("--port", type=int, default=8480, help="port of the endpoint (default: 8480; 0: any free)")
+    run_p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the node also answers to (it answers 127.0.0.1, localhost and [::1] only: DNS "
+        "rebinding); repeatable",
+    )
     run_p.add_argument("--cache-dir", type=Path, metavar="DIR", help="HF cache (default: $HF_HUB_CACHE, $HF_HOME/hub)")
     run_p.add_argument("--registry", metavar="URL", help="registry to find torrents in (default: $SWARMHUB_REGISTRY)")
     run_p.add_argument("--upstream", metavar="URL", help="the Hub or a mirror (default: $HF_ENDPOINT, huggingface.co)")
@@ -100,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
         labels=_labels(args.label),
         cluster_token=os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None,
         cluster_identity=args.cluster_identity,
+        allow_hosts=args.allow_host,
     )
     _refuse_loop(upstream, args.host, args.port)
 
@@ -143,18 +148,17 @@ def _status(args: argparse.Namespace) -> int:
     from swarmhub.node.daemon import running_node
 
     settings = Settings.from_env().with_cache(args.cache_dir)
-    url = running_node(settings.state_dir)
-    if url is None:
+    node = running_node(settings.state_dir)
+    if node is None:
         if args.json:
             print_json({"running": False, "state_dir": str(settings.state_dir)})
         else:
             print(f"no node running for {settings.hub_cache} (start one: swarmhub node run)")
         return 1
     try:
-        with urllib.request.urlopen(f"{url}/status", timeout=10) as response:
-            status: dict[str, Any] = json.loads(response.read())
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        raise SwarmhubError(f"the node at {url} does not answer: {exc}", hint="restart it: swarmhub node run") from exc
+        status = node.status()
+    except ValueError as exc:
+        raise SwarmhubError(f"the node at {node.url} answered no JSON", hint="restart it: swarmhub node run") from exc
     if args.json:
         print_json({"running": True, **status})
         return 0

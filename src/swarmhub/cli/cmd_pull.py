@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from swarmhub.bt.metainfo import Torrent
     from swarmhub.engine.session import Engine
+    from swarmhub.node.client import NodeClient
     from swarmhub.node.pull import PullProgress, PullResult
     from swarmhub.node.sources import RangeSource
     from swarmhub.origin.client import OriginClient
@@ -359,6 +360,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             CacheDestination(settings.hub_cache, torrent.repo).finish(ref)
             _report(args, result, torrent, TorrentStore(settings.state_dir).save(torrent, data))
             return 0
+        await _confirm(settings, torrent, None if args.no_origin else endpoint)
         destination: Destination = (
             LocalDirDestination(args.local_dir, torrent.repo)
             if args.local_dir
@@ -409,49 +411,59 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             await source.client.aclose()
 
 
+async def _confirm(settings: Settings, torrent: Torrent, endpoint: str | None) -> None:
+    """The confirmation step (``node.confirmation``) before a release lands here: the origin's tree for the
+    commit must list the torrent's files alike (``TorrentMismatch`` otherwise); without an origin to ask, the
+    release is unconfirmed and lands as far as each file's etag checks."""
+    from swarmhub.node.confirmation import Confirmations
+    from swarmhub.node.pull import release_files
+    from swarmhub.origin.client import OriginClient
+
+    assert torrent.repo is not None
+    client = None if endpoint is None else OriginClient(endpoint, settings.token, retries=2, timeout=10)
+    try:
+        await Confirmations(settings.state_dir, client).confirm(torrent.repo, release_files(torrent))
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
 def _pull_on_node(
-    url: str, torrent: Torrent, data: bytes, args: argparse.Namespace, on_progress: Callable[[PullProgress], None]
+    node: NodeClient,
+    torrent: Torrent,
+    data: bytes,
+    args: argparse.Namespace,
+    on_progress: Callable[[PullProgress], None],
 ) -> PullResult:
     """``POST /pull`` to the running node: its progress lines drive ours; its last line is the result."""
-    import base64
-    import json
     import time
-    import urllib.error
-    import urllib.request
 
     from swarmhub.node.pull import PullProgress, PullResult
 
     assert torrent.repo is not None
-    body = json.dumps({"torrent": base64.b64encode(data).decode(), "include": args.include, "exclude": args.exclude})
-    request = urllib.request.Request(
-        f"{url}/pull", data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
     started = time.monotonic()
+    done = node.pull(
+        data,
+        args.include,
+        args.exclude,
+        timeout=args.timeout + 60,
+        on_progress=lambda line: on_progress(PullProgress(**line)),
+    )
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout + 60) as response:
-            for raw in response:
-                line = json.loads(raw)
-                if "progress" in line:
-                    on_progress(PullProgress(**line["progress"]))
-                elif "error" in line:
-                    raise SwarmhubError(line["error"], hint=line.get("hint"))
-                elif "result" in line:
-                    done = line["result"]
-                    return PullResult(
-                        ref=torrent.repo,
-                        key="",
-                        path=Path(done["snapshot_path"]),
-                        files=done["files"],
-                        files_downloaded=done["files_landed"],
-                        bytes=done["total"],
-                        peer_bytes=done["peer_bytes"],
-                        origin_bytes=done["origin_bytes"],
-                        seconds=time.monotonic() - started,
-                        banned_peers=(),
-                    )
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        raise SwarmhubError(f"the node at {url} failed the pull: {exc}", hint="see its log, or stop it") from exc
-    raise SwarmhubError(f"the node at {url} ended the pull without a result", hint="see its log")
+        return PullResult(
+            ref=torrent.repo,
+            key="",
+            path=Path(done["snapshot_path"]),
+            files=done["files"],
+            files_downloaded=done["files_landed"],
+            bytes=done["total"],
+            peer_bytes=done["peer_bytes"],
+            origin_bytes=done["origin_bytes"],
+            seconds=time.monotonic() - started,
+            banned_peers=(),
+        )
+    except (KeyError, TypeError) as exc:
+        raise SwarmhubError(f"the node at {node.url} answered a result without {exc}", hint="see its log") from exc
 
 
 def _report(args: argparse.Namespace, result: PullResult, torrent: Torrent, torrent_path: Path | None) -> None:

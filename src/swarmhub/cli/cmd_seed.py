@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import SwarmhubError, UsageError
 from swarmhub.settings import Settings
+
+if TYPE_CHECKING:
+    from swarmhub.node.client import NodeClient
 
 __all__ = ["register", "run"]
 
@@ -136,19 +139,10 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_seed(args, settings))
 
 
-def _seed_on_node(url: str, args: argparse.Namespace) -> int:
-    import json
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(f"{url}/seed", data=b"{}", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            added = int(json.loads(response.read())["seeding"])
-    except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
-        raise SwarmhubError(f"the node at {url} does not answer: {exc}", hint="stop it, or restart it") from exc
+def _seed_on_node(node: NodeClient, args: argparse.Namespace) -> int:
+    added = node.seed()
     if args.json:
-        print_json({"node": url, "added": added})
+        print_json({"node": node.url, "added": added})
     else:
-        print(f"the node at {url} seeds every release in the cache ({added} torrent(s) added now)")
+        print(f"the node at {node.url} seeds every release in the cache ({added} torrent(s) added now)")
     return 0

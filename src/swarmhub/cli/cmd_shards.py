@@ -3,6 +3,10 @@
 - ``shards split MODEL.gguf --shards N --out DIR``  gguf-split files and their manifest (``DIR/shards.json``);
 - ``shards serve --shards-dir DIR``                 seed the folder's shards, answer ``POST /command``;
 - ``shards ls NODE`` / ``shards load NODE SHARD`` / ``shards exec NODE TASK.json``  one command each.
+
+A node's command token: ``SWARMHUB_SHARDS_TOKEN``, else the cluster's ``SWARMHUB_CLUSTER_TOKEN`` when the node has
+a coordinator, else one it makes at start. The commands send the token a node on this machine recorded (a
+loopback NODE_URL), else ``SWARMHUB_SHARDS_TOKEN``, else ``SWARMHUB_CLUSTER_TOKEN``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +26,7 @@ from swarmhub.errors import ShardError, UsageError
 if TYPE_CHECKING:
     from swarmhub.shards.manifest import Manifest
 
-__all__ = ["register", "send_command"]
+__all__ = ["register"]
 
 DEFAULT_PORT = 8500
 DEFAULT_BT_PORT = 6882  # the node daemon takes 6881
@@ -76,6 +79,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with --public: join a private DHT (a LAN) through this node, e.g. another shard node's BitTorrent "
         "port, instead of the public DHT's routers; repeatable",
     )
+    serve.add_argument(
+        "--trust-peers",
+        action="append",
+        default=[],
+        metavar="CIDR,...",
+        help="networks or addresses a LOAD_SHARD may name as peers, besides loopback and the coordinator "
+        "(e.g. 10.0.0.0/8,192.168.1.7; repeatable)",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the control API answers besides 127.0.0.1, localhost and [::1] (repeatable)",
+    )
     serve.add_argument("--node-id", help="this node's name in messages (default: host name and BitTorrent port)")
     serve.add_argument(
         "--load-timeout",
@@ -115,37 +133,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # ----------------------------------------------------------------------------------------------- client
 
 
-def _node_url(node: str) -> str:
-    return (node if "://" in node else f"http://{node}").rstrip("/")
+def _send(node: str, command: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One command to ``node``, with the token the module's docstring says."""
+    from swarmhub.settings import Settings
+    from swarmhub.shards.client import recorded_token, send_command
 
-
-def send_command(node: str, command: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST one message to a node's ``/command``; the result, or ``ShardError`` with the node's error."""
-    import httpx
-
-    message = {
-        "command": command,
-        "request_id": uuid.uuid4().hex[:12],
-        "from": "swarmhub-cli",
-        "to": node,
-        "params": params or {},
-    }
-    url = f"{_node_url(node)}/command"
-    try:
-        response = httpx.post(url, json=message, timeout=httpx.Timeout(10.0, read=None))
-        reply = response.json()
-    except httpx.InvalidURL as exc:
-        raise UsageError(f"{node!r} is not a node URL such as http://127.0.0.1:{DEFAULT_PORT}: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise ShardError(f"cannot reach {url}: {exc}", hint="is 'swarmhub shards serve' running there?") from exc
-    except ValueError as exc:
-        raise ShardError(f"{url} answered {response.status_code} with no JSON: is it a shard node?") from exc
-    if not isinstance(reply, dict) or reply.get("status") not in ("success", "error"):
-        raise ShardError(f"{url} answered something that is not a command response")
-    if reply["status"] == "error":
-        raise ShardError(f"{node}: {reply.get('error')}")
-    result = reply.get("result")
-    return result if isinstance(result, dict) else {"result": result}
+    token = (
+        recorded_token(Settings.from_env().state_dir, node)
+        or os.environ.get("SWARMHUB_SHARDS_TOKEN")
+        or os.environ.get("SWARMHUB_CLUSTER_TOKEN")
+        or None
+    )
+    return send_command(node, command, params, token=token)
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -221,12 +220,14 @@ def _node_manifest(
 
 def _serve(args: argparse.Namespace) -> int:
     from swarmhub.serving import run_until_interrupted
+    from swarmhub.settings import Settings
     from swarmhub.shards.server import ShardServer
 
     coordinator = args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or None
     token = os.environ.get("SWARMHUB_CLUSTER_TOKEN") or None
     if args.dht_bootstrap and not args.public:
         raise UsageError("--dht-bootstrap joins a DHT, which only --public turns on: add --public")
+    command_token, token_from = _command_token(coordinator, token)
     manifest, where, fetched = _node_manifest(args, coordinator, token)
     profile, listen, extra = engine_params(args)
     server = ShardServer(
@@ -244,12 +245,18 @@ def _serve(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         cluster_token=token,
         publish=not fetched,
+        token=command_token,
+        state_dir=Settings.from_env().state_dir,
+        trust_peers=args.trust_peers,
+        allow_hosts=args.allow_host,
     )
 
     def ready() -> None:
         files = server.agent.list_files()
+        credential = token_from or f"made at start, in {server.record}"
         if args.json:
             info = {"url": server.url, "node_id": server.agent.node_id, "bt_port": server.agent.engine.listen_port}
+            info |= {"token_file": str(server.record), "token_from": token_from or "made at start"}
             print(json.dumps({**info, "files": files, "problems": server.store.problems}), flush=True)
             return
         for problem in server.store.problems:
@@ -257,7 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"shard node {server.agent.node_id} at {server.url}: seeding {len(files)} shard(s) "
             f"from {args.shards_dir} (BitTorrent port {server.agent.engine.listen_port}"
-            f"{', manifest ' + where if where else ''})",
+            f"{', manifest ' + where if where else ''}); commands need its token ({credential})",
             flush=True,
         )
 
@@ -265,8 +272,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_token(coordinator: str | None, cluster_token: str | None) -> tuple[str | None, str | None]:
+    """The node's command token and the variable it came from; (None, None): the node makes one."""
+    own = os.environ.get("SWARMHUB_SHARDS_TOKEN")
+    if own:
+        return own, "SWARMHUB_SHARDS_TOKEN"
+    if coordinator and cluster_token:  # the orchestrator that drives the cluster's nodes holds the cluster token
+        return cluster_token, "SWARMHUB_CLUSTER_TOKEN"
+    return None, None
+
+
 def _ls(args: argparse.Namespace) -> int:
-    result = send_command(args.node, "LIST_FILES")
+    result = _send(args.node, "LIST_FILES")
     if args.json:
         print_json(result)
         return 0
@@ -283,7 +300,7 @@ def _load(args: argparse.Namespace) -> int:
         params["peers"] = args.peer
     if args.timeout is not None:
         params["timeout"] = args.timeout
-    result = send_command(args.node, "LOAD_SHARD", params)
+    result = _send(args.node, "LOAD_SHARD", params)
     if args.json:
         print_json(result)
     else:
@@ -301,9 +318,9 @@ def _exec(args: argparse.Namespace) -> int:
         raise UsageError("a task is a JSON object: {task_type, shard_id, ...} or a whole EXECUTE_TASK message")
     if "command" in task:  # a whole message: sent as it is
         params = task.get("params") or {}
-        result = send_command(args.node, str(task["command"]), params)
+        result = _send(args.node, str(task["command"]), params)
     else:
-        result = send_command(args.node, "EXECUTE_TASK", task)
+        result = _send(args.node, "EXECUTE_TASK", task)
     if args.json:
         print_json(result)
         return 0

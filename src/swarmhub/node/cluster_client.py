@@ -79,7 +79,7 @@ class ClusterClient:
         self.library.assign(assignments)
         for encoded in answer.get("pull", []):
             try:
-                self.library.preheat(base64.b64decode(encoded, validate=True))
+                await self.library.preheat(base64.b64decode(encoded, validate=True))
             except (SwarmhubError, ValueError) as exc:
                 log.warning("coordinator asked for a release this node cannot fetch: %s", exc)
         self.last_answer = time.monotonic()

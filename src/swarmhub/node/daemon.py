@@ -9,7 +9,12 @@ Everything is served on one port on 127.0.0.1: the Hub's paths (``/api/...``, ``
                     to the node); JSON lines of progress, then ``{"result": ...}`` or ``{"error", "hint"}``
 - ``POST /seed``    seed the store's torrents not seeded yet (``swarmhub seed --torrent`` stored one)
 
-A running node writes ``<state>/node.json`` (its URL and pid) so the CLI on the same machine finds it.
+A running node writes ``<state>/node.json`` (its URL, pid and control secret; mode 0600) so the CLI on the same
+machine finds it and may drive it (``node.client.NodeClient``). Who may (``guard``): the control routes take
+``Authorization: Bearer <secret>`` — the secret is made at every start — and JSON only; any mutating request
+with an ``Origin`` (a web page's script) is refused, and so is a ``Host`` that is not this machine's (DNS
+rebinding) unless ``allow_hosts`` names it. Bodies are capped (``MAX_PULL_BODY``) and a torrent is parsed off the
+event loop, so a hostile one cannot stall the endpoint that programs read from.
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ from swarmhub import __version__
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.cluster.pki import ClusterIdentity
 from swarmhub.engine.session import Engine, Profile, TlsIdentity
-from swarmhub.errors import SwarmhubError
+from swarmhub.errors import SwarmhubError, TorrentMismatch
+from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret, write_secret_file
 from swarmhub.hub.patterns import path_selected
+from swarmhub.node.client import NodeClient
 from swarmhub.node.cluster_client import ClusterClient
+from swarmhub.node.confirmation import Confirmations
 from swarmhub.node.endpoint import HubEndpoint, endpoint_app
 from swarmhub.node.landing import atomic_text
-from swarmhub.node.library import Library
+from swarmhub.node.library import Library, SwarmRelease
 from swarmhub.node.pull import PullProgress
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
@@ -54,6 +62,9 @@ __all__ = ["Node", "running_node"]
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8480
+MAX_PULL_BODY = 24 << 20  # a 16 MiB torrent in base64 (4/3 larger) and the JSON around it
+CONTROL_ROUTES = frozenset({"/pull", "/seed"})
+CONFIRM_TIMEOUT = 10.0  # seconds the upstream's tree listing may take when a release is confirmed
 
 
 class Node(BackgroundServer):
@@ -79,8 +90,11 @@ class Node(BackgroundServer):
         cluster_token: str | None = None,
         cluster_identity: Path | None = None,
         stall_timeout: float = 60.0,
+        allow_hosts: Sequence[str] = (),
     ) -> None:
         super().__init__(host, [port])
+        self.allow_hosts = tuple(allow_hosts)
+        self.secret = new_secret()  # the control API's credential, made at every start
         self.settings = settings
         self.upstream_url = (upstream or settings.endpoint).rstrip("/")
         self.registry_url = registry
@@ -109,11 +123,13 @@ class Node(BackgroundServer):
         tls = TlsIdentity(self.identity.cert, self.identity.key, self.identity.dh) if self.identity else None
         self.engine = Engine(**self._engine_args, tls=tls)
         try:
+            confirmer = OriginClient(self.upstream_url, self.settings.token, retries=2, timeout=CONFIRM_TIMEOUT)
             self.library = Library(
                 self.engine,
                 self.settings.hub_cache,
                 self.settings.state_dir,
                 upstream=OriginClient(self.upstream_url, self.settings.token),
+                confirmations=Confirmations(self.settings.state_dir, confirmer),
                 registry=RegistryClient(self.registry_url) if self.registry_url else None,
                 peers=self.peers,
                 trackers=[f"{self.coordinator}/announce?node={self.node_id}"] if self.coordinator else [],
@@ -131,10 +147,8 @@ class Node(BackgroundServer):
         except BaseException:
             self.stop()
             raise
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_name(f".node.{os.getpid()}.json")
-        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid(), "cache_dir": str(self.settings.hub_cache)}))
-        os.replace(tmp, self.state_file)
+        info = {"url": self.url, "pid": os.getpid(), "cache_dir": str(self.settings.hub_cache), "secret": self.secret}
+        write_secret_file(self.state_file, json.dumps(info))
         return self
 
     @property
@@ -191,7 +205,13 @@ class Node(BackgroundServer):
     def _apps(self) -> Sequence[ASGIApp]:
         assert self.library is not None
         self.endpoint = endpoint_app(self.library, self.upstream_url)
-        return [node_app(self, self.endpoint)]
+        rules = GuardRules(
+            hosts=allowed_hosts(self.host, self.allow_hosts),
+            control=CONTROL_ROUTES.__contains__,
+            token=self.secret,
+            service="the swarmhub node",
+        )
+        return [Guard(node_app(self, self.endpoint), rules)]
 
     def counters(self) -> dict[str, int]:
         assert self.library is not None
@@ -223,13 +243,26 @@ def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
 
     async def pull(request: Request) -> Response:
         assert node.library is not None
+        raw = await read_capped(request, MAX_PULL_BODY)
+        if raw is None:
+            return _problem(413, f"a pull request is at most {MAX_PULL_BODY >> 20} MiB", "is that a torrent?")
         try:
-            body = await request.json()
+            body = json.loads(raw)
             data = base64.b64decode(body["torrent"], validate=True)
-            include, exclude = body.get("include"), body.get("exclude")
+            include, exclude = _patterns(body.get("include")), _patterns(body.get("exclude"))
         except (ValueError, KeyError, TypeError) as exc:
-            return JSONResponse({"error": f"bad request: {exc}"}, status_code=400)
-        return StreamingResponse(_pull_lines(node.library, data, include, exclude), media_type="application/x-ndjson")
+            return _problem(400, f"bad request: {exc}", 'send {"torrent": base64, "include": [...], "exclude": [...]}')
+        try:  # parsed off the event loop: programs keep reading from the endpoint meanwhile
+            torrent = await asyncio.to_thread(parse_torrent, data)
+            release = await node.library.adopt(torrent, data)
+        except TorrentMismatch as exc:
+            return _problem(409, str(exc), exc.hint)
+        except SwarmhubError as exc:
+            return _problem(400, str(exc), exc.hint)
+        if node.library.busy(release.ref):
+            return _problem(429, f"the node pulls {node.library.max_pulls} releases already", "try again later")
+        lines = _pull_lines(node.library, release, include, exclude)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
 
     async def rescan(request: Request) -> Response:
         assert node.library is not None
@@ -246,14 +279,37 @@ def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
     )
 
 
+def _problem(status: int, message: str, hint: str | None) -> JSONResponse:
+    return JSONResponse({"error": message, "hint": hint}, status_code=status)
+
+
+def _patterns(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("include/exclude must be lists of strings")
+    return value
+
+
+async def read_capped(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None past ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
+
+
 async def _pull_lines(
-    library: Library, data: bytes, include: list[str] | None, exclude: list[str] | None
+    library: Library, release: SwarmRelease, include: list[str] | None, exclude: list[str] | None
 ) -> AsyncIterator[bytes]:
     """``POST /pull``: one JSON line per half second of progress, then ``{"result": ...}`` or ``{"error": ...}``."""
     updates: asyncio.Queue[PullProgress] = asyncio.Queue()
     try:
-        torrent = parse_torrent(data)
-        release = library.adopt(torrent, data)
         paths = [f.path for f in release.files if path_selected(f.path, include, exclude)]
         task = asyncio.create_task(library.pull_release(release, paths, updates.put_nowait))
         while not task.done():
@@ -301,12 +357,6 @@ def prometheus_text(stats: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def running_node(state_dir: Path) -> str | None:
-    """The URL of the node running on this machine for this state folder, or None."""
-    try:
-        info = json.loads((state_dir / "node.json").read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    url = info.get("url")
-    return url if isinstance(url, str) else None
+def running_node(state_dir: Path) -> NodeClient | None:
+    """A client of the node running on this machine for this state folder, or None."""
+    return NodeClient.running(state_dir)

@@ -4,13 +4,16 @@ the files of releases the swarm knows from the swarm, and everything else from t
 Routes the endpoint answers itself (everything else is relayed, ``passthrough``):
 
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (``/datasets/{repo}/...`` for datasets). A HEAD to the
-  upstream's same URL first, with the client's ``Authorization``, no redirect followed: the upstream decides
-  access and names the commit (``X-Repo-Commit``). Its errors (401/403 ``GatedRepo``, 404 ``RepoNotFound``,
-  ``RevisionNotFound``, ``EntryNotFound``) go to the client with their ``X-Error-Code``/``X-Error-Message``.
-  When ``source.release(type, repo, commit)`` knows the release and lists the file (with the size and etag
-  the upstream names, if it names them), the answer is 200/206 straight from ``KnownRelease.stream``, never
-  a redirect; otherwise the request is relayed, ``X-Linked-Size``/``X-Linked-Etag`` of the HEAD added to a
-  redirect that lacks them (huggingface_hub 0.36/1.0 save a 0-byte file without ``X-Linked-Size``).
+  upstream's same URL first, with the client's ``Authorization`` (same-host redirects followed, a CDN never
+  contacted): the upstream decides access and names the commit (``X-Repo-Commit``). Its errors (401/403
+  ``GatedRepo``, 404 ``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) go to the client with their
+  ``X-Error-Code``/``X-Error-Message``.
+  When ``source.release(type, repo, commit)`` knows the release (the source answers only releases whose
+  torrent the upstream's tree does not contradict, ``node.confirmation``) and lists the file with the etag
+  and size the upstream names (``_Probe``: an answer that names no etag is relayed), the answer is 200/206
+  straight from ``KnownRelease.stream``, never a redirect; otherwise the request is relayed,
+  ``X-Linked-Size``/``X-Linked-Etag`` of the HEAD added to a redirect that lacks them (huggingface_hub
+  0.36/1.0 save a 0-byte file without ``X-Linked-Size``).
 - ``GET /api/{models|datasets}/{repo}[/revision/{rev}]`` and ``/api/.../tree/{rev}[/{path}]``: relayed, the
   upstream's JSON stripped of ``xetHash``.
 
@@ -103,20 +106,19 @@ class EndpointStats:
 
 @dataclass(frozen=True)
 class _Probe:
-    """The upstream's answer to the HEAD on a resolve URL (body closed)."""
+    """The upstream's answer to the HEAD on a resolve URL (body closed), read as huggingface_hub reads it.
+
+    The etag is ``X-Linked-Etag``, else the ``ETag`` of the first answer or of the same-host redirect's answer;
+    the size ``X-Linked-Size``, else the ``Content-Length`` of the answer that is no redirect. The Hub sends the
+    ``X-Linked-*`` pair only on an LFS file's 302 to its CDN; a regular file's 307 carries ``ETag`` and
+    ``X-Repo-Commit`` and its size comes from the ``/api/resolve-cache/`` answer it points to.
+    """
 
     response: httpx.Response  # the first answer, what a HEAD relays
     commit: str | None  # X-Repo-Commit, from the first answer or a same-host redirect's
     linked: dict[str, str]  # X-Linked-Size / X-Linked-Etag / X-Repo-Commit as the upstream sent them
-
-    @property
-    def etag(self) -> str | None:
-        return normalize_etag(self.linked.get("x-linked-etag"))
-
-    @property
-    def size(self) -> int | None:
-        raw = self.linked.get("x-linked-size")
-        return int(raw) if raw is not None and raw.isdigit() else None
+    etag: str | None
+    size: int | None
 
 
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"  # "name" or "org/name"; tried as org/name first
@@ -269,23 +271,34 @@ class HubEndpoint:
     # --------------------------------------------------------------------------------------------- resolve
 
     async def _probe(self, request: Request, url: str) -> _Probe:
-        """HEAD on the upstream's resolve URL; same-host redirects followed only to learn a missing commit."""
+        """HEAD on the upstream's resolve URL; same-host redirects followed to learn a missing commit, etag or
+        size (another host, a CDN, is never contacted)."""
         headers = forward_headers(request.scope["headers"], drop=("range", "content-length"))
         first = await self.upstream.send("HEAD", url, headers, timeout=self.probe_timeout, retry_5xx=True)
         await first.aclose()
         linked = {k: first.headers[k] for k in _LINKED if k in first.headers}
-        commit, current = first.headers.get("x-repo-commit"), first
+        commit = first.headers.get("x-repo-commit")
+        etag = normalize_etag(first.headers.get("x-linked-etag") or first.headers.get("etag"))
+        size = _digits(first.headers.get("x-linked-size"))
+        current = first
+        if size is None and not first.is_redirect:
+            size = _digits(first.headers.get("content-length"))
         for _ in range(_MAX_PROBE_REDIRECTS):
             location = current.headers.get("location")
-            if commit is not None or not current.is_redirect or location is None:
+            if (commit is not None and etag is not None and size is not None) or not current.is_redirect:
                 break
-            target = urljoin(str(current.request.url), location)
-            if not target.startswith(self.upstream.base + "/"):
+            target = urljoin(str(current.request.url), location or "")
+            if location is None or not target.startswith(self.upstream.base + "/"):
                 break  # another host (a CDN): never contacted
             current = await self.upstream.send("HEAD", target, headers, timeout=self.probe_timeout, retry_5xx=True)
             await current.aclose()
-            commit = current.headers.get("x-repo-commit")
-        return _Probe(first, commit, linked)
+            if current.status_code >= 400:
+                break
+            commit = commit or current.headers.get("x-repo-commit")
+            etag = etag or normalize_etag(current.headers.get("etag"))
+            if size is None and not current.is_redirect:
+                size = _digits(current.headers.get("content-length"))
+        return _Probe(first, commit, linked, etag, size)
 
     async def _resolve(
         self, request: Request, raw: str, repo_type: RepoType, repo_id: str, revision: str, path: str
@@ -315,8 +328,11 @@ class HubEndpoint:
         return await relay(response, self.upstream, self._our_base(request), head=False, extra_headers=extra)
 
     def _agrees(self, probe: _Probe, f: RepoFile) -> bool:
-        """The upstream names the same file as the release (when it names one): else its answer wins."""
-        if (probe.etag is not None and probe.etag != f.etag) or (probe.size is not None and probe.size != f.size):
+        """The upstream names the same file as the release: else (or when it names no etag) its answer wins."""
+        if probe.etag is None:
+            log.info("the upstream names no etag for %s: relayed", f.path)
+            return False
+        if probe.etag.lower() != f.etag.lower() or (probe.size is not None and probe.size != f.size):
             log.warning("upstream and release disagree on %s (etag %s/%s): relayed", f.path, probe.etag, f.etag)
             return False
         return True
@@ -421,6 +437,10 @@ class HubEndpoint:
             headers["Link"] = next_link_header(str(request.url.include_query_params(cursor=page.next_cursor)))
         self.stats.offline_answers += 1
         return _json(page.entries, headers)
+
+
+def _digits(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def _json(value: object, headers: dict[str, str] | None = None) -> Response:

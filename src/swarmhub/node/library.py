@@ -9,6 +9,12 @@ catalog (fetched once, then stored). For each known release the library holds at
 A file that has landed is read from its blob; one that has not is read piece by piece from the running pull
 as pieces arrive (the reader's next pieces get deadlines, so peers and the origin send them first) while the
 pull lands the whole file in the cache as ``swarmhub pull`` would.
+
+Trust (``node.confirmation``): a release is landed or served only once the upstream confirmed its file list, or
+— when the upstream cannot say — as "unconfirmed", whose files are served only once landed (their etags
+checked), never streamed piece by piece. A torrent the upstream contradicts is refused wherever it came from
+(``/pull``, a preheat, the registry, the store). The store keeps a torrent only once some file of its release
+landed, and at most ``max_pulls`` pulls run at once (``TooManyPulls`` beyond).
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from typing import Any
 from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
 from swarmhub.cluster.brain import encode_pieces
 from swarmhub.engine.session import Engine, StorageFile
-from swarmhub.errors import SwarmhubError
+from swarmhub.errors import SwarmhubError, TorrentMismatch
 from swarmhub.hub.cache import ref_path_for
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
+from swarmhub.node.confirmation import Confirmations
 from swarmhub.node.landing import CacheDestination
 from swarmhub.node.pull import Pull, PullProgress, release_files
 from swarmhub.node.seeding import seed_release
@@ -39,7 +46,7 @@ from swarmhub.node.store import StoredTorrent, TorrentStore
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient, RegistryError
 
-__all__ = ["Library", "LibraryStats", "SwarmRelease"]
+__all__ = ["MAX_PULLS", "Library", "LibraryStats", "SwarmRelease", "TooManyPulls"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,11 @@ READ_AHEAD = 32 * 1024 * 1024  # bytes of pieces asked for ahead of a reader (at
 READ_AHEAD_START = 2
 DEADLINE_STEP_MS = 20  # each piece further ahead is wanted this much later
 REGISTRY_MISS_TTL = 30.0  # seconds a "registry does not have it" answer is believed
+MAX_PULLS = 8  # releases pulled at once; each holds a libtorrent torrent, its part files and readers
+
+
+class TooManyPulls(SwarmhubError):
+    """The node pulls ``MAX_PULLS`` releases already."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +79,10 @@ class LibraryStats:
 class SwarmRelease:
     """A release the swarm knows (``node.releases.KnownRelease``)."""
 
-    def __init__(self, library: Library, torrent: Torrent, data: bytes) -> None:
+    def __init__(self, library: Library, torrent: Torrent, data: bytes, *, confirmed: bool = False) -> None:
         assert torrent.repo is not None
         self.library = library
+        self.confirmed = confirmed  # the upstream confirmed the file list; else files are served landed only
         self.torrent = torrent
         self.data = data
         self._ref: RepoRef = torrent.repo
@@ -104,6 +117,8 @@ class SwarmRelease:
         blob = await asyncio.to_thread(self._blob, path)
         if start >= end:
             return
+        if blob is None and not self.confirmed:  # its pieces are only the torrent's word: its etag first
+            blob = await self.library.land(self, path)
         if blob is not None:
             async for chunk in _read_file(blob, start, end):
                 yield chunk
@@ -111,6 +126,9 @@ class SwarmRelease:
         pull = await self.library.pull_for(self, path)
         async for chunk in _read_pieces(pull, path, start, end):
             yield chunk
+
+    def blob(self, path: str) -> Path | None:
+        return self._blob(path)
 
 
 async def _read_file(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
@@ -166,10 +184,14 @@ class Library:
         cluster_ca: bytes | None = None,
         peer_grace: float = 3.0,
         stall_timeout: float = 60.0,
+        confirmations: Confirmations | None = None,
+        max_pulls: int = MAX_PULLS,
     ) -> None:
         self.engine = engine
         self.cache_dir = cache_dir
         self.store = TorrentStore(state_dir)
+        self.confirmations = confirmations or Confirmations(state_dir, upstream)
+        self.max_pulls = max_pulls
         self.parts = state_dir / "parts"
         self.resume_dir = state_dir / "resume"
         self.upstream = upstream
@@ -185,6 +207,7 @@ class Library:
         self._seeding: dict[RepoRef, list[str]] = {}  # engine keys (hybrid, classic) seeding a release
         self._pulls: dict[RepoRef, tuple[Pull, asyncio.Task[object]]] = {}
         self._registry_misses: dict[RepoRef, float] = {}
+        self._refused: set[RepoRef] = set()  # releases whose stored or registry torrent the upstream contradicts
         self._lock = asyncio.Lock()
         self.errors = 0
         self._done_bytes = {"peer": 0, "origin": 0}  # of pulls that ended
@@ -222,12 +245,23 @@ class Library:
         busy = self._seeding.keys() | self._pulls.keys()
         return sum(self._seed(s) for s in self.store.all() if s.torrent.repo not in busy)
 
-    def adopt(self, torrent: Torrent, data: bytes) -> SwarmRelease:
-        """A release handed over with its torrent (``swarmhub pull``): stored, and known from now on."""
+    async def adopt(self, torrent: Torrent, data: bytes) -> SwarmRelease:
+        """A release handed over with its torrent (``swarmhub pull``, a preheat): confirmed against the upstream
+        (``TorrentMismatch`` when it disagrees), known from now on, stored once a file of it lands."""
         torrent, data = self._ours(torrent, data)
+        if torrent.repo is None:
+            raise TorrentMismatch(
+                f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)", repo_id=""
+            )
+        known = self._releases.get(torrent.repo)
+        if known is not None and known.torrent.key == torrent.key:
+            return known
         release = SwarmRelease(self, torrent, data)  # checks the torrent carries the Hub identity
-        self.store.save(torrent, data)
-        return self._releases.setdefault(release.ref, release)
+        release.confirmed = await self.confirmations.confirm(release.ref, release.files) == "confirmed"
+        if known is not None and (known.confirmed or not release.confirmed):
+            return known  # the release is known already, by a torrent as trusted (another format of it)
+        self._releases[release.ref] = release
+        return release
 
     def _ours(self, torrent: Torrent, data: bytes) -> tuple[Torrent, bytes]:
         """In a private cluster, the cluster's variant of a torrent (TLS peers only); else the torrent itself."""
@@ -254,15 +288,35 @@ class Library:
     # ------------------------------------------------------------------------------------------ lookups
 
     async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> SwarmRelease | None:
+        """The release when the swarm knows it and the upstream does not contradict its torrent."""
         ref = RepoRef(repo_type, repo_id, commit)
         known = self._releases.get(ref)
         if known is not None:
-            return known
+            if not known.confirmed:  # asked again (at most every RETRY_AFTER seconds while unreachable)
+                known.confirmed = await self._confirm(known)
+            return None if ref in self._refused else known
+        if ref in self._refused:
+            return None
         found = await asyncio.to_thread(self._find, ref)
         if found is None:
             return None
         torrent, data = found
-        return self._releases.setdefault(ref, SwarmRelease(self, torrent, data))
+        release = SwarmRelease(self, torrent, data)
+        release.confirmed = await self._confirm(release)
+        if ref in self._refused:
+            return None
+        return self._releases.setdefault(ref, release)
+
+    async def _confirm(self, release: SwarmRelease) -> bool:
+        """Whether the upstream confirms ``release``; one it contradicts is dropped from the store and refused."""
+        try:
+            return await self.confirmations.confirm(release.ref, release.files) == "confirmed"
+        except TorrentMismatch as exc:
+            log.warning("%s", exc)
+            self._refused.add(release.ref)
+            self._releases.pop(release.ref, None)
+            await asyncio.to_thread(self.store.remove, release.torrent)
+            return False
 
     def _find(self, ref: RepoRef) -> tuple[Torrent, bytes] | None:
         stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
@@ -282,7 +336,6 @@ class Library:
         if torrent.repo != ref:
             log.warning("registry sent a torrent of %s for %s; ignored", torrent.repo, ref)
             return None
-        self.store.save(torrent, data)
         return self._ours(torrent, data)
 
     async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None:
@@ -304,6 +357,10 @@ class Library:
             if running is not None and not running[1].done():
                 running[0].want([path])
                 return running[0]
+            if sum(not task.done() for _, task in self._pulls.values()) >= self.max_pulls:
+                raise TooManyPulls(
+                    f"the node pulls {self.max_pulls} releases already", hint="try again once one of them is done"
+                )
             for key in self._seeding.pop(release.ref, []):  # one torrent per release in the engine
                 self.engine.remove(key)
             pull = Pull(
@@ -327,8 +384,28 @@ class Library:
             task: asyncio.Task[object] = asyncio.create_task(pull.run())
             task.add_done_callback(functools.partial(self._pull_ended, release.ref, pull))
             self._pulls[release.ref] = (pull, task)
-            self.store.save(release.torrent, release.data)
             return pull
+
+    def busy(self, ref: RepoRef) -> bool:
+        """Whether a pull of ``ref`` would be refused: ``max_pulls`` other releases are being pulled."""
+        running = [r for r, (_, task) in self._pulls.items() if not task.done()]
+        return ref not in running and len(running) >= self.max_pulls
+
+    async def land(self, release: SwarmRelease, path: str) -> Path:
+        """``path`` of ``release`` landed in the cache (its etag checked): its blob."""
+        pull = await self.pull_for(release, path)
+        await pull.until_landed([path], self._pulls[release.ref][1])
+        blob = await asyncio.to_thread(release.blob, path)
+        if blob is None:
+            raise SwarmhubError(f"{path} of {release.ref.repo_id} landed but its blob is missing")
+        await asyncio.to_thread(self._keep, release)
+        return blob
+
+    def _keep(self, release: SwarmRelease) -> None:
+        """The torrent in the store once a file of its release is in the cache (``seed`` seeds it then)."""
+        placements = release.dest.placements(list(release.files))
+        if any(p.file.size and release.dest.landed(p) for p in placements):
+            self.store.save(release.torrent, release.data)
 
     async def pull_release(
         self, release: SwarmRelease, paths: Sequence[str], on_progress: Callable[[PullProgress], None]
@@ -348,6 +425,7 @@ class Library:
             waiting.result()
         finally:
             waiting.cancel()
+        await asyncio.to_thread(self._keep, release)
         return pull.progress()
 
     def _pull_ended(self, ref: RepoRef, pull: Pull, task: asyncio.Task[object]) -> None:
@@ -361,6 +439,12 @@ class Library:
         if not task.cancelled() and task.exception() is not None:
             self.errors += 1
             log.warning("pull of %s@%s ended: %s", ref.repo_id, ref.commit[:12], task.exception())
+        release = self._releases.get(ref)
+        if release is not None and ref not in self._refused:
+            try:
+                self._keep(release)
+            except OSError as exc:
+                log.warning("could not store the torrent of %s: %s", ref.repo_id, exc)
         if not task.cancelled() and ref not in self._seeding:  # what landed is seeded again
             for stored in self.store.find(ref.repo_type, ref.repo_id, ref.commit):
                 self._seed(stored)
@@ -415,9 +499,11 @@ class Library:
         for pull, _ in self._pulls.values():
             pull.assigned = None if assignments is None else assignments.get(pull.torrent.key, frozenset())
 
-    def preheat(self, data: bytes) -> None:
-        """Fetch a whole release in the background (a coordinator's preheat); once per release."""
-        release = self.adopt(parse_torrent(data), data)
+    async def preheat(self, data: bytes) -> None:
+        """Fetch a whole release in the background (a coordinator's preheat); once per release. A torrent the
+        upstream contradicts raises ``TorrentMismatch``."""
+        torrent = await asyncio.to_thread(parse_torrent, data)
+        release = await self.adopt(torrent, data)
         running = self._preheats.get(release.ref)
         if running is not None and not running.done():
             return

@@ -12,12 +12,12 @@ Commands:
 - ``LOAD_SHARD {shard_id, peers?, timeout?}``: loaded already -> answered at once; on disk -> SHA-256 checked
   (or trusted from the folder's record when the file did not change) and loaded; missing -> its torrent (from
   the manifest) is added to libtorrent with the node's trackers (the coordinator's ``/announce``) and any
-  ``peers`` (``"host:port"``), and looked up by info-hash on the DHT when the node is on one; pieces are
-  checked by libtorrent (SHA-1, peers that send bad data are banned), the whole file against the manifest's
-  SHA-256, then it is renamed into place, seeded, and loaded. No progress for ``timeout`` seconds is an error
-  that says why: no peer has it, or every peer that had it sent corrupt data. Concurrent requests for one shard
-  share one load. Result: ``{shard_id, status: "loaded", path, source: "cache"|"disk"|"peers", format, tensors,
-  size}``.
+  ``peers`` (``"host:port"``, each an address the node trusts: see ``shards.trust``), and looked up by
+  info-hash on the DHT when the node is on one; pieces are checked by libtorrent (SHA-1, peers that send bad
+  data are banned), the whole file against the manifest's SHA-256, then it is renamed into place, seeded, and
+  loaded. No progress for ``timeout`` seconds is an error that says why: no peer has it, or every peer that had
+  it sent corrupt data. Concurrent requests for one shard share one load. Result: ``{shard_id, status:
+  "loaded", path, source: "cache"|"disk"|"peers", format, tensors, size}``.
 - ``LIST_FILES``: ``{files: [{info_hash, filename, size, shard_id}], loaded: [shard ids]}``: what this node
   can serve.
 - ``EXECUTE_TASK {task_type, shard_id, auto_load?, ...}``: a task of ``shards.tasks`` on a loaded shard
@@ -54,6 +54,7 @@ from swarmhub.shards.loader import LoadedShard, ShardCache, load_shard_file
 from swarmhub.shards.manifest import ShardEntry, normalize_shard_id
 from swarmhub.shards.store import LocalShard, ShardStore
 from swarmhub.shards.tasks import run_task
+from swarmhub.shards.trust import PeerTrust
 
 __all__ = ["COMMANDS", "NOT_LOADED", "ShardAgent", "parse_peer"]
 
@@ -128,6 +129,7 @@ class ShardAgent:
         trackers: Sequence[str] = (),
         peers: Sequence[tuple[str, int]] = (),
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        trust: PeerTrust | None = None,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -135,6 +137,7 @@ class ShardAgent:
         self.trackers = tuple(trackers)
         self.peers = tuple(peers)
         self.load_timeout = load_timeout
+        self.trust = trust or PeerTrust()  # which peers a command may name
         self.cache = ShardCache()
         self.fetches: list[str] = []  # shard ids downloaded from peers, one per download (not per request)
         self._loading: dict[str, asyncio.Future[tuple[LoadedShard, str]]] = {}
@@ -188,7 +191,10 @@ class ShardAgent:
         ]
 
     async def _cmd_load(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        peers = [parse_peer(p) for p in params.get("peers") or []]
+        named = params.get("peers") or []
+        if not isinstance(named, list):
+            raise ShardError('peers must be a list of "host:port"')
+        peers = [self.trust.admit(parse_peer(p)) for p in named]
         timeout = params.get("timeout", self.load_timeout)
         if not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
             raise ShardError("timeout must be a number of seconds between 0 and 3600")

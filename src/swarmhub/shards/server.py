@@ -10,6 +10,22 @@ of the same shape.
 ``GET /manifest`` is the shard set as this node knows it (its manifest and its own files), so other nodes can
 start with ``--manifest http://NODE/manifest``; ``GET /`` says who the node is and what it serves.
 
+Who may command it (``swarmhub.guard`` checks every request before a handler runs):
+
+- ``POST /command`` needs ``Authorization: Bearer <token>``. The token is the one the node was given
+  (``shards serve``: ``SWARMHUB_SHARDS_TOKEN``, else, in a cluster — a coordinator and ``SWARMHUB_CLUSTER_TOKEN``
+  — the cluster token, which the orchestrator that drives every node holds), or else one made at start (256
+  random bits) that only programs of the same user on this machine read, from the node's record
+  (``shards.client``). No credential is ``401``.
+- Its body is JSON (``Content-Type: application/json``, else ``415``: a web page cannot send that without a
+  preflight), at most ``MAX_COMMAND_BYTES`` (else ``413``, answered in the command error shape); a request with
+  an ``Origin`` (a page's script) is ``403``; bound to loopback, the node answers only loopback Host names and
+  ``allow_hosts`` (DNS rebinding).
+- ``LOAD_SHARD``'s ``peers`` must be addresses the node trusts (``shards.trust``): loopback, the coordinator's
+  addresses, ``trust_peers``.
+
+Nodes send each other no commands: they exchange shards by BitTorrent, and manifests by ``GET /manifest``.
+
 With a coordinator, a node that was given a manifest puts it there at start (``PUT /shards/manifests/NAME``;
 a refusal is a warning, the node serves anyway), and a node given none can start from the set's name alone
 (``fetch_manifest``).
@@ -23,24 +39,29 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from swarmhub.engine.session import Engine, Profile
 from swarmhub.errors import ShardError
+from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret
 from swarmhub.serving import BackgroundServer
 from swarmhub.shards.agent import DEFAULT_LOAD_TIMEOUT, ShardAgent
+from swarmhub.shards.client import node_record, write_node_record
 from swarmhub.shards.manifest import Manifest, shard_set_name
 from swarmhub.shards.store import ShardStore
+from swarmhub.shards.trust import PeerTrust, parse_networks
 
-__all__ = ["ShardServer", "fetch_manifest", "publish_manifest", "shards_app"]
+__all__ = ["MAX_COMMAND_BYTES", "ShardServer", "fetch_manifest", "publish_manifest", "shards_app"]
 
 log = logging.getLogger(__name__)
+MAX_COMMAND_BYTES = 1 << 20  # the largest command (a matvec's vector of 100k numbers) is a few hundred KB
 # requests to the coordinator go direct (trust_env=False, no proxy), as the nodes' heartbeats do
 _COORDINATOR_TIMEOUT = 10.0  # seconds; a node starts without the coordinator rather than hang on it
 
@@ -95,13 +116,35 @@ def _error_of(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
+def _refused(status: int, error: str) -> Response:
+    """A request no command read: the command error shape, with no command."""
+    return JSONResponse({"command": None, "request_id": None, "status": "error", "error": error}, status_code=status)
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None past ``limit`` bytes (declared or sent: read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
+
+
 def shards_app(agent: ShardAgent) -> Starlette:
+    """The node's routes, unguarded (``ShardServer`` puts ``Guard`` in front)."""
+
     async def command(request: Request) -> Response:
+        body = await _body_within(request, MAX_COMMAND_BYTES)
+        if body is None:
+            return _refused(413, f"a command is at most {MAX_COMMAND_BYTES} bytes")
         try:
-            message = json.loads(await request.body())
+            message = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            body = {"command": None, "request_id": None, "status": "error", "error": f"the body is not JSON: {exc}"}
-            return JSONResponse(body, status_code=400)
+            return _refused(400, f"the body is not JSON: {exc}")
         reply = await agent.handle(message)
         return JSONResponse(reply, status_code=200 if isinstance(message, dict) else 400)
 
@@ -125,8 +168,24 @@ def shards_app(agent: ShardAgent) -> Starlette:
     )
 
 
+def _addresses_of(url: str) -> frozenset[str]:
+    """The IP addresses of ``url``'s host, resolved once (none when it does not resolve)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP))
+    except (OSError, UnicodeError):
+        log.warning("cannot resolve the coordinator's host %r: its address is not trusted as a peer", host)
+        return frozenset()
+
+
 class ShardServer(BackgroundServer):
-    """A node's shard agent, served on ``host:port`` (0: any free port), with its own libtorrent session."""
+    """A node's shard agent, served on ``host:port`` (0: any free port), with its own libtorrent session.
+
+    ``token``: the credential of ``POST /command`` (None: a fresh one for this run, ``self.token``). ``state_dir``:
+    where the node's record goes while it runs (``shards.client``; None: no record). ``trust_peers``: CIDRs or
+    addresses a command may name as peers, besides loopback and the coordinator. ``allow_hosts``: Host names
+    answered besides the loopback ones (``guard.allowed_hosts``).
+    """
 
     name = "swarmhub-shards"
 
@@ -147,8 +206,17 @@ class ShardServer(BackgroundServer):
         node_id: str | None = None,
         cluster_token: str | None = None,
         publish: bool = True,
+        token: str | None = None,
+        state_dir: Path | None = None,
+        trust_peers: Sequence[str] = (),
+        allow_hosts: Sequence[str] = (),
     ) -> None:
         super().__init__(host, [port])
+        self.token = token or new_secret()
+        self.token_made = not token  # then recorded, for the CLI on this machine
+        self.state_dir = state_dir
+        self.trust_networks = parse_networks(trust_peers)
+        self.allow_hosts = tuple(allow_hosts)
         self.shards_dir = shards_dir
         self.manifest = manifest
         self.coordinator = coordinator
@@ -180,6 +248,7 @@ class ShardServer(BackgroundServer):
             self.profile, listen=self.listen, extra=self.engine_settings, dht_bootstrap=self.dht_bootstrap
         )
         try:
+            coordinator = _addresses_of(self.coordinator) if self.coordinator else frozenset()
             agent = ShardAgent(
                 self.node_id or f"{socket.gethostname()}:{self.engine.listen_port}",
                 self.store,
@@ -187,12 +256,16 @@ class ShardServer(BackgroundServer):
                 trackers=self.trackers,
                 peers=self.peers,
                 load_timeout=self.load_timeout,
+                trust=PeerTrust(self.trust_networks, coordinator),
             )
             for shard in local:
                 agent.seed(shard)
             self._agent = agent
             super().start()
+            if self.record is not None:
+                write_node_record(self.record, self.url, self.token if self.token_made else None)
         except BaseException:
+            super().stop()
             self.engine.close()
             raise
         if self.publish and self.coordinator and self.manifest is not None:
@@ -203,10 +276,23 @@ class ShardServer(BackgroundServer):
                 log.warning("%s (other nodes cannot start with --shard-set alone)", exc)
         return self
 
-    def _apps(self) -> list[Starlette]:
-        return [shards_app(self.agent)]
+    @property
+    def record(self) -> Path | None:
+        """The node's record while it runs (``shards.client``), or None without a state folder."""
+        return None if self.state_dir is None else node_record(self.state_dir, self.port)
+
+    def _apps(self) -> list[ASGIApp]:
+        rules = GuardRules(
+            hosts=allowed_hosts(self.host, self.allow_hosts),
+            control=lambda path: path == "/command",
+            token=self.token,
+            service="the shard node",
+        )
+        return [Guard(shards_app(self.agent), rules)]
 
     def stop(self) -> None:
+        if self._bound and self.record is not None:
+            self.record.unlink(missing_ok=True)
         super().stop()
         if self.engine is not None:
             self.engine.close()

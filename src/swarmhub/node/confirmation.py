@@ -1,0 +1,115 @@
+"""A release is only the Hub's release once the upstream confirmed its file list (``hub.confirm``).
+
+Before a node lands or serves a torrent as ``repo@commit`` — whoever handed it over: ``swarmhub pull
+--torrent``, the node's ``/pull``, a registry, a coordinator's preheat, a torrent in the store — its files
+(paths, sizes, etags) are compared with the upstream's tree for that commit, once, and the outcome recorded in
+``<state>/confirmed/<digest>`` (the digest covers the release and its file list, so the hybrid, the classic
+and a cluster's TLS variant of one release share one record). Outcomes:
+
+- ``confirmed``: the upstream lists every file alike (now, or recorded earlier);
+- ``refused``: the upstream lists the commit and disagrees: ``TorrentMismatch`` names the first differing file,
+  and nothing of the torrent is landed, stored or served;
+- ``unconfirmed``: no upstream was given (``--no-origin``), it could not be reached, or it does not show the
+  commit to us (gone from the Hub, private or gated without our token). The release may still land and be
+  served, only as far as each file's etag checks: that trusts whoever handed the torrent over for which bytes
+  the commit holds (the README says so). An unreachable upstream is asked again after ``RETRY_AFTER`` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from swarmhub.errors import (
+    GatedRepoError,
+    OriginError,
+    RepoNotFound,
+    RevisionNotFound,
+    TorrentMismatch,
+)
+from swarmhub.hub.confirm import release_difference
+from swarmhub.hub.repo import RepoFile, RepoRef
+from swarmhub.node.landing import atomic_text
+from swarmhub.origin.client import OriginClient
+
+__all__ = ["Confirmations", "Outcome", "release_digest"]
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 30.0  # seconds an unreachable upstream is not asked again about the same release
+Outcome = Literal["confirmed", "unconfirmed"]
+
+
+def release_digest(ref: RepoRef, files: Sequence[RepoFile]) -> str:
+    """One name for a release and its file list, whatever torrent carries them."""
+    rows = [[ref.repo_type, ref.repo_id, ref.commit], *sorted([f.path, f.size, f.etag.lower()] for f in files)]
+    return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class _Miss:
+    at: float
+    why: str
+
+
+class Confirmations:
+    """The confirmation step for one node (or one ``swarmhub pull``): asks ``upstream``, records in ``state_dir``."""
+
+    def __init__(
+        self, state_dir: Path, upstream: OriginClient | None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.dir = state_dir / "confirmed"
+        self.upstream = upstream
+        self.clock = clock
+        self._misses: dict[str, _Miss] = {}
+
+    def recorded(self, ref: RepoRef, files: Sequence[RepoFile]) -> bool:
+        return (self.dir / release_digest(ref, files)).is_file()
+
+    async def confirm(self, ref: RepoRef, files: Sequence[RepoFile]) -> Outcome:
+        """``confirmed`` or ``unconfirmed`` (see the module's docstring); ``TorrentMismatch`` when refused."""
+        digest = release_digest(ref, files)
+        if (self.dir / digest).is_file():
+            return "confirmed"
+        if self.upstream is None:
+            return "unconfirmed"
+        miss = self._misses.get(digest)
+        if miss is not None and self.clock() - miss.at < RETRY_AFTER:
+            return "unconfirmed"
+        try:
+            listed = await self.upstream.list_files(ref.repo_type, ref.repo_id, ref.commit)
+        except (RepoNotFound, RevisionNotFound, GatedRepoError) as exc:
+            return self._unconfirmed(digest, ref, f"the upstream does not show it to us ({exc})")
+        except OriginError as exc:
+            return self._unconfirmed(digest, ref, f"the upstream could not be asked ({exc})")
+        difference = release_difference(files, listed)
+        if difference is not None:
+            raise TorrentMismatch(
+                f"refused: the torrent of {ref.repo_id}@{ref.commit[:12]} is not the upstream's release: {difference}",
+                repo_id=ref.repo_id,
+                hint="get the release's torrent from a registry you trust, or make it: swarmhub create",
+            )
+        self._misses.pop(digest, None)
+        try:
+            atomic_text(self.dir / digest, f"{ref.repo_type} {ref.repo_id} {ref.commit} {len(files)} files\n")
+        except OSError as exc:  # a read-only state folder: confirmed now, asked again next time
+            log.warning("could not record the confirmation of %s: %s", ref.repo_id, exc)
+        log.info("%s@%s: the upstream confirms its %d files", ref.repo_id, ref.commit[:12], len(files))
+        return "confirmed"
+
+    def _unconfirmed(self, digest: str, ref: RepoRef, why: str) -> Outcome:
+        self._misses[digest] = _Miss(self.clock(), why)
+        log.warning(
+            "%s@%s is unconfirmed: %s; only files whose etags check are served", ref.repo_id, ref.commit[:12], why
+        )
+        return "unconfirmed"
+
+    def why_unconfirmed(self, ref: RepoRef, files: Sequence[RepoFile]) -> str | None:
+        miss = self._misses.get(release_digest(ref, files))
+        return miss.why if miss is not None else None
