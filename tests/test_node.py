@@ -15,13 +15,13 @@ from support.cli import run_cli
 from support.pulled import Release
 from support.swarm import REPO_ID, pull, seeding, sha256, snapshot_files
 from swarmhub.bt.metainfo import parse_torrent
-from swarmhub.engine.session import Engine
-from swarmhub.node.daemon import Node
 from swarmhub.devhub import DevHub
+from swarmhub.engine.session import Engine
 from swarmhub.node.confirmation import Confirmations
+from swarmhub.node.daemon import Node
 from swarmhub.node.library import Library
-from swarmhub.origin.client import OriginClient
 from swarmhub.node.store import TorrentStore
+from swarmhub.origin.client import OriginClient
 from swarmhub.settings import Settings
 
 MODEL = "model.safetensors"

@@ -288,7 +288,7 @@ class HubEndpoint:
             if (commit is not None and etag is not None and size is not None) or not current.is_redirect:
                 break
             target = urljoin(str(current.request.url), location or "")
-            if location is None or not target.startswith(self.upstream.base + "/"):
+            if location is None or not self.upstream.owns(target):
                 break  # another host (a CDN): never contacted
             current = await self.upstream.send("HEAD", target, headers, timeout=self.probe_timeout, retry_5xx=True)
             await current.aclose()

@@ -10,8 +10,12 @@
   hosts, a CDN, are passed as they are), and ``xetHash`` removed from ``/api/`` JSON.
 
 The client's headers go to the upstream for that request only: the HTTP client keeps no cookies and no
-credentials between requests, and nothing here logs a header. The body is streamed both ways: an LFS file
-may be GBs.
+credentials between requests, and nothing here logs a header. They go nowhere else: ``Upstream`` follows no
+redirect (a redirect is the client's to follow, or not, by its own rules: httpx and requests, which
+huggingface_hub uses, drop the token on another host and on https->http), and it sends nothing to a URL
+``Upstream.owns`` refuses (the rule of ``origin.credentials.same_origin``, under the base's path). A base URL
+with userinfo is refused: it would be sent with every request and named in the errors clients see. The body
+is streamed both ways: an LFS file may be GBs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from starlette.responses import Response, StreamingResponse
 
 from swarmhub.errors import OriginUnavailable
 from swarmhub.hub.answers import split_link_header, strip_xet_headers, strip_xet_json_bytes
+from swarmhub.origin.credentials import same_origin, shown_url
 
 __all__ = ["HOP_BY_HOP", "Upstream", "UpstreamUnreachable", "forward_headers", "relay", "relay_headers"]
 
@@ -96,7 +101,9 @@ class Upstream:
     ) -> None:
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise ValueError(f"upstream must be an http(s) URL without query: {base!r}")
+            raise ValueError(f"upstream must be an http(s) URL without query: {shown_url(base)!r}")
+        if not same_origin(base, base):  # userinfo, or an authority other than host[:port]
+            raise ValueError(f"upstream must name a host (and port) only, no credentials: {shown_url(base)!r}")
         self.base = base.rstrip("/")
         self.prefix = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
@@ -112,6 +119,10 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def owns(self, url: str) -> bool:
+        """May ``url`` be asked, with the client's headers? Only on the upstream's origin, under its base path."""
+        return same_origin(url, self.base) and urlsplit(url).path.startswith(self.prefix + "/")
 
     def url(self, raw_path: str, query: str = "") -> str:
         """The upstream URL of a request path (still percent-encoded, starting with one ``/``) and query."""
@@ -134,7 +145,7 @@ class Upstream:
 
         Only requests without a body are retried: the client's body cannot be sent twice.
         """
-        if not url.startswith(self.base + "/"):
+        if not self.owns(url):
             raise ValueError("not an upstream URL")  # defence in depth: nothing else is ever contacted
         attempts = 1 + self.retries if body is None and method.upper() in _SAFE_METHODS else 1
         limits = httpx.Timeout(timeout) if timeout is not None else self._client.timeout

@@ -6,7 +6,9 @@ on the origin, a 302 to a CDN host (LFS/Xet files) gets no ``Authorization`` hea
 reused for its next ranges until shortly before the expiry its signed URL carries (``RedirectCache``), or
 until it fails; then the retry starts again from the ``resolve`` URL, so a signed CDN link that expired is
 replaced by a fresh one (libtorrent's web-seed client caches redirects and stalls for good; issues #6402,
-#7682). The token is only ever sent to the origin's own host and never logged.
+#7682). The token goes only where ``origin.credentials.same_origin`` allows (the endpoint's own scheme, host
+and port: never to a CDN, another port, or ``http://`` after ``https://``), decided for each request in
+``_headers_for``, and is never logged; URLs in errors and logs are ``shown_url``s.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from swarmhub import __version__
 from swarmhub.errors import (
+    ConfigError,
     EntryNotFound,
     GatedRepoError,
     OriginError,
@@ -41,6 +44,7 @@ from swarmhub.hub.listing import (
     size_from_headers,
 )
 from swarmhub.hub.repo import RepoFile, RepoType, api_repo_path, resolve_path
+from swarmhub.origin.credentials import has_userinfo, same_origin, shown_url
 from swarmhub.origin.retry import RETRY_STATUSES, retry_delay
 from swarmhub.origin.transport import (
     MAX_REDIRECTS,
@@ -51,6 +55,7 @@ from swarmhub.origin.transport import (
     Reply,
     RetryableError,
     fetch_range_once,
+    redirect_target,
     request_once,
 )
 from swarmhub.workers import PriorityPool
@@ -78,8 +83,13 @@ class OriginClient:
         backoff_base: float = 0.25,
         redirect_max_age: float = REDIRECT_MAX_AGE,
     ) -> None:
+        if has_userinfo(endpoint):  # it would be sent to wherever a redirect leads, and shown in errors
+            raise ConfigError(
+                f"the origin URL {shown_url(endpoint)} carries credentials",
+                hint="give the token in HF_TOKEN, not in the URL",
+            )
         self.endpoint = endpoint.rstrip("/")
-        self._host = urlsplit(self.endpoint).netloc
+        self._shown = shown_url(self.endpoint)
         self._token = token
         self.retries = retries
         self.backoff_base = backoff_base
@@ -113,7 +123,7 @@ class OriginClient:
 
     def _headers_for(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT, **(extra or {})}
-        if self._token and urlsplit(url).netloc == self._host:
+        if self._token and same_origin(url, self.endpoint):
             headers["authorization"] = f"Bearer {self._token}"
         return headers
 
@@ -125,7 +135,7 @@ class OriginClient:
                 reason, headers = str(retry), retry.headers
                 if retry.unreachable and not self._answered:
                     raise OriginUnavailable(
-                        f"{what}: cannot reach {self.endpoint} ({reason})",
+                        f"{what}: cannot reach {self._shown} ({reason})",
                         hint="check --endpoint / HF_ENDPOINT / SWARMHUB_UPSTREAM and your network",
                     ) from None
             if attempt == self.retries:
@@ -154,6 +164,7 @@ class OriginClient:
         """Raise the error an HTTP status means: retryable, or one of ours (repo/revision/file/gated)."""
         if status < 400:
             return
+        url = shown_url(url)  # maybe a redirect's target: a signed URL, its query a credential
         if status in RETRY_STATUSES:
             raise RetryableError(f"HTTP {status}", headers)
         code = headers.get("x-error-code", "")
@@ -191,7 +202,7 @@ class OriginClient:
                 location = reply.headers.get("location")
                 if not (300 <= reply.status < 400 and location):
                     break
-                target = urljoin(target, location)
+                target = redirect_target(target, location)
             self._check_status(reply.status, reply.headers, target, what, repo_id)
             try:
                 return json.loads(reply.body), reply.headers
@@ -259,7 +270,7 @@ class OriginClient:
                 self._check_status(reply.status, reply.headers, url, what, repo_id)
                 location = reply.headers.get("location")
                 if 300 <= reply.status < 400 and location and not urlsplit(location).netloc:
-                    url = urljoin(url, location)
+                    url = redirect_target(url, location)
                     continue
                 etag, size = etag_from_headers(reply.headers), size_from_headers(reply.headers)
                 if etag is None or size is None:
@@ -299,7 +310,7 @@ class OriginClient:
                     self._bytes_done += attempt.received - before
                     if attempt.ranges_ignored and not self.ranges_ignored:
                         self.ranges_ignored = True
-                        log.warning("%s ignores Range requests; reading from the start of each file", self.endpoint)
+                        log.warning("%s ignores Range requests; reading from the start of each file", self._shown)
 
         async def once() -> None:
             await asyncio.wrap_future(self._http_pool.submit(once_in_thread))

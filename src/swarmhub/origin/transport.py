@@ -4,7 +4,9 @@ Measured on 2 cores: httpx streaming 2 GB cost ~15 s of CPU (h11 parsing and an 
 fighting the hashing threads for the GIL), and importing it pulled in 0.3-0.5 s of modules. ``http.client``
 with ``readinto`` lands a body in our buffer with ``recv_into`` and the GIL released, a few percent of that.
 Retrying is the async caller's job (``OriginClient``): this module makes one attempt, records how far a
-ranged read got, and raises ``RetryableError`` when another attempt is worth it.
+ranged read got, and raises ``RetryableError`` when another attempt is worth it. Which headers (the token)
+go with a request is the caller's ``headers_for(url)``, asked again for every redirect target and for a kept
+one (``RedirectCache``); userinfo in a URL is never sent anywhere, and URLs in errors are ``shown_url``s.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.request import getproxies_environment
 
 from swarmhub.errors import OriginError, OriginProtocolError
 from swarmhub.hub.signed_urls import reuse_for, signed_url_expiry
+from swarmhub.origin.credentials import DEFAULT_PORTS, same_origin, shown_url
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -33,6 +36,7 @@ __all__ = [
     "Reply",
     "RetryableError",
     "fetch_range_once",
+    "redirect_target",
     "request_once",
 ]
 
@@ -163,21 +167,22 @@ class Connections:
             entry[0].close()
             entry = None
         if entry is None:
-            entry = self._pool()[key] = self._connect(parts.scheme, parts.netloc, parts.hostname or "", parts.port)
+            entry = self._pool()[key] = self._connect(parts.scheme, parts.hostname or "", parts.port)
         conn, absolute, proxy_headers = entry
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return conn, urlunsplit((parts.scheme, parts.netloc, target, "", "")) if absolute else target, proxy_headers
+        authority = parts.netloc.rpartition("@")[2]  # userinfo goes nowhere, not even to a proxy
+        return conn, urlunsplit((parts.scheme, authority, target, "", "")) if absolute else target, proxy_headers
 
     def _connect(
-        self, scheme: str, netloc: str, host: str, port: int | None
+        self, scheme: str, host: str, port: int | None
     ) -> tuple[http.client.HTTPConnection, bool, dict[str, str]]:
         if scheme == "https" and self.context is None:
             self.context = ssl.create_default_context()
         proxy = self._proxy_for(scheme, host)
-        if proxy is None:
+        if proxy is None:  # host and port as urlsplit read them: the host the token was checked against
             if scheme == "https":
-                return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.context), False, {}
-            return http.client.HTTPConnection(netloc, timeout=self.timeout), False, {}
+                return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self.context), False, {}
+            return http.client.HTTPConnection(host, port, timeout=self.timeout), False, {}
         p = urlsplit(proxy)
         auth = {}
         if p.username:
@@ -218,6 +223,19 @@ class Reply:
     body: bytes
 
 
+def redirect_target(url: str, location: str) -> str:
+    """Where a redirect from ``url`` to ``location`` leads; ``OriginProtocolError`` unless to an http(s) URL."""
+    target = urljoin(url, location)
+    try:
+        parts = urlsplit(target)
+        usable = parts.scheme in DEFAULT_PORTS and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unclosed "[", a port that is not a number
+        usable = False
+    if not usable:
+        raise OriginProtocolError(f"the origin redirected to an unusable URL ({shown_url(target)})", url=shown_url(url))
+    return target
+
+
 def _send(connections: Connections, method: str, url: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
     """Send a request on the kept-alive connection for ``url``; transport errors are retryable."""
     conn, target, proxy_headers = connections.open(url)
@@ -239,7 +257,7 @@ def request_once(connections: Connections, method: str, url: str, headers: Mappi
         raise _transport_error(exc) from exc
     if len(body) > MAX_API_BODY:
         connections.drop(url)
-        raise OriginProtocolError(f"the origin's answer is larger than {MAX_API_BODY >> 20} MiB", url=url)
+        raise OriginProtocolError(f"the origin's answer is larger than {MAX_API_BODY >> 20} MiB", url=shown_url(url))
     if response.will_close:
         connections.drop(url)
     return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
@@ -254,14 +272,14 @@ def fetch_range_once(
 ) -> None:
     """Fill ``attempt.view[attempt.done:]`` from the origin; raise ``RetryableError`` to be called again.
 
-    ``headers_for(url)`` gives the headers for a URL (the token only for the origin's host);
-    ``check_status(status, headers, url)`` raises the right ``OriginError`` for a final error status.
+    ``headers_for(url)`` gives the headers for a URL (the token only for the origin itself), asked for every
+    URL requested: the kept redirect target and each redirect's; ``check_status(status, headers, url)`` raises
+    the right ``OriginError`` for a final error status.
     """
-    origin_netloc = urlsplit(attempt.url).netloc
     cached = redirects.get(attempt.url) if redirects is not None else None
     url = cached or attempt.url
     try:
-        _fetch(attempt, connections, headers_for, check_status, redirects, origin_netloc, url)
+        _fetch(attempt, connections, headers_for, check_status, redirects, url)
     except BaseException:
         if cached is not None and redirects is not None:
             redirects.forget(attempt.url)
@@ -274,29 +292,27 @@ def _fetch(
     headers_for: Callable[[str], dict[str, str]],
     check_status: Callable[[int, Mapping[str, str], str], None],
     redirects: RedirectCache | None,
-    origin_netloc: str,
     url: str,
 ) -> None:
     position = attempt.start + attempt.done
     want = len(attempt.view) - attempt.done
     headers = {"Range": f"bytes={position}-{position + want - 1}", "Accept-Encoding": "identity"}
     for _ in range(MAX_REDIRECTS):
-        netloc = urlsplit(url).netloc
         response = _send(connections, "GET", url, {**headers, **headers_for(url)})
         status = response.status
         response_headers = {k.lower(): v for k, v in response.getheaders()}
         location = response_headers.get("location")
         if 300 <= status < 400 and location:
             response.read()  # drain the (small) body so the connection can be reused
-            url = urljoin(url, location)
+            url = redirect_target(url, location)
             continue
         try:
-            if status in (401, 403, 410) and netloc != origin_netloc:
+            if status in (401, 403, 410) and not same_origin(url, attempt.url):
                 # a CDN refusing a signed URL means it expired: the caller resolves again
                 raise RetryableError(f"CDN answered {status} (expired signed URL)")
             if status >= 400:
                 check_status(status, response_headers, url)
-                raise OriginError(f"HTTP {status} from {netloc}", url=url, status=status)
+                raise OriginError(f"HTTP {status} from {shown_url(url)}", url=shown_url(url), status=status)
             if redirects is not None and url != attempt.url:
                 redirects.put(attempt.url, url)
             _read_body(response, status, response_headers, attempt, position, want)

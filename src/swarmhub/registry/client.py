@@ -1,19 +1,29 @@
 """Talking to a registry from the CLI (publish, pull --registry): its JSON API over plain HTTP(S).
 
 Blocking (urllib) on purpose: a handful of small requests per command; callers run it in a thread.
+
+``SWARMHUB_TOKEN`` goes to the registry's URL as given and nowhere else: a request that carries it (publish)
+follows no redirect. urllib's own handler would turn a POST's 301/302/303 into a GET to wherever the
+``Location`` names, any host, ``http://`` too, with the ``Authorization`` header still on it (it drops only
+``Content-*``); here the redirect is refused with one line naming its target. Requests without the token
+(reading releases and torrents) follow redirects as usual. Messages show URLs without userinfo or query
+(``origin.credentials.shown_url``), and never the token, even when a registry echoes it back.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import IO, Any
+from urllib.parse import urljoin
 
 from swarmhub import __version__
 from swarmhub.errors import ConfigError, SwarmhubError, UsageError
 from swarmhub.hub.repo import RepoType
+from swarmhub.origin.credentials import has_userinfo, shown_url
 
 __all__ = ["RegistryClient", "RegistryError"]
 
@@ -24,10 +34,32 @@ class RegistryError(SwarmhubError):
         self.status = status
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """No redirect followed: urllib then raises the 3xx as an ``HTTPError``, which ``_request`` explains."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
 class RegistryClient:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 60.0) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"registry {url!r} is not an http(s) URL", hint="e.g. --registry http://127.0.0.1:8470")
+            raise ConfigError(
+                f"registry {shown_url(url)!r} is not an http(s) URL", hint="e.g. --registry http://127.0.0.1:8470"
+            )
+        if has_userinfo(url):
+            raise ConfigError(
+                f"the registry URL {shown_url(url)} carries credentials",
+                hint="give the publish token in SWARMHUB_TOKEN, not in the URL",
+            )
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -38,17 +70,30 @@ class RegistryClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        handlers: list[urllib.request.BaseHandler] = []
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+            handlers.append(_RefuseRedirects())
         request = urllib.request.Request(self.url + path, data=data, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.build_opener(*handlers).open(request, timeout=self.timeout) as response:
                 return bytes(response.read())
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400 and "Authorization" in headers:
+                location = exc.headers.get("Location")
+                to = f" to {shown_url(urljoin(request.full_url, location))}" if location else ""
+                raise RegistryError(
+                    f"the registry at {self.url} redirected {path} (HTTP {exc.code}){to}; not followed, so that "
+                    "SWARMHUB_TOKEN goes nowhere else",
+                    status=exc.code,
+                    hint="if you trust where it leads, give that URL as --registry (or SWARMHUB_REGISTRY)",
+                ) from None
             try:
-                message = json.loads(exc.read()).get("error", exc.reason)
+                message = str(json.loads(exc.read()).get("error", exc.reason))
             except (ValueError, AttributeError):
                 message = exc.reason
+            if self.token:
+                message = message.replace(self.token, "<token>")  # a registry that echoes the header back
             if exc.code == 401:
                 raise RegistryError(
                     f"the registry refused to publish: {message}",
