@@ -1,4 +1,5 @@
-"""Bencode: round trips (Hypothesis), canonical form, and every malformed input raising our error."""
+"""Bencode: round trips (Hypothesis), canonical form, the token budget, and every malformed input raising our
+error (the over-long integers and string lengths at once, at the offset where they start)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,56 @@ def test_round_trip(value: object) -> None:
 def test_encoding_is_canonical(value: object) -> None:
     data = encode(value)
     assert encode(decode(data)) == data
+
+
+def _tokens(value: object) -> int:
+    """libtorrent's count: one per integer, string or key, two per list or dictionary (start and end)."""
+    if isinstance(value, list):
+        return 2 + sum(_tokens(item) for item in value)
+    if isinstance(value, dict):
+        return 2 + sum(1 + _tokens(item) for item in value.values())
+    return 1
+
+
+@given(values)
+def test_budget_admits_exactly_the_tokens_a_value_has(value: object) -> None:
+    data = encode(value)
+    needed = _tokens(value)
+    assert decode(data, max_tokens=needed) == value
+    with pytest.raises(BencodeError, match=f"more than {needed - 1} tokens, the decoding budget"):
+        decode(data, max_tokens=needed - 1)
+
+
+def test_budget_through_decode_with_spans_stops_where_it_runs_out() -> None:
+    flat = b"l" + b"i1e" * 10 + b"e"  # 2 + 10 tokens
+    assert decode_with_spans(flat, max_tokens=12)[0] == [1] * 10
+    with pytest.raises(BencodeError, match="at byte 28: more than 11 tokens"):  # the tenth integer
+        decode_with_spans(flat, max_tokens=11)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"i" + b"1" * 1_000_000 + b"e", "unterminated integer or one of more than 64 digits"),
+        (b"i" + b"1" * 65 + b"e", "malformed integer"),
+        (b"i-" + b"1" * 65 + b"e", "unterminated integer or one of more than 64 digits"),
+        (b"li1ei" + b"9" * 1_000_000, "unterminated integer or one of more than 64 digits"),
+        (b"999999999:" + b"x" * 10, "string of 999999999 bytes runs past the end"),
+        (b"9" * 1_000_000 + b":x", "malformed string length"),
+    ],
+    ids=[
+        "million-digit-int",
+        "65-digit-int",
+        "65-digit-negative",
+        "unterminated-long-int",
+        "length-past-end",
+        "million-digit-length",
+    ],
+)
+def test_long_numbers_fail_at_their_start(data: bytes, needle: str) -> None:
+    with pytest.raises(BencodeError, match=needle) as caught:
+        decode(data)
+    assert caught.value.offset == (4 if data.startswith(b"li1e") else 0)
 
 
 def test_known_encodings() -> None:

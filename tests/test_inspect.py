@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -99,6 +100,8 @@ HOSTILE = {
     "hf repo id traversal": lambda i: i[b"hf"].__setitem__(b"repo_id", b"../../x"),
     "no files": lambda i: (i.pop(b"files"), i.pop(b"file tree"), i.pop(b"pieces")),
     "name not utf8": lambda i: i.__setitem__(b"name", b"\xff\xfe"),
+    "hf commit with newline": lambda i: i[b"hf"].__setitem__(b"commit", COMMIT.encode() + b"\n"),
+    "hf etag with newline": lambda i: i[b"hf"][b"files"][0].__setitem__(b"etag", b"ab" * 20 + b"\n"),
 }
 
 
@@ -106,6 +109,29 @@ HOSTILE = {
 def test_hostile_torrents_are_rejected(good: bytes, case: str) -> None:
     with pytest.raises(MetainfoError):
         parse_torrent(_mutate_info(good, HOSTILE[case]))
+
+
+UNSAFE_CHARACTERS = {  # what path_problem refuses, named by code point
+    "crlf in v1 path": (lambda i: _set_first_path(i, [b"config.json\r\nX-Evil: 1"]), "U+000D control character"),
+    "del in v1 path": (lambda i: _set_first_path(i, [b"a\x7fb"]), "U+007F control character"),
+    "c1 csi in name": (lambda i: i.__setitem__(b"name", "\x9b2J".encode()), "U+009B control character"),
+    "zero width in name": (lambda i: i.__setitem__(b"name", "org\u200b--name".encode()), "U+200B format character"),
+    "isolate in file tree": (
+        lambda i: i[b"file tree"].__setitem__("\u2067x".encode(), {b"": {b"length": 1, b"pieces root": b"x" * 32}}),
+        "U+2067 format character",
+    ),
+    "esc in name.utf-8": (lambda i: i.__setitem__(b"name.utf-8", b"\x1b[31mred"), "U+001B control character"),
+    "line separator in path": (lambda i: _set_first_path(i, ["a\u2028b".encode()]), "U+2028 line separator"),
+    "newline in hf repo id": (lambda i: i[b"hf"].__setitem__(b"repo_id", b"org/name\n"), "U+000A control character"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE_CHARACTERS))
+def test_unsafe_characters_are_refused_by_code_point(good: bytes, case: str) -> None:
+    change, reason = UNSAFE_CHARACTERS[case]
+    with pytest.raises(MetainfoError, match=re.escape(reason)) as caught:
+        parse_torrent(_mutate_info(good, change))
+    assert str(caught.value).isprintable()  # one line, nothing a terminal would run
 
 
 def test_piece_layer_that_does_not_hash_to_root_is_rejected(good: bytes) -> None:

@@ -6,7 +6,11 @@ Our torrents carry the release's Hub identity inside ``info`` (so the info-hash 
                   "files": [{"path": "a/b.bin", "size": 123, "etag": "<sha256 or git sha1>"}, ...]}
 
 ``parse_torrent`` accepts any torrent (ours or not) and rejects hostile ones: every failure is a
-``MetainfoError`` (or ``BencodeError``) with one line saying what is wrong.
+``MetainfoError`` (or ``BencodeError``) with one line saying what is wrong. Hostile means: bencode past the
+decoder's budget (``bt.bencode``), names and paths that ``hub.repo.path_problem`` refuses (traversal,
+control, format and bidi characters), sizes, piece counts and totals no torrent libtorrent loads can have,
+piece hashes or layers that do not match the files. Tracker and web seed URLs that are not clean text
+(not UTF-8, or holding characters ``character_problem`` refuses) are left out, not fatal.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmhub.bt.bencode import Bencodable, decode, decode_with_spans, encode
+from swarmhub.bt.bencode import MAX_TOKENS, Bencodable, decode, decode_with_spans, encode
 from swarmhub.bt.layout import Format, TorrentPlan, valid_piece_size
 from swarmhub.bt.merkle import file_root_from_piece_layer
 from swarmhub.errors import MetainfoError, UsageError
@@ -25,6 +29,7 @@ from swarmhub.hub.repo import (
     LFS_ETAG_RE,
     REGULAR_ETAG_RE,
     RepoRef,
+    character_problem,
     parse_repo_type,
     path_problem,
     validate_repo_id,
@@ -35,6 +40,9 @@ __all__ = ["Torrent", "TorrentFile", "build_torrent", "cluster_variant", "parse_
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: no Hub file comes near; larger values are hostile or broken
 MAX_FILES = 1_000_000
 MAX_PATH_DEPTH = 64
+MAX_PIECE_SIZE = 1 << 28
+MAX_PIECES = 1 << 21  # libtorrent's load_torrent_limits.max_pieces: it loads no torrent with more
+MAX_TOTAL_SIZE = MAX_PIECES * MAX_PIECE_SIZE  # 512 TiB: the most any torrent libtorrent loads can hold
 
 
 @dataclass(frozen=True)
@@ -150,8 +158,9 @@ def _int(value: object, what: str, low: int = 0, high: int = MAX_FILE_SIZE) -> i
 
 def _component(raw: object, where: str) -> str:
     part = _text(raw, f"a path component in {where}")
-    if "/" in part or path_problem(part):
-        raise MetainfoError(f"unsafe path component {part[:60]!r} in {where}")
+    problem = "'/' in a component" if "/" in part else path_problem(part)
+    if problem:  # the repr escapes what it quotes: the line stays one line and runs nothing in a terminal
+        raise MetainfoError(f"unsafe path component {part[:60]!r} in {where}: {problem}")
     return part
 
 
@@ -231,7 +240,7 @@ def _hf_identity(raw: object, files: list[TorrentFile]) -> tuple[RepoRef, list[T
         if not isinstance(entry, dict):
             raise MetainfoError("hf.files has an entry that is not a dictionary")
         path = _text(entry.get(b"path"), "hf.files[].path")
-        etag = _text(entry.get(b"etag"), f"etag of {path}")
+        etag = _text(entry.get(b"etag"), f"etag of {path!r}")
         if path != file.path or entry.get(b"size") != file.size:
             raise MetainfoError(f"hf.files entry {path!r} does not match the torrent's file {file.path!r}")
         if not (REGULAR_ETAG_RE.match(etag) or LFS_ETAG_RE.match(etag)):
@@ -247,9 +256,19 @@ def _urls(value: object) -> tuple[str, ...]:
 
 def _maybe_text(value: object) -> str | None:
     try:
-        return _text(value, "url")
+        text = _text(value, "url")
     except MetainfoError:
         return None
+    return None if character_problem(text) else text
+
+
+def _check_totals(total: int, num_pieces: int) -> None:
+    """Claims no torrent libtorrent loads can make (issue 13: a v2 torrent of 2,000 files of 1 PiB each
+    claimed 2,048,000 TiB, and ``inspect`` printed it)."""
+    if total > MAX_TOTAL_SIZE:
+        raise MetainfoError(f"the files add up to {total} bytes, more than {MAX_TOTAL_SIZE >> 40} TiB")
+    if num_pieces > MAX_PIECES:
+        raise MetainfoError(f"{num_pieces} pieces, more than the {MAX_PIECES} libtorrent loads")
 
 
 def _trackers(meta: dict[bytes, Any]) -> tuple[str, ...]:
@@ -266,15 +285,15 @@ def _trackers(meta: dict[bytes, Any]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def parse_torrent(data: bytes) -> Torrent:
-    """Parse and validate a .torrent file."""
-    meta, spans = decode_with_spans(data, frozenset({b"info"}))
+def parse_torrent(data: bytes, *, max_tokens: int = MAX_TOKENS) -> Torrent:
+    """Parse and validate a .torrent file; ``max_tokens`` is the bencode decoder's budget."""
+    meta, spans = decode_with_spans(data, frozenset({b"info"}), max_tokens=max_tokens)
     if not isinstance(meta, dict) or not isinstance(meta.get(b"info"), dict):
         raise MetainfoError("no info dictionary")
     info: dict[bytes, Any] = meta[b"info"]
     info_bytes = bytes(data[slice(*spans[b"info"])])
     name = _component(info.get(b"name.utf-8", info.get(b"name")), "name")
-    piece_size = _int(info.get(b"piece length"), "piece length", 1, 1 << 28)
+    piece_size = _int(info.get(b"piece length"), "piece length", 1, MAX_PIECE_SIZE)
     has_v2 = info.get(b"meta version") == 2 and b"file tree" in info
     has_v1 = b"pieces" in info
     if not has_v1 and not has_v2:
@@ -289,6 +308,7 @@ def parse_torrent(data: bytes) -> Torrent:
         stream = sum(length for _, length in entries)
         pieces = info[b"pieces"]
         expected = -(-stream // piece_size)
+        _check_totals(stream, expected)
         if not isinstance(pieces, bytes) or len(pieces) != 20 * expected:
             raise MetainfoError(
                 f"pieces holds {len(pieces) // 20 if isinstance(pieces, bytes) else 0} "
@@ -300,6 +320,7 @@ def parse_torrent(data: bytes) -> Torrent:
         files = [TorrentFile(p, size, None, root) for p, size, root in _walk_tree(info[b"file tree"], [])]
         if len(files) > MAX_FILES:
             raise MetainfoError("too many files")
+        _check_totals(sum(f.size for f in files), sum(-(-f.size // piece_size) for f in files))
         if has_v1:
             if [(f.path, f.size) for f in v1_files] != [(f.path, f.size) for f in files]:
                 raise MetainfoError("the v1 and v2 file lists of this hybrid torrent differ")

@@ -14,15 +14,24 @@ from swarmhub.errors import SwarmhubError
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["Progress", "atomic_write", "error_line", "human_size", "print_json"]
+__all__ = ["Progress", "atomic_write", "error_line", "human_size", "print_json", "printable"]
 
 
 def error_line(error: SwarmhubError) -> str:
-    """``swarmhub: error: <what went wrong> — <what to do>`` on one line."""
+    """``swarmhub: error: <what went wrong> — <what to do>`` on one line, escaped for the terminal."""
     text = " ".join(error.message.split())
     if error.hint:
         text += f" — {error.hint}"
-    return f"swarmhub: error: {text}"
+    return f"swarmhub: error: {printable(text)}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to a terminal: every character ``str.isprintable`` refuses (controls such as
+    ESC and CR, bidi and zero-width format characters, separators) shown as its Python escape (``\\x1b``,
+    ``\\u202e``), so text taken from the input cannot move the cursor, recolour or rewrite the screen."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def print_json(value: Any, stream: TextIO | None = None) -> None:

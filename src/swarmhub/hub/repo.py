@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
@@ -22,6 +23,7 @@ __all__ = [
     "RepoRef",
     "RepoType",
     "api_repo_path",
+    "character_problem",
     "etag_hasher",
     "git_blob_hasher",
     "is_commit",
@@ -34,10 +36,22 @@ __all__ = [
 
 RepoType = Literal["model", "dataset", "space"]
 
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-REGULAR_ETAG_RE = re.compile(r"^[0-9a-f]{40}$")
-LFS_ETAG_RE = re.compile(r"^[0-9a-f]{64}$")
-_REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*$")
+# \Z, not $: "$" also matches before a final newline, and "<commit>\n" must not pass for a commit.
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
+REGULAR_ETAG_RE = re.compile(r"^[0-9a-f]{40}\Z")
+LFS_ETAG_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][\w.\-]*/)?[A-Za-z0-9][\w.\-]*\Z")
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Unicode general categories refused in names and paths: Cc control (C0, DEL, C1), Cf format (bidi controls
+# such as U+202E, zero-width U+200B, isolates U+2066..U+2069, U+FEFF), Zl/Zp line and paragraph separators,
+# Cs lone surrogates (what os.fsdecode makes of undecodable bytes).
+_REFUSED_CATEGORIES = {
+    "Cc": "control character",
+    "Cf": "format character",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+    "Cs": "surrogate",
+}
 
 
 def parse_repo_type(value: str | None) -> RepoType:
@@ -53,8 +67,10 @@ def parse_repo_type(value: str | None) -> RepoType:
 def validate_repo_id(repo_id: str) -> str:
     """A repo id is ``name`` or ``org/name`` with the Hub's characters; nothing that escapes a URL path."""
     if not _REPO_ID_RE.match(repo_id) or ".." in repo_id or len(repo_id) > 96:
+        problem = character_problem(repo_id)
         raise UsageError(
-            f"invalid repo id {repo_id!r}", hint="a repo id looks like org/name, e.g. openai-community/gpt2"
+            f"invalid repo id {repo_id!r}" + (f": {problem}" if problem else ""),
+            hint="a repo id looks like org/name, e.g. openai-community/gpt2",
         )
     return repo_id
 
@@ -110,15 +126,34 @@ class RepoFile:
         return len(self.etag) == 64
 
 
+def character_problem(text: str) -> str | None:
+    """The first character a name must not hold, as ``U+000D control character`` (None when there is none).
+
+    Control characters (C0, DEL, C1), format characters (bidi overrides and isolates, zero-width ones) and
+    line separators: a CRLF in a file name made a release's torrent undownloadable for good (HTTP headers,
+    cache folders), an ESC ran in the terminal of whoever printed it, U+202E shows ``exe.txt`` for ``txt.exe``.
+    """
+    if text.isascii():  # the common case, one regex pass
+        found = _ASCII_CONTROL_RE.search(text)
+        return f"U+{ord(found.group()):04X} control character" if found else None
+    for ch in text:
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if kind:
+            return f"U+{ord(ch):04X} {kind}"
+    return None
+
+
 def path_problem(path: str) -> str | None:
-    """Why a repo path could escape its folder or fail on disk (None when it is safe).
+    """Why a repo path could escape its folder, fail on disk or mislead a reader (None when it is safe).
 
     One rule for every path we take from outside: torrents, origin listings, the cache layout.
     """
     if not path:
         return "empty path"
-    if "\\" in path or "\0" in path:
-        return "backslash or NUL byte"
+    if problem := character_problem(path):
+        return problem
+    if "\\" in path:
+        return "backslash"
     if path.startswith("/"):
         return "absolute path"
     for part in path.split("/"):
