@@ -58,8 +58,10 @@ def _size(value: object) -> int | None:
 
 
 def _path(value: object) -> str:
-    if not isinstance(value, str) or path_problem(value):
-        raise OriginProtocolError(f"origin listed an unsafe path {value!r}")
+    if not isinstance(value, str):
+        raise OriginProtocolError(f"origin listed a path that is no string: {value!r:.100}")
+    if problem := path_problem(value):
+        raise OriginProtocolError(f"origin listed an unsafe path {value!r:.200} ({problem})")
     return value
 
 

@@ -54,7 +54,7 @@ from swarmhub.node.library import Library, SwarmRelease
 from swarmhub.node.pull import PullProgress
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
-from swarmhub.serving import BackgroundServer, Startable, UvicornThread
+from swarmhub.serving import BackgroundServer, Startable, UvicornThread, read_capped
 from swarmhub.settings import Settings
 
 __all__ = ["Node", "running_node"]
@@ -289,19 +289,6 @@ def _patterns(value: object) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError("include/exclude must be lists of strings")
     return value
-
-
-async def read_capped(request: Request, limit: int) -> bytes | None:
-    """The request's body, or None past ``limit`` bytes (read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            return None
-    return bytes(data)
 
 
 async def _pull_lines(

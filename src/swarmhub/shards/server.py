@@ -51,7 +51,7 @@ from starlette.types import ASGIApp
 from swarmhub.engine.session import Engine, Profile
 from swarmhub.errors import ShardError
 from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret
-from swarmhub.serving import BackgroundServer
+from swarmhub.serving import BackgroundServer, read_capped
 from swarmhub.shards.agent import DEFAULT_LOAD_TIMEOUT, ShardAgent
 from swarmhub.shards.client import node_record, write_node_record
 from swarmhub.shards.manifest import Manifest, shard_set_name
@@ -121,24 +121,11 @@ def _refused(status: int, error: str) -> Response:
     return JSONResponse({"command": None, "request_id": None, "status": "error", "error": error}, status_code=status)
 
 
-async def _body_within(request: Request, limit: int) -> bytes | None:
-    """The request's body, or None past ``limit`` bytes (declared or sent: read no further)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            return None
-    return bytes(data)
-
-
 def shards_app(agent: ShardAgent) -> Starlette:
     """The node's routes, unguarded (``ShardServer`` puts ``Guard`` in front)."""
 
     async def command(request: Request) -> Response:
-        body = await _body_within(request, MAX_COMMAND_BYTES)
+        body = await read_capped(request, MAX_COMMAND_BYTES)
         if body is None:
             return _refused(413, f"a command is at most {MAX_COMMAND_BYTES} bytes")
         try:
