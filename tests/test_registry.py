@@ -29,7 +29,7 @@ from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.devhub import DevHub, DevHubSettings
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry import catalog as catalog_module
-from swarmhub.registry.catalog import Catalog, PublishRefused
+from swarmhub.registry.catalog import Catalog, Publisher, PublishRefused
 from swarmhub.registry.follower import Follower
 from swarmhub.registry.server import RegistryServer
 
@@ -70,6 +70,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 def test_publish_prints_what_other_tools_depend_on(setup: Setup) -> None:
     p = setup.published
     assert p["new"] is True and p["repo_id"] == REPO_ID
+    assert p["verified"] is True  # the registry's upstream is the dev hub the release was streamed from
     for key in ("info_hash_v1", "info_hash_v2", "magnet", "torrent_url", "classic_torrent_url"):
         assert p[key], key
     status, hybrid = _get(p["torrent_url"])
@@ -168,8 +169,8 @@ def test_catalog_refuses_mismatched_pairs_and_keeps_tokens_hashed(setup: Setup, 
         release, new = catalog.publish(hybrid, classic, "t")
         assert new and catalog.publish(hybrid, classic, "t") == (release, False)
         token = catalog.create_token("someone")
-        assert catalog.token_owner(token) == "someone" and catalog.token_owner(token + "x") is None
-        assert catalog.schema_version == 4
+        assert catalog.publisher(token) == Publisher("someone") and catalog.publisher(token + "x") is None
+        assert catalog.schema_version == 5
     finally:
         catalog.close()
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("c.db*"))
@@ -221,14 +222,16 @@ def test_each_repos_latest_release_is_flagged_by_publish_and_by_the_migration(
     assert by_publish["newest"] == by_publish["name"] == expected
     assert by_publish["text"] == [("org/a", c[2])]
     catalog.close()
-    with sqlite3.connect(db) as raw:  # back to schema 3: no flag, no indexes on it
+    with sqlite3.connect(db) as raw:  # back to schema 3: no flag, no indexes on it (nor schema 5's columns)
         for index in ("releases_latest", "releases_latest_newest", "releases_latest_size", "releases_latest_org"):
             raw.execute(f"DROP INDEX {index}")
         raw.execute("ALTER TABLE releases DROP COLUMN latest")
+        raw.execute("ALTER TABLE releases DROP COLUMN verified_at")
+        raw.execute("ALTER TABLE tokens DROP COLUMN orgs")
         raw.execute("PRAGMA user_version = 3")
     catalog = Catalog(db)
     try:
-        assert catalog.schema_version == 4 and listed(catalog) == by_publish
+        assert catalog.schema_version == 5 and listed(catalog) == by_publish
     finally:
         catalog.close()
 

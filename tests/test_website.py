@@ -128,8 +128,9 @@ def publish_all(root: Path, catalog: Catalog) -> Published:
             folder = root / f"{repo_id.replace('/', '--')}--{commit[:12]}"
             write_layout(folder, layout)
             pair = create_pair(folder, repo_id, repo_type, commit)
-            by = HOSTILE_PUBLISHER if repo_id == "evil-org/escapes" else "ci-publisher"
-            release, new = catalog.publish(pair.hybrid, pair.classic, by=by)
+            hostile = repo_id == "evil-org/escapes"  # published while the upstream was down: unverified
+            by = HOSTILE_PUBLISHER if hostile else "ci-publisher"
+            release, new = catalog.publish(pair.hybrid, pair.classic, by=by, verified=not hostile)
             assert new
             pairs[repo_id, commit], releases[repo_id, commit] = pair, release
             time.sleep(0.002)  # distinct publication times: "newest" is well defined
@@ -360,6 +361,16 @@ def test_repo_page_shows_releases_files_links_and_health(http: TestClient, publi
     assert doc.texts("a", "commit") == [NEW[:12], OLD[:12]]
     assert [" ".join(e["text"].split())[:12] for e in doc.select("tr", "selected")] == [NEW[:12]]
     assert doc.texts("td", "health-seeders") == ["3", "1"]
+    assert doc.one("verified")["text"].startswith("its files are the upstream's at this commit")
+    assert doc.select("span", "unverified") == []
+
+
+def test_an_unverified_release_says_so(http: TestClient) -> None:
+    doc = page(http, "/models/evil-org/escapes")
+    assert doc.one("verified")["text"].startswith("unverified: the registry could not compare its files")
+    assert len(doc.select("span", "unverified")) == 2  # the selected release's heading and its row
+    index = page(http, "/")
+    assert [" ".join(e["text"].split()) for e in index.select("span", "unverified")] == ["unverified"]
 
 
 def test_an_older_release_by_commit_or_abbreviation(http: TestClient, published: Published) -> None:

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish a Hub release to a registry (streamed: nothing stored on disk)",
         description="Create a release's hybrid and classic v1 torrents, streamed from the origin, with the "
         "registry's web seed and tracker, and upload them. Needs SWARMHUB_TOKEN (from `swarmhub registry token "
-        "create NAME` on the registry). Publishing a release again changes nothing.",
+        "create NAME` on the registry). Publishing is redistribution: only public repos are published (checked "
+        "anonymously before streaming), and the registry compares the files with its upstream's. Publishing a "
+        "release again changes nothing.",
     )
     p.add_argument("repo_id", metavar="REPO_ID[@REV]")
     p.add_argument("--revision", help="branch, tag or commit (default: main)")
@@ -75,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         state = "published" if result.get("new") else "already published"
         print(f"{state}: {result['repo_id']}@{result['commit'][:12]}")
+        if result.get("verified"):
+            print("  verified         the registry's upstream lists these files at this commit")
+        else:
+            why = result.get("unverified_reason") or "the registry could not compare it with its upstream"
+            print(f"  unverified       {why}; a verified publish will replace it")
         print(f"  hybrid torrent   {result['torrent_url']}")
         print(f"  classic torrent  {result['classic_torrent_url']}  (Transmission, aria2)")
         print(f"  magnet           {result['magnet']}")

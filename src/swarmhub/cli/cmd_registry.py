@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from swarmhub.cli.args import parse_port
 from swarmhub.settings import Settings, check_endpoint
 
-__all__ = ["register"]
+__all__ = ["GATEWAY_TOKEN", "register"]
+
+GATEWAY_TOKEN = "SWARMHUB_GATEWAY_TOKEN"  # the only token the registry's gateway sends upstream
 
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tracker and the web-seed gateway.",
     )
     commands = p.add_subparsers(dest="registry_command", metavar="SUBCOMMAND", required=True)
-    serve = commands.add_parser("serve", help="serve the registry until Ctrl-C")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the registry until Ctrl-C",
+        description="Serve the registry until Ctrl-C. It asks its upstream anonymously (publishes are verified "
+        "against it; only public repos are published). The web-seed gateway sends a token upstream only when "
+        f"{GATEWAY_TOKEN} is set, and then serves anyone what that token may read; HF_TOKEN is never used.",
+    )
     _db_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=parse_port, default=8470, help="port (default: 8470; 0 picks a free one)")
@@ -51,6 +60,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--follow-concurrency", type=int, default=2, metavar="N", help="releases published at once (default: 2)"
     )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides 127.0.0.1, localhost, [::1] and the public URL's when bound to "
+        "loopback (repeatable)",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=_serve)
     follow = commands.add_parser(
@@ -71,6 +88,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token_commands = token.add_subparsers(dest="token_command", metavar="SUBCOMMAND", required=True)
     create = token_commands.add_parser("create", help="create a token; prints it as the last line (shown once)")
     create.add_argument("name", help="who the token is for, e.g. ci-publisher")
+    create.add_argument(
+        "--org",
+        action="append",
+        default=[],
+        metavar="ORG",
+        help="publish repos of this org only (repeatable; default: any org)",
+    )
     _db_option(create)
     create.set_defaults(func=_token_create)
 
@@ -92,7 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
         args.port,
         public_url=public,
         upstream=upstream,
-        token=settings.token,
+        gateway_token=os.environ.get(GATEWAY_TOKEN) or None,  # never HF_TOKEN: see registry.server
+        allow_hosts=args.allow_host,
         access_log=args.access_log,
         follow_interval=args.follow_interval,
         follow_concurrency=args.follow_concurrency,
@@ -100,6 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     def ready() -> None:
         print(f"registry serving at {server.url} (public URL {server.public_url}, database {server.db})", flush=True)
+        if server.gateway_token_set:
+            print(f"the gateway sends {GATEWAY_TOKEN} to {upstream}: it serves what that token may read", flush=True)
 
     run_until_interrupted(server, ready)
     return 0
@@ -135,9 +162,10 @@ def _token_create(args: argparse.Namespace) -> int:
     db = _db(args, Settings.from_env())
     catalog = Catalog(db)
     try:
-        token = catalog.create_token(args.name)
+        token = catalog.create_token(args.name, args.org)
     finally:
         catalog.close()
-    print(f"token {args.name!r} created in {db}; publishers set SWARMHUB_TOKEN to:")
+    scope = f" for repos of {', '.join(sorted({o.lower() for o in args.org}))} only" if args.org else ""
+    print(f"token {args.name!r} created in {db}{scope}; publishers set SWARMHUB_TOKEN to:")
     print(token)
     return 0

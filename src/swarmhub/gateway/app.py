@@ -17,13 +17,16 @@ One GET:
    the last one sent): buffers are fresh per chunk, never reused, since a transport may keep a reference to
    what it was given;
 4. the first chunk is in hand before the status line goes out, so a failure can still be answered
-   properly: 404 when the origin says the file is gone, 503 + ``Retry-After`` when it stayed unavailable
+   properly: 404 when the origin says the file is gone, 403 when it refuses the gateway access (a gated or
+   private repo, and no token of the gateway's own for it), 503 + ``Retry-After`` when it stayed unavailable
    past ``upstream_timeout`` or the origin client's retries. The upstream's own 429/5xx never reach the client:
    libtorrent drops a file from a web seed for the whole session after one error answer. A failure after
    the status line breaks the connection (clients retry a broken connection; they do not retry an error).
 
 The client's headers other than ``Range`` are ignored: its ``Authorization`` goes nowhere, and the token
-the gateway's ``OriginClient`` holds is sent only to the origin's host (never to a CDN or a client).
+the gateway's ``OriginClient`` holds is sent only to the origin's host (never to a CDN or a client). Whatever
+that token may read, the gateway hands to anyone who asks: so the registry gives it one only when its operator
+says so (``SWARMHUB_GATEWAY_TOKEN``), never the ``HF_TOKEN`` of the process.
 """
 
 from __future__ import annotations
@@ -197,6 +200,9 @@ class Gateway:
         if isinstance(exc, FileNotFoundError):
             log.warning("%s: the origin says it is gone (%s)", path, exc)
             return _Refused(404, "the origin does not have this file")
+        if isinstance(exc, PermissionError):
+            log.warning("%s: the origin refuses the gateway access (%s)", path, exc)
+            return _Refused(403, "the origin gives this file only to those with access to its repo")
         reason = str(exc) or f"no answer within {self.upstream_timeout:g} s"
         log.warning("%s: origin unavailable, answering 503 (%s)", path, reason)
         return _Refused(503, "the origin is unavailable; try again later", {"Retry-After": str(self.retry_after)})

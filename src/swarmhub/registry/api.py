@@ -13,6 +13,12 @@
     GET  /api/openapi.json
 
 ``{type}`` is ``model`` or ``dataset``. Errors are JSON ``{"error": "..."}`` with the HTTP status.
+
+Publishing takes a token (``Authorization: Bearer``; 401 without one), scoped to some orgs or not (403 for a
+repo of another org), two torrents of at most ``MAX_TORRENT`` bytes each (413), a publishable pair (422),
+then asks the upstream (``verify``: 403 for a repo that is not public, 422 for torrents that are not the
+upstream's release) and stores it verified or unverified (409 when the catalog keeps another release of the
+commit). Every release's JSON says ``verified`` (and ``verified_at``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from starlette.requests import Request
@@ -33,18 +40,35 @@ from swarmhub import __version__
 from swarmhub.bt.magnet import build_magnet
 from swarmhub.errors import BencodeError, MetainfoError, UsageError
 from swarmhub.hub.repo import RepoType, is_commit_prefix
-from swarmhub.registry.catalog import Catalog, Follow, Release, Sort
+from swarmhub.origin.client import OriginClient
+from swarmhub.registry.catalog import Catalog, Follow, Publisher, Release, Sort
+from swarmhub.registry.pair import PublishRefused, TorrentPair
+from swarmhub.registry.verify import Verification, verify_release
+from swarmhub.serving import read_capped
 
-__all__ = ["ApiConfig", "api_routes", "follow_json", "release_json"]
+__all__ = ["MAX_TORRENT", "ApiConfig", "api_routes", "content_disposition", "follow_json", "release_json"]
 
-MAX_UPLOAD = 64 * 1024 * 1024  # two torrents of a 100k-file, 10 TB release fit easily
+# A torrent of a 100k-file release, or of 1.3 TB in 16 MiB pieces (v1 and v2 hashes: 52 bytes a piece), fits.
+MAX_TORRENT = 16 * 1024 * 1024
+MAX_UPLOAD = 2 * (MAX_TORRENT * 4 // 3 + 4) + 4096  # both in base64, and the JSON around them
+MAX_LIMIT = 500  # releases per page (the catalog's largest)
+MAX_OFFSET = 10**9
 SORTS: dict[str, Sort] = {"newest": "newest", "name": "name", "size": "size"}
 
 
 class ApiConfig:
-    def __init__(self, public_url: str, on_publish: Callable[[Release], None] | None = None) -> None:
+    """What the API needs besides the catalog: its public URL, the anonymous client it verifies publishes
+    with (None: no upstream, every publish unverified), and who to tell of a release it stored."""
+
+    def __init__(
+        self,
+        public_url: str,
+        on_publish: Callable[[Release], None] | None = None,
+        upstream: OriginClient | None = None,
+    ) -> None:
         self.public_url = public_url.rstrip("/")
         self.on_publish = on_publish
+        self.upstream = upstream
 
     @property
     def announce_url(self) -> str:
@@ -80,6 +104,8 @@ def release_json(r: Release, config: ApiConfig) -> dict[str, Any]:
         "info_hash_v1": r.info_hash_v1,
         "info_hash_v2": r.info_hash_v2,
         "classic_info_hash": r.classic_info_hash,
+        "verified": r.verified,
+        "verified_at": _when(r.verified_at),
         "magnet": config.magnet(r),
         "torrent_url": config.torrent_url(r),
         "classic_torrent_url": config.torrent_url(r, classic=True),
@@ -133,6 +159,8 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
             limit, offset = int(q.get("limit", "50")), int(q.get("offset", "0"))
         except ValueError:
             return _error(400, "limit and offset are integers")
+        if not (0 <= limit <= MAX_LIMIT and 0 <= offset <= MAX_OFFSET):
+            return _error(400, f"limit is 0 to {MAX_LIMIT} and offset 0 to {MAX_OFFSET}")
         repo_type = _repo_type(q["type"]) if "type" in q else None
         releases, total = await run(
             lambda: catalog.search(
@@ -173,7 +201,11 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
         return Response(
             data,
             media_type="application/x-bittorrent",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "max-age=86400"},
+            headers={
+                "Content-Disposition": content_disposition(filename),
+                # an unverified release's torrents change if a verified publish replaces them
+                "Cache-Control": "max-age=86400" if release.verified else "no-cache",
+            },
         )
 
     async def magnet(request: Request) -> Response:
@@ -192,31 +224,29 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
         return JSONResponse(release_json(release, config))
 
     async def publish(request: Request) -> Response:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        owner = await run(catalog.token_owner, token) if token else None
-        if owner is None:
+        publisher = await run(catalog.publisher, _bearer(request))
+        if publisher is None:
             return JSONResponse(
                 {"error": "publishing needs a valid token (Authorization: Bearer <SWARMHUB_TOKEN>)"},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="swarmhub"'},
             )
-        body = await _read_limited(request)
+        body = await read_capped(request, MAX_UPLOAD)
         if body is None:
             return _error(413, f"a publish request is at most {MAX_UPLOAD} bytes")
         try:
-            payload = json.loads(body)
-            hybrid = base64.b64decode(payload["torrent"], validate=True)
-            classic = base64.b64decode(payload["classic_torrent"], validate=True)
-        except (ValueError, KeyError, TypeError, binascii.Error):
-            return _error(400, 'send JSON {"torrent": <base64 hybrid>, "classic_torrent": <base64 v1>}')
-        try:
-            release, new = await run(catalog.publish, hybrid, classic, owner)
+            pair = await run(_pair_of, body)
+            release, new, verification = await _store(catalog, config, pair, publisher)
+        except PublishRefused as exc:
+            return _error(exc.status, str(exc))
         except (BencodeError, MetainfoError, UsageError) as exc:
             return _error(422, str(exc))
         if new and config.on_publish is not None:
             config.on_publish(release)
-        return JSONResponse({**release_json(release, config), "new": new}, status_code=201 if new else 200)
+        answer = {**release_json(release, config), "new": new}
+        if not release.verified:
+            answer["unverified_reason"] = verification.why_not
+        return JSONResponse(answer, status_code=201 if new else 200)
 
     async def follows(request: Request) -> Response:
         listed = await run(catalog.follows)
@@ -239,6 +269,48 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
         Route("/api/info-hash/{info_hash}", by_hash),
         Route("/api/follows", follows),
     ]
+
+
+def _bearer(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+
+
+def _pair_of(body: bytes) -> TorrentPair:
+    """The torrents of a publish request's body, parsed and checked (in a worker thread: up to 2 x 16 MiB)."""
+    try:
+        payload = json.loads(body)
+        hybrid = base64.b64decode(payload["torrent"], validate=True)
+        classic = base64.b64decode(payload["classic_torrent"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise PublishRefused(
+            'send JSON {"torrent": <base64 hybrid>, "classic_torrent": <base64 v1>}', status=400
+        ) from None
+    if max(len(hybrid), len(classic)) > MAX_TORRENT:
+        raise PublishRefused(f"a published torrent is at most {MAX_TORRENT} bytes", status=413)
+    return TorrentPair.parse(hybrid, classic)
+
+
+async def _store(
+    catalog: Catalog, config: ApiConfig, pair: TorrentPair, publisher: Publisher
+) -> tuple[Release, bool, Verification]:
+    """A parsed pair, published by ``publisher``: its scope, then the upstream (``verify``), then the catalog."""
+    ref = pair.repo
+    if not publisher.may_publish(ref.repo_id):
+        orgs = ", ".join(sorted(publisher.orgs or ()))
+        raise PublishRefused(f"token {publisher.name!r} publishes repos of {orgs} only, not {ref.repo_id}", status=403)
+    verification = await verify_release(config.upstream, ref, pair.files)
+    release, new = await anyio.to_thread.run_sync(
+        lambda: catalog.store(pair, publisher.name, verified=verification.verified)
+    )
+    return release, new, verification
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 ``attachment``: the name as UTF-8 in ``filename*`` (RFC 8187), and an ASCII ``filename`` for
+    clients that read only that one (anything but printable ASCII, quotes and backslashes as ``_``)."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _when(timestamp: float | None) -> str | None:
@@ -269,16 +341,6 @@ def follow_json(f: Follow) -> dict[str, Any]:
             for r in f.repos
         ]
     return out
-
-
-async def _read_limited(request: Request) -> bytes | None:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_UPLOAD:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _op(summary: str, *, params: tuple[str, ...] = (), body: bool = False, binary: bool = False) -> dict[str, Any]:
@@ -312,7 +374,10 @@ def _op(summary: str, *, params: tuple[str, ...] = (), body: bool = False, binar
         op["security"] = [{"bearer": []}]
         op["responses"]["201"] = {"description": "published"}
         op["responses"]["401"] = {"description": "no or unknown token"}
-        op["responses"]["422"] = {"description": "torrents refused (the error says why)"}
+        op["responses"]["403"] = {"description": "the token may not publish this org, or the repo is not public"}
+        op["responses"]["409"] = {"description": "another release of the commit is kept (the error says why)"}
+        op["responses"]["413"] = {"description": f"a torrent over {MAX_TORRENT} bytes"}
+        op["responses"]["422"] = {"description": "torrents refused, or not the upstream's release (the error says why)"}
     return op
 
 

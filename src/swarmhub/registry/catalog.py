@@ -5,7 +5,16 @@ writer at a time (a lock around every write). A release is (repo type, repo id, 
 (libtorrent-based clients, our nodes) and the classic v1 torrent (Transmission 3, aria2), both of the same
 files. Publishing the same release again is a no-op; a new commit is a new release; old releases stay.
 
-Tokens are stored as SHA-256 digests only: the catalog can check a token, never show one.
+A release is stored verified (its file list was compared with the upstream's tree, ``registry.verify``) or
+unverified (the upstream could not be asked). The rules of replacing one, all here:
+
+- the same torrents again: nothing changes, except that a verified publish marks an unverified release verified;
+- other torrents, the stored release unverified, the new one verified: the new one replaces it (a squatter's
+  torrent, stored while the upstream was down, cannot keep the upstream's release out);
+- other torrents otherwise: refused (409). A verified release is never replaced.
+
+Tokens are stored as SHA-256 digests only: the catalog can check a token, never show one. A token may be scoped
+to orgs (``orgs``, lowercase, comma-separated; NULL: any org): it publishes only repos of those orgs.
 
 Follows are repos (a branch of each) the follower publishes by itself, or orgs: an org's repos are those its
 last listing gave (``org_repos``), each with the outcome of its own last check.
@@ -25,13 +34,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from swarmhub.bt.metainfo import Torrent, parse_torrent
 from swarmhub.errors import SwarmhubError, UsageError
-from swarmhub.hub.repo import RepoType
+from swarmhub.hub.repo import RepoRef, RepoType, validate_repo_id
+from swarmhub.registry.pair import PublishRefused, TorrentPair
 
-__all__ = ["Catalog", "Follow", "FollowKind", "FollowedRepo", "PublishRefused", "Release", "ReleaseFile", "Sort"]
+__all__ = [
+    "FOLLOWER",
+    "Catalog",
+    "Follow",
+    "FollowKind",
+    "FollowedRepo",
+    "PublishRefused",
+    "Publisher",
+    "Release",
+    "ReleaseFile",
+    "ReleaseKey",
+    "Sort",
+    "TorrentPair",
+]
 
 Sort = Literal["newest", "name", "size"]
+ReleaseKey = tuple[str, str, str]  # (repo type, repo id, commit)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: releases and tokens
@@ -108,11 +131,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX releases_latest_size ON releases (total_size DESC, id DESC) WHERE latest = 1;
     CREATE INDEX releases_latest_org ON releases (org, published_at DESC, id DESC) WHERE latest = 1;
     """,
+    # 5: whether (and when) a release's file list was verified against the upstream's tree (NULL: unverified;
+    # every release stored before is), and the orgs a token may publish (NULL: any)
+    """
+    ALTER TABLE releases ADD COLUMN verified_at REAL;
+    ALTER TABLE tokens ADD COLUMN orgs TEXT;
+    """,
 )
 
+MAX_OFFSET = 2**62  # SQLite's integers are 64-bit: a larger OFFSET is an OverflowError, not an empty page
+FOLLOWER = "follower"  # who the follower's releases are published by; no token may take the name
 
-class PublishRefused(UsageError):
-    """A published torrent pair the registry will not store (the message says why)."""
+
+@dataclass(frozen=True)
+class Publisher:
+    """Who a publishing token belongs to, and the orgs it may publish (None: any; else lowercase names)."""
+
+    name: str
+    orgs: frozenset[str] | None = None
+
+    def may_publish(self, repo_id: str) -> bool:
+        return self.orgs is None or repo_id.split("/")[0].lower() in self.orgs
 
 
 FollowKind = Literal["repo", "org"]
@@ -170,15 +209,20 @@ class Release:
     info_hash_v1: str  # of the hybrid
     info_hash_v2: str
     classic_info_hash: str  # v1 info-hash of the classic torrent
+    verified_at: float | None = None  # when its files were found in the upstream's tree; None: unverified
 
     @property
     def org(self) -> str:
         return self.repo_id.split("/")[0]
 
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
+
 
 _COLUMNS = (
     "repo_type, repo_id, commit_sha, published_at, published_by, total_size, files_json, name, "
-    "info_hash_v1, info_hash_v2, classic_info_hash"
+    "info_hash_v1, info_hash_v2, classic_info_hash, verified_at"
 )
 
 
@@ -196,6 +240,7 @@ def _release(row: sqlite3.Row) -> Release:
         info_hash_v1=row["info_hash_v1"],
         info_hash_v2=row["info_hash_v2"],
         classic_info_hash=row["classic_info_hash"],
+        verified_at=row["verified_at"],
     )
 
 
@@ -216,24 +261,59 @@ def _flag_latest(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
     )
 
 
+_KEY = "repo_type = ? AND repo_id = ? AND commit_sha = ?"
+_TORRENT_COLUMNS = (
+    "total_size, num_files, files_json, name, info_hash_v1, info_hash_v2, torrent, classic_info_hash, classic_torrent"
+)
+
+
+def _key(ref: RepoRef) -> tuple[str, str, str]:
+    return ref.repo_type, ref.repo_id, ref.commit
+
+
+def _torrent_values(pair: TorrentPair) -> tuple[object, ...]:
+    """The values of ``_TORRENT_COLUMNS`` for a pair, in that order."""
+    h, c = pair.parsed_hybrid, pair.parsed_classic
+    files = [{"path": f.path, "size": f.size, "etag": f.etag} for f in pair.files]
+    return (
+        h.total_size,
+        len(h.files),
+        json.dumps(files),
+        h.name,
+        h.info_hash_v1,
+        h.info_hash_v2,
+        pair.hybrid,
+        c.info_hash_v1,
+        pair.classic,
+    )
+
+
+def _storing(
+    existing: Release | None, pair: TorrentPair, verified: bool
+) -> Literal["insert", "keep", "verify", "replace"]:
+    """What publishing ``pair`` does to the release stored for its commit (the module docstring's rules)."""
+    if existing is None:
+        return "insert"
+    h, c = pair.parsed_hybrid, pair.parsed_classic
+    if (existing.info_hash_v2, existing.classic_info_hash) == (h.info_hash_v2, c.info_hash_v1):
+        return "verify" if verified and not existing.verified else "keep"
+    if verified and not existing.verified:
+        return "replace"
+    ref = pair.repo
+    rule = (
+        "a verified release is never replaced"
+        if existing.verified
+        else "only torrents the registry verifies against its upstream replace it"
+    )
+    raise PublishRefused(
+        f"{ref.repo_id}@{ref.commit[:12]} is published with other torrents "
+        f"({'verified' if existing.verified else 'unverified'}, v2 {existing.info_hash_v2[:16]}...): {rule}",
+        status=409,
+    )
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def check_pair(hybrid: Torrent, classic: Torrent) -> None:
-    """A publishable pair: a hybrid and a v1 torrent of the same release, same files, carrying its identity."""
-    if hybrid.format != "hybrid":
-        raise PublishRefused(f"the first torrent is {hybrid.format}, not a v1+v2 hybrid")
-    if classic.format != "v1":
-        raise PublishRefused(f"the classic torrent is {classic.format}, not v1")
-    if hybrid.repo is None or classic.repo is None:
-        raise PublishRefused("a published torrent must carry the release's Hub identity (info.hf)")
-    if hybrid.repo != classic.repo:
-        raise PublishRefused(f"the torrents are of different releases ({hybrid.repo} and {classic.repo})")
-    if [(f.path, f.size, f.etag) for f in hybrid.files] != [(f.path, f.size, f.etag) for f in classic.files]:
-        raise PublishRefused("the hybrid and the classic torrent list different files")
-    if hybrid.private or classic.private:
-        raise PublishRefused("private torrents are not published")
 
 
 class Catalog:
@@ -285,21 +365,35 @@ class Catalog:
 
     # ------------------------------------------------------------------------------------------- tokens
 
-    def create_token(self, name: str) -> str:
+    def create_token(self, name: str, orgs: Iterable[str] = ()) -> str:
+        """A new publishing token named ``name``, for repos of ``orgs`` only (none given: any org)."""
         if not name or len(name) > 100 or not name.isprintable():
             raise UsageError(f"{name!r} is not a token name (1-100 printable characters)")
+        if name == FOLLOWER:
+            raise UsageError(f"{FOLLOWER!r} names the registry's own follower", hint="pick another name")
+        scope = sorted({org.lower() for org in orgs})
+        for org in scope:
+            if "/" in org:
+                raise UsageError(f"{org!r} is not an org (an org has no slash)", hint="e.g. --org openai-community")
+            validate_repo_id(org)
         token = "swh_" + secrets.token_urlsafe(32)
         try:
             with self._write() as db:
-                db.execute("INSERT INTO tokens VALUES (?, ?, ?)", (name, _digest(token), time.time()))
+                db.execute(
+                    "INSERT INTO tokens (name, digest, created_at, orgs) VALUES (?, ?, ?, ?)",
+                    (name, _digest(token), time.time(), ",".join(scope) or None),
+                )
         except sqlite3.IntegrityError:
             raise UsageError(f"a token named {name!r} exists", hint="pick another name") from None
         return token
 
-    def token_owner(self, token: str) -> str | None:
+    def publisher(self, token: str) -> Publisher | None:
+        """Whose token this is (and its scope), or None for no such token."""
         with self._lock:
-            row = self._db.execute("SELECT name FROM tokens WHERE digest = ?", (_digest(token),)).fetchone()
-        return None if row is None else str(row["name"])
+            row = self._db.execute("SELECT name, orgs FROM tokens WHERE digest = ?", (_digest(token),)).fetchone()
+        if row is None:
+            return None
+        return Publisher(str(row["name"]), frozenset(row["orgs"].split(",")) if row["orgs"] else None)
 
     # ------------------------------------------------------------------------------------------ follows
 
@@ -381,48 +475,43 @@ class Catalog:
 
     # ----------------------------------------------------------------------------------------- releases
 
-    def publish(self, hybrid: bytes, classic: bytes, by: str) -> tuple[Release, bool]:
-        """Store a release (idempotent); returns it and whether it is new."""
-        h, c = parse_torrent(hybrid), parse_torrent(classic)
-        check_pair(h, c)
-        assert h.repo is not None and h.info_hash_v1 and h.info_hash_v2 and c.info_hash_v1
-        existing = self.get(h.repo.repo_type, h.repo.repo_id, h.repo.commit)
-        if existing is not None:
-            if (existing.info_hash_v2, existing.classic_info_hash) != (h.info_hash_v2, c.info_hash_v1):
-                raise PublishRefused(
-                    f"{h.repo.repo_id}@{h.repo.commit[:12]} is published with other torrents "
-                    f"(v2 {existing.info_hash_v2[:16]}...): a release is never replaced"
-                )
-            return existing, False
-        files = [{"path": f.path, "size": f.size, "etag": f.etag} for f in h.files]
+    def publish(self, hybrid: bytes, classic: bytes, by: str, *, verified: bool = False) -> tuple[Release, bool]:
+        """Store a release (see the module's docstring for what replaces what); returns it and whether the
+        catalog took torrents it did not hold (a new release, or one replacing an unverified release)."""
+        return self.store(TorrentPair.parse(hybrid, classic), by, verified=verified)
+
+    def store(self, pair: TorrentPair, by: str, *, verified: bool = False) -> tuple[Release, bool]:
+        """``publish`` for a pair parsed already."""
+        ref, now = pair.repo, time.time()
         with self._write() as db:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO releases (repo_type, repo_id, org, commit_sha, published_at, published_by, "
-                "total_size, num_files, files_json, name, info_hash_v1, info_hash_v2, torrent, classic_info_hash, "
-                "classic_torrent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    h.repo.repo_type,
-                    h.repo.repo_id,
-                    h.repo.repo_id.split("/")[0],
-                    h.repo.commit,
-                    time.time(),
-                    by,
-                    h.total_size,
-                    len(h.files),
-                    json.dumps(files),
-                    h.name,
-                    h.info_hash_v1,
-                    h.info_hash_v2,
-                    hybrid,
-                    c.info_hash_v1,
-                    classic,
-                ),
-            )
-            if inserted.rowcount == 1:
-                _flag_latest(db, h.repo.repo_type, h.repo.repo_id)
-        release = self.get(h.repo.repo_type, h.repo.repo_id, h.repo.commit)
+            existing = self.get(ref.repo_type, ref.repo_id, ref.commit)
+            action = _storing(existing, pair, verified)
+            if action == "insert":
+                db.execute(
+                    "INSERT INTO releases (repo_type, repo_id, commit_sha, org, published_at, published_by, "
+                    f"verified_at, {_TORRENT_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                    (*_key(ref), ref.repo_id.split("/")[0], now, by, now if verified else None, *_torrent_values(pair)),
+                )
+                _flag_latest(db, ref.repo_type, ref.repo_id)
+            elif action == "verify":
+                db.execute(f"UPDATE releases SET verified_at = ? WHERE {_KEY}", (now, *_key(ref)))
+            elif action == "replace":  # published_at stays: the release keeps its place among the repo's
+                assignments = ", ".join(f"{column} = ?" for column in _TORRENT_COLUMNS.split(", "))
+                db.execute(
+                    f"UPDATE releases SET published_by = ?, verified_at = ?, {assignments} WHERE {_KEY}",
+                    (by, now, *_torrent_values(pair), *_key(ref)),
+                )
+        release = self.get(ref.repo_type, ref.repo_id, ref.commit)
         assert release is not None
-        return release, True
+        return release, action in ("insert", "replace")
+
+    def mark_verified(self, release: Release) -> None:
+        """The upstream's tree agrees with a stored release's files (its torrents unchanged since it was read)."""
+        with self._write() as db:
+            db.execute(
+                f"UPDATE releases SET verified_at = coalesce(verified_at, ?) WHERE {_KEY} AND info_hash_v2 = ?",
+                (time.time(), release.repo_type, release.repo_id, release.commit, release.info_hash_v2),
+            )
 
     def _one(self, where: str, *args: object) -> Release | None:
         with self._lock:
@@ -501,7 +590,7 @@ class Catalog:
             total = int(self._db.execute(counted, args).fetchone()[0])
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM releases WHERE {chosen} ORDER BY {_ORDERS[sort]} LIMIT ? OFFSET ?",
-                [*args, max(0, min(limit, 500)), max(0, offset)],
+                [*args, max(0, min(limit, 500)), max(0, min(offset, MAX_OFFSET))],
             ).fetchall()
         return [_release(r) for r in rows], total
 
@@ -513,11 +602,14 @@ class Catalog:
             ).fetchall()
         return [_release(r) for r in rows]
 
-    def info_hashes(self) -> set[bytes]:
-        """Every published info-hash as trackers see it (20 bytes: v1, v2 truncated, classic)."""
+    def info_hashes(self) -> dict[ReleaseKey, tuple[bytes, bytes, bytes]]:
+        """Every release's info-hashes as trackers see them (20 bytes: the hybrid's v1, its v2 truncated, the
+        classic's)."""
         with self._lock:
-            rows = self._db.execute("SELECT info_hash_v1, info_hash_v2, classic_info_hash FROM releases").fetchall()
-        out: set[bytes] = set()
-        for v1, v2, classic in rows:
-            out.update((bytes.fromhex(v1), bytes.fromhex(v2)[:20], bytes.fromhex(classic)))
-        return out
+            rows = self._db.execute(
+                "SELECT repo_type, repo_id, commit_sha, info_hash_v1, info_hash_v2, classic_info_hash FROM releases"
+            ).fetchall()
+        return {
+            (kind, repo_id, commit): (bytes.fromhex(v1), bytes.fromhex(v2)[:20], bytes.fromhex(classic))
+            for kind, repo_id, commit, v1, v2, classic in rows
+        }

@@ -11,6 +11,12 @@ A listing that gives a repo's commit of ``main`` (the Hub does, asked with ``exp
 when that commit is published already. A commit the catalog lacks is never taken from the listing: the branch
 is resolved, since a listing may lag behind and publishing an older commit after a newer one would make it
 the repo's latest release.
+
+The follower's origin client is anonymous (the registry builds it so): only public repos are published, and a
+gated or private one is refused (``verify.public_files``) before a byte is streamed. What it publishes is made
+from the upstream itself, so it is stored verified; a commit the catalog holds unverified (published while the
+upstream was down) is compared with the upstream's tree and marked verified, or published again from the
+upstream, which replaces it.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from dataclasses import dataclass, field
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.hub.listing import ListedRepo
-from swarmhub.hub.repo import RepoType
+from swarmhub.hub.repo import RepoFile, RepoRef, RepoType
 from swarmhub.origin.client import OriginClient
-from swarmhub.registry.catalog import Catalog, Follow, Release
+from swarmhub.registry.catalog import FOLLOWER, Catalog, Follow, PublishRefused, Release
 from swarmhub.registry.publishing import release_torrents
+from swarmhub.registry.verify import public_files, verify_release
 
 __all__ = ["Follower"]
 
@@ -117,14 +124,34 @@ class Follower:
     async def _publish_newest(self, target: _Target) -> tuple[str, Release | None]:
         """The branch's commit now, and its release if this check published it."""
         kind, repo_id, listed = target.repo_type, target.repo_id, target.listed_sha
-        if listed is not None and await asyncio.to_thread(self.catalog.get, kind, repo_id, listed) is not None:
+        if listed is not None and await self._settled(RepoRef(kind, repo_id, listed)):
             return listed, None
         commit = await self.origin.resolve_revision(kind, repo_id, target.branch)
-        if await asyncio.to_thread(self.catalog.get, kind, repo_id, commit) is not None:
+        ref = RepoRef(kind, repo_id, commit)
+        if await self._settled(ref):
             return commit, None
+        await public_files(self.origin, ref)
         hybrid, classic = await release_torrents(self.origin, kind, repo_id, commit, public_url=self.public_url)
-        release, new = await asyncio.to_thread(self.catalog.publish, hybrid, classic, "follower")
+        release, new = await asyncio.to_thread(self.catalog.publish, hybrid, classic, FOLLOWER, verified=True)
         return commit, release if new else None
+
+    async def _settled(self, ref: RepoRef) -> bool:
+        """Whether the commit needs no publish: the catalog holds it verified (an unverified release is compared
+        with the upstream's tree first, and marked verified), or unverified while the upstream still cannot say."""
+        release = await asyncio.to_thread(self.catalog.get, ref.repo_type, ref.repo_id, ref.commit)
+        if release is None:
+            return False
+        if not release.verified:
+            files = [RepoFile(f.path, f.size, f.etag) for f in release.files]
+            try:
+                verification = await verify_release(self.origin, ref, files)
+            except PublishRefused as exc:  # not the upstream's: published again from the upstream, it is replaced
+                log.warning("%s@%s, published unverified, is not the upstream's: %s", ref.repo_id, ref.commit[:12], exc)
+                return False
+            if not verification.verified:
+                return True  # still unverified, nothing better to publish: asked again next round
+            await asyncio.to_thread(self.catalog.mark_verified, release)
+        return True
 
     async def _record(self, target: _Target, commit: str | None, error: str | None) -> None:
         for f in target.follows:

@@ -2,6 +2,10 @@
 
 Both torrents carry the registry's gateway as web seed (``{public}/webseed/{type}/{repo}/{commit}/``) and its
 tracker, so any BitTorrent client finds peers there and falls back to the Hub through the gateway.
+
+Publishing is redistribution: before streaming anything, the origin is asked anonymously whether anyone may
+download the release (``verify.public_files``); a gated or private repo is refused there, in one line, rather
+than by the registry after the whole release was streamed with the publisher's token.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from typing import Any
 
 from swarmhub.cli.output import Progress
 from swarmhub.create.release import CreateRequest, create_hybrid_and_classic
-from swarmhub.hub.repo import RepoType
+from swarmhub.hub.repo import RepoRef, RepoType
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
+from swarmhub.registry.verify import public_files
 
 __all__ = ["publish_release", "release_torrents"]
 
@@ -64,6 +69,8 @@ async def publish_release(
     ``torrent_url``, ``classic_torrent_url`` and ``new``."""
     info = await asyncio.to_thread(registry.info)
     commit = await origin.resolve_revision(repo_type, repo_id, revision)
+    async with OriginClient(origin.endpoint, retries=origin.retries) as anonymous:
+        await public_files(anonymous, RepoRef(repo_type, repo_id, commit))
     hybrid, classic = await release_torrents(
         origin,
         repo_type,

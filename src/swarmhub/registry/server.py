@@ -3,16 +3,27 @@ web-seed gateway on one port.
 
 The tracker only tracks published info-hashes (the hybrid's v1, its v2 truncated to 20 bytes as BEP 52
 trackers see it, and the classic torrent's); its counts feed the website's swarm health. The gateway serves
-only files of published releases, fetched from ``upstream`` with the registry's own token (if any).
+only files of published releases, fetched from ``upstream``.
+
+The registry asks its upstream anonymously: publishes are verified (``verify``) and the follower streams with
+no token, since publishing is redistribution and only public repos are published. The gateway sends a token
+only when the operator gave it one for that (``gateway_token``: ``SWARMHUB_GATEWAY_TOKEN``), never the
+``HF_TOKEN`` the process happens to have: with it the gateway would hand a gated repo's files, fetched with the
+operator's access, to anyone who asks. Bound to loopback, the registry answers only loopback names, its public
+URL's and ``allow_hosts`` (``guard``: DNS rebinding).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
@@ -20,9 +31,13 @@ from starlette.types import ASGIApp
 
 from swarmhub.bt.metainfo import Torrent, parse_torrent
 from swarmhub.bt.tracker import Swarms
+from swarmhub.gateway import Gateway
+from swarmhub.guard import Guard, GuardRules, allowed_hosts, is_loopback
 from swarmhub.hub.repo import RepoType
+from swarmhub.origin.client import OriginClient
+from swarmhub.registry import verify
 from swarmhub.registry.api import ApiConfig, api_routes
-from swarmhub.registry.catalog import Catalog, Release
+from swarmhub.registry.catalog import Catalog, Release, ReleaseKey
 from swarmhub.registry.web import SwarmHealth, website_routes
 from swarmhub.serving import BackgroundServer
 from swarmhub.tracker.app import tracker_app
@@ -31,15 +46,20 @@ __all__ = ["RegistryServer", "SwarmHealth", "registry_app"]
 
 
 class _Published:
-    """The published info-hashes (20 bytes), kept in memory for the tracker's every announce."""
+    """The published info-hashes (20 bytes), kept in memory for the tracker's every announce; a release stored
+    again (a verified publish replacing an unverified one) takes its old hashes with it."""
 
     def __init__(self, catalog: Catalog) -> None:
         self._lock = threading.Lock()
-        self._hashes = catalog.info_hashes()
+        self._by_release = catalog.info_hashes()
+        self._hashes = {h for hashes in self._by_release.values() for h in hashes}
 
     def add(self, release: Release) -> None:
+        key: ReleaseKey = (release.repo_type, release.repo_id, release.commit)
         with self._lock:
-            self._hashes.update(_tracker_hashes(release))
+            self._hashes.difference_update(self._by_release.get(key, ()))
+            self._by_release[key] = _tracker_hashes(release)
+            self._hashes.update(self._by_release[key])
 
     def __call__(self, info_hash: bytes) -> bool:
         return info_hash in self._hashes
@@ -50,20 +70,33 @@ def _tracker_hashes(r: Release) -> tuple[bytes, bytes, bytes]:
 
 
 class _Torrents:
-    """Parsed torrents of published releases for the gateway (a release never changes: cache forever)."""
+    """Parsed torrents of published releases for the gateway, the ``keep`` last used (a parsed 100k-file
+    torrent holds tens of MB); a release stored again is forgotten (``forget``)."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, keep: int = 64) -> None:
         self.catalog = catalog
-        self._cache: dict[tuple[str, str, str], Torrent] = {}
+        self.keep = keep
+        self._cache: OrderedDict[ReleaseKey, Torrent] = OrderedDict()
 
     def __call__(self, repo_type: RepoType, repo_id: str, commit: str) -> Torrent | None:
         key = (repo_type, repo_id, commit)
-        if key not in self._cache:
-            data = self.catalog.torrent(repo_type, repo_id, commit)
-            if data is None:
-                return None
-            self._cache[key] = parse_torrent(data)
-        return self._cache[key]
+        torrent = self._cache.get(key)
+        if torrent is not None:
+            self._cache.move_to_end(key)
+            return torrent
+        data = self.catalog.torrent(repo_type, repo_id, commit)
+        if data is None:
+            return None
+        torrent = self._cache[key] = parse_torrent(data)
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return torrent
+
+    def forget(self, release: Release) -> None:
+        self._cache.pop((release.repo_type, release.repo_id, release.commit), None)
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 def registry_app(
@@ -71,12 +104,24 @@ def registry_app(
     *,
     public_url: str,
     upstream: str | None = None,
-    token: str | None = None,
+    gateway_token: str | None = None,
     swarms: Swarms | None = None,
 ) -> Starlette:
+    """The registry's routes. With an ``upstream``, publishes are verified against it (anonymously) and the
+    gateway serves from it, sending ``gateway_token`` if one is given; ``app.state.origins`` are the clients to
+    close on stop, ``app.state.on_publish`` what to call for a release stored outside the API (the follower)."""
     published = _Published(catalog)
+    torrents = _Torrents(catalog)
     swarms = swarms if swarms is not None else Swarms(rng=random.Random(), admit=published)
-    config = ApiConfig(public_url, on_publish=published.add)
+    origins: list[OriginClient] = []
+    if upstream is not None:
+        origins += [OriginClient(upstream, retries=verify.RETRIES), OriginClient(upstream, gateway_token)]
+
+    def on_publish(release: Release) -> None:
+        published.add(release)
+        torrents.forget(release)
+
+    config = ApiConfig(public_url, on_publish=on_publish, upstream=origins[0] if origins else None)
 
     def health(release: Release) -> SwarmHealth:
         """A hybrid's peers announce under its v1 and its v2 hash: count them once (the larger swarm), then add
@@ -96,21 +141,28 @@ def registry_app(
     routes: list[BaseRoute] = [*api_routes(catalog, config)]
     tracker = tracker_app(swarms)
     routes += [Route("/announce", tracker), Route("/scrape", tracker)]
-    if upstream is not None:
-        try:
-            from swarmhub.gateway import Gateway
-            from swarmhub.origin.client import OriginClient
-        except ImportError:  # pragma: no cover - the gateway ships with the package
-            pass
-        else:
-            gateway = Gateway(_Torrents(catalog), OriginClient(upstream, token))
-            routes.append(Mount("/webseed", routes=gateway.routes()))
+    if origins:
+        gateway = Gateway(torrents, origins[1])
+        routes.append(Mount("/webseed", routes=gateway.routes()))
     routes += website_routes(catalog, health, public_url=config.public_url)
     app = Starlette(routes=routes)
     app.state.published = published
+    app.state.torrents = torrents
+    app.state.on_publish = on_publish
+    app.state.origins = origins
     app.state.swarms = swarms
     app.state.health = health
     return app
+
+
+def registry_hosts(bind_host: str, public_url: str, extra: Iterable[str] = ()) -> frozenset[str] | None:
+    """The Host names the registry answers (None: any). Bound to loopback, its public URL's name too: a reverse
+    proxy in front of it passes that name on."""
+    names = [*extra]
+    public_host = urlsplit(public_url).hostname
+    if is_loopback(bind_host) and public_host:
+        names.append(public_host)
+    return allowed_hosts(bind_host, names)
 
 
 class RegistryServer(BackgroundServer):
@@ -126,7 +178,8 @@ class RegistryServer(BackgroundServer):
         *,
         public_url: str | None = None,
         upstream: str | None = None,
-        token: str | None = None,
+        gateway_token: str | None = None,
+        allow_hosts: Iterable[str] = (),
         access_log: bool = False,
         follow_interval: float = 0.0,
         follow_concurrency: int = 2,
@@ -134,39 +187,45 @@ class RegistryServer(BackgroundServer):
         super().__init__(host, (port,), access_log=access_log)
         self.db = db
         self.upstream = upstream
+        self.allow_hosts = tuple(allow_hosts)
         self.follow_interval = follow_interval
         self.follow_concurrency = follow_concurrency
         self.catalog: Catalog | None = None
         self._public_url = public_url
-        self._token = token
+        self._gateway_token = gateway_token
         self._stop_following = threading.Event()
         self._follower: threading.Thread | None = None
-        self._published: _Published | None = None
+        self._app: Starlette | None = None
 
     @property
     def public_url(self) -> str:
         return (self._public_url or self.url).rstrip("/")
 
+    @property
+    def gateway_token_set(self) -> bool:
+        return bool(self._gateway_token)
+
     def _apps(self) -> list[ASGIApp]:
         self.catalog = Catalog(self.db)
-        app = registry_app(self.catalog, public_url=self.public_url, upstream=self.upstream, token=self._token)
-        self._published = app.state.published
-        return [app]
+        self._app = registry_app(
+            self.catalog, public_url=self.public_url, upstream=self.upstream, gateway_token=self._gateway_token
+        )
+        rules = GuardRules(hosts=registry_hosts(self.host, self.public_url, self.allow_hosts), service="the registry")
+        return [Guard(self._app, rules)]
 
     def start(self) -> Self:
         super().start()
         if self.follow_interval > 0 and self.upstream is not None:
-            from swarmhub.origin.client import OriginClient
             from swarmhub.registry.follower import Follower
 
-            assert self.catalog is not None and self._published is not None
+            assert self.catalog is not None and self._app is not None
             follower = Follower(
                 self.catalog,
-                OriginClient(self.upstream, self._token),
+                OriginClient(self.upstream),  # anonymous: only public repos are published
                 self.public_url,
                 interval=self.follow_interval,
                 concurrency=self.follow_concurrency,
-                on_publish=self._published.add,
+                on_publish=self._app.state.on_publish,
             )
             self._follower = follower.run_in_thread(self._stop_following)
         return self
@@ -176,5 +235,8 @@ class RegistryServer(BackgroundServer):
         if self._follower is not None:
             self._follower.join(10)  # a release being streamed stops at its next await
         super().stop()
+        if self._app is not None:
+            for origin in self._app.state.origins:
+                asyncio.run(origin.aclose())
         if self.catalog is not None:
             self.catalog.close()
