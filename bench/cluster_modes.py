@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -217,7 +218,10 @@ class SwarmhubMode(Mode):
         origin = run.cluster.lab.origin
         port = "8490" if origin.netns else "0"
         argv = [*SWARMHUB, "-v", "coordinator", "serve", "--host", origin.address, "--port", port, "--json"]
-        proc, out = run.cluster.servers.start(f"{run.folder.name}-coordinator", origin.command(argv), clean_env())
+        # off loopback (the namespaces' bridge) the coordinator needs a token; nodes and the preheat send it
+        run.extra["token"] = token = secrets.token_urlsafe(24)
+        env = clean_env(SWARMHUB_CLUSTER_TOKEN=token)
+        proc, out = run.cluster.servers.start(f"{run.folder.name}-coordinator", origin.command(argv), env)
         run.extra["coordinator"] = proc
         run.extra["url"] = str(wait_for(proc, out, first_json)["url"])
 
@@ -230,6 +234,7 @@ class SwarmhubMode(Mode):
         argv += ["--cache-dir", str(folder / "hub"), "--upstream", c.endpoint, "--coordinator", run.extra["url"]]
         argv += ["--listen", f"{host}:{port}", "--label", "zone=lab", "--json", *run.extra.get("node_args", [])]
         env = clean_env(SWARMHUB_HOME=str(folder / "state"), HF_HOME=str(folder / "hf-home"), NO_PROXY="*")
+        env["SWARMHUB_CLUSTER_TOKEN"] = run.extra["token"]
         if not c.lab.shaped:
             limits = {"download_rate_limit": int(c.lab.rates.node_down), "ignore_limits_on_local_network": False}
             argv += ["--upload-limit", str(int(c.lab.rates.node_up))]
@@ -248,7 +253,7 @@ class SwarmhubMode(Mode):
     def go(self, run: Run, at: float) -> None:
         body = json.dumps({"torrent": base64.b64encode(run.cluster.release.torrent.read_bytes()).decode()})
         time.sleep(max(0.0, at - time.monotonic()))
-        run.extra["key"] = get_json(f"{run.extra['url']}/cluster/preheat", body.encode())["key"]
+        run.extra["key"] = get_json(f"{run.extra['url']}/cluster/preheat", body.encode(), run.extra["token"])["key"]
 
     def wait_done(self, run: Run, nodes: list[NodeProc]) -> dict[str, float]:
         ids: dict[str, NodeProc] = run.extra["ids"]
@@ -305,9 +310,10 @@ def _until_files(folder: Path, release: Release, deadline: float) -> None:
         time.sleep(0.1)
 
 
-def get_json(url: str, body: bytes | None = None) -> Any:
+def get_json(url: str, body: bytes | None = None, token: str | None = None) -> Any:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the lab is never behind a proxy
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=body, headers=headers)
     with opener.open(request, timeout=30) as answer:
         return json.loads(answer.read())
 

@@ -26,16 +26,23 @@ announce counted is a whole, checked reply).
 Rounds are interleaved with the order rotated after an untimed warm-up round. Reported per contender:
 announces/s (median), the server's user+sys CPU seconds per round, errors; and swarmhub / opentracker.
 
+- ``--swarm-peers N``  one swarm of N peers instead (issue 13's flood: 20,000), every peer at an address of its
+                       own (``ip=``, believed from loopback), as a real swarm's are; each tracker is filled with
+                       all N (one announce each, on kept-alive connections) before the warm-up.
+- ``--baseline REV``   one more contender: ``tracker serve`` of the git revision REV (its ``src/`` from ``git
+                       archive``), connection per announce; reported as swarmhub / swarmhub @REV.
+
 Target (2 cores): swarmhub >= 5,000 announces/s (connection per announce).
 
     python bench/tracker.py [--client wrk|python] [--rounds 3] [--seconds 5] [--workers 2] [--connections 32]
-                            [--json]
+                            [--swarm-peers N] [--baseline REV] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import multiprocessing
 import random
@@ -92,27 +99,82 @@ else:
 # ---------------------------------------------------------------------------------------------- the load
 
 
-def make_requests(port: int, count: int, torrents: list[bytes], peers: int, keepalive: bool, seed: int) -> list[bytes]:
-    """``count`` announce requests: random peers of a fixed population, each peer always on the same torrent."""
+@dataclass(frozen=True)
+class Peer:
+    peer_id: bytes
+    port: int
+    info_hash: bytes
+    left: int
+    ip: str | None  # its own address (ip=, believed from loopback), or None: 127.0.0.1
+
+    def target(self, event: str = "") -> str:
+        return (
+            f"/announce?info_hash={quote(self.info_hash, safe='')}&peer_id={quote(self.peer_id, safe='')}"
+            f"&port={self.port}&uploaded=0&downloaded=0&left={self.left}&compact=1"
+            + (f"&ip={self.ip}" if self.ip else "")
+            + (f"&event={event}" if event else "")
+        )
+
+
+def make_population(torrents: list[bytes], peers: int, spread: bool, seed: int = 0) -> list[Peer]:
+    """``peers`` peers spread over ``torrents``, a third of them seeding; ``spread``: each at its own address."""
     rng = random.Random(seed)
-    population = [
-        (rng.randbytes(20), 10000 + i, torrents[i % len(torrents)], 0 if i % 3 == 0 else rng.randrange(1, 1 << 30))
+    return [
+        Peer(
+            rng.randbytes(20),
+            10000 + i % 50000,
+            torrents[i % len(torrents)],
+            0 if i % 3 == 0 else rng.randrange(1, 1 << 30),
+            str(ipaddress.IPv4Address(0x0A000001 + i)) if spread else None,  # 10.0.0.1 and up
+        )
         for i in range(peers)
     ]
+
+
+def make_requests(port: int, count: int, population: list[Peer], keepalive: bool, seed: int) -> list[bytes]:
+    """``count`` announce requests: random peers of the population, each peer always on the same torrent."""
+    rng = random.Random(seed)
     connection = b"keep-alive" if keepalive else b"close"
     requests = []
     for _ in range(count):
-        peer_id, peer_port, info_hash, left = rng.choice(population)
+        peer = rng.choice(population)
         roll = rng.random()
-        event = "&event=started" if roll < 0.05 else "&event=stopped" if roll < 0.10 else ""
-        target = (
-            f"/announce?info_hash={quote(info_hash, safe='')}&peer_id={quote(peer_id, safe='')}&port={peer_port}"
-            f"&uploaded=0&downloaded=0&left={left}&compact=1{event}"
-        )
+        target = peer.target("started" if roll < 0.05 else "stopped" if roll < 0.10 else "")
         requests.append(
             f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode() + b"Connection: " + connection + b"\r\n\r\n"
         )
     return requests
+
+
+async def _fill_connection(port: int, peers: list[Peer]) -> int:
+    """Every peer announces once, ``event=started``, pipelined on one kept-alive connection; the answers read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answered = 0
+    try:
+        for start in range(0, len(peers), 200):
+            batch = peers[start : start + 200]
+            writer.write(b"".join(f"GET {p.target('started')} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in batch))
+            for _ in batch:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(ln[15:]) for ln in head.split(b"\r\n") if ln[:15].lower() == b"content-length:")
+                answered += b"8:intervali" in await reader.readexactly(length)
+    finally:
+        writer.close()
+    return answered
+
+
+def fill(port: int, population: list[Peer], connections: int = 4) -> float:
+    """The tracker at ``port`` holds every peer of ``population``; returns the seconds it took."""
+    started = time.monotonic()
+
+    async def go() -> int:
+        parts = [population[i::connections] for i in range(connections)]
+        return sum(await asyncio.gather(*(_fill_connection(port, part) for part in parts)))
+
+    answered = asyncio.run(go())
+    if answered != len(population):
+        raise SystemExit(f"filling the swarm: {answered} of {len(population)} announces answered")
+    return time.monotonic() - started
 
 
 async def _connection(port: int, requests: list[bytes], start: int, keepalive: bool, end: float) -> tuple[int, int]:
@@ -329,11 +391,25 @@ def wait_port(proc: subprocess.Popen[bytes], port: int, timeout: float = 20) -> 
     raise SystemExit(f"not ready: {proc.args!r}")
 
 
-def start_swarmhub(servers: Servers) -> tuple[int, int]:
+def start_swarmhub(servers: Servers, name: str = "swarmhub", src: Path | None = None) -> tuple[int, int]:
+    """``tracker serve`` of this tree, or of the sources in ``src`` (a baseline revision's)."""
     cmd = [*SWARMHUB, "tracker", "serve", "--host", "127.0.0.1", "--port", "0", "--interval", "1800"]
-    proc, out = servers.start("swarmhub", cmd, clean_env())
+    env = clean_env() if src is None else clean_env(PYTHONPATH=str(src))
+    proc, out = servers.start(name.replace(" ", "-"), cmd, env)
     url = wait_for(proc, out, url_in(r"tracker serving at (http://\S+/announce)"))
     return int(url.rsplit(":", 1)[1].split("/")[0]), proc.pid
+
+
+def baseline_sources(work: Path, revision: str) -> Path:
+    """``src/`` of ``revision`` (``git archive``: the work tree is not touched), under ``work``."""
+    folder = work / "baseline"
+    folder.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "src"], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"git archive {revision}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder / "src"
 
 
 def start_opentracker(work: Path, servers: Servers, torrents: list[bytes]) -> tuple[int, int]:
@@ -376,12 +452,18 @@ def start_null(servers: Servers) -> tuple[int, int]:
 
 
 def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, Any]:
+    if args.swarm_peers:
+        args.torrents, args.peers = 1, args.swarm_peers
     torrents = [random.Random(i).randbytes(20) for i in range(args.torrents)]
+    population = make_population(torrents, args.peers, spread=bool(args.swarm_peers))
     ours_port, ours_pid = start_swarmhub(servers)
     found: list[tuple[str, int, int, bool]] = [
         (OURS, ours_port, ours_pid, False),
         (OURS_KEEPALIVE, ours_port, ours_pid, True),
     ]
+    baseline = f"swarmhub @{args.baseline}" if args.baseline else None
+    if baseline is not None:
+        found.append((baseline, *start_swarmhub(servers, baseline, baseline_sources(work, args.baseline)), False))
     if shutil.which("opentracker") or Path("/usr/bin/opentracker").exists():
         found.append((OPENTRACKER, *start_opentracker(work, servers, torrents), False))
     else:
@@ -393,10 +475,17 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
             port,
             pid,
             keepalive,
-            [make_requests(port, 20000, torrents, args.peers, keepalive, seed=w) for w in range(args.workers)],
+            [make_requests(port, 20000, population, keepalive, seed=w) for w in range(args.workers)],
         )
         for name, port, pid, keepalive in found
     ]
+    filled: dict[str, float] = {}
+    if args.swarm_peers:
+        for c in contenders:
+            if c.name not in (NULL, OURS_KEEPALIVE):  # the kept-alive contender is the same server as OURS
+                filled[c.name] = round(fill(c.port, population), 1)
+                if not args.json:
+                    print(f"{c.name}: {args.swarm_peers:,} peers in {filled[c.name]} s", file=sys.stderr)
 
     def run(c: Contender, seconds: float) -> Sample:
         if args.client == "wrk":
@@ -433,8 +522,20 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
     report: dict[str, Any] = {
         "settings": {
             k: getattr(args, k)
-            for k in ("client", "rounds", "warmup", "seconds", "workers", "connections", "torrents", "peers")
+            for k in (
+                "client",
+                "rounds",
+                "warmup",
+                "seconds",
+                "workers",
+                "connections",
+                "torrents",
+                "peers",
+                "swarm_peers",
+                "baseline",
+            )
         },
+        "fill_seconds": filled,
         "cpus": psutil.cpu_count(),
         "contenders": summary,
         "target_announces_per_s": TARGET,
@@ -442,6 +543,8 @@ def bench(args: argparse.Namespace, work: Path, servers: Servers) -> dict[str, A
     }
     if OPENTRACKER in summary and summary[OPENTRACKER]["announces_per_s"]:
         report["ratio_swarmhub_to_opentracker"] = round(ours / summary[OPENTRACKER]["announces_per_s"], 3)
+    if baseline is not None and summary[baseline]["announces_per_s"]:
+        report["ratio_swarmhub_to_baseline"] = round(ours / summary[baseline]["announces_per_s"], 2)
     return report
 
 
@@ -450,7 +553,8 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"announces on loopback, {s['rounds']} rounds of {s['seconds']} s, client {s['client']} "
         f"({s['workers']} {'threads' if s['client'] == 'wrk' else 'processes'}), "
-        f"{s['connections']} connections, {s['torrents']} torrents, {s['peers']} peers, {report['cpus']} cpus"
+        f"{s['connections']} connections, {s['torrents']} torrents, {s['peers']} peers"
+        f"{' (one swarm, each peer at its own address)' if s['swarm_peers'] else ''}, {report['cpus']} cpus"
     )
     print(f"{'contender':<24}{'announces/s':>12}{'server cpu s':>14}{'client cpu s':>14}{'errors':>8}")
     for name, c in report["contenders"].items():
@@ -460,6 +564,10 @@ def print_report(report: dict[str, Any]) -> None:
         )
     if "ratio_swarmhub_to_opentracker" in report:
         print(f"swarmhub / opentracker: {report['ratio_swarmhub_to_opentracker']:.2f}x")
+    if "ratio_swarmhub_to_baseline" in report:
+        print(f"swarmhub / swarmhub @{s['baseline']}: {report['ratio_swarmhub_to_baseline']:.2f}x")
+    for name, seconds in report["fill_seconds"].items():
+        print(f"{name}: filled with {s['peers']:,} peers in {seconds} s")
     verdict = "PASS" if report["pass"] else "FAIL"
     ours = report["contenders"][OURS]["announces_per_s"]
     print(f"{verdict}: swarmhub {ours:,}/s (target >= {report['target_announces_per_s']:,.0f}/s)")
@@ -480,6 +588,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections in all (default: 32)")
     parser.add_argument("--torrents", type=int, default=100)
     parser.add_argument("--peers", type=int, default=2000)
+    parser.add_argument("--swarm-peers", type=int, default=0, metavar="N", help="one swarm of N peers instead")
+    parser.add_argument("--baseline", metavar="REV", help="also tracker serve of this git revision (e.g. HEAD)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="swarmhub-bench-tracker-"))

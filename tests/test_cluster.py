@@ -6,30 +6,42 @@ fetchers; everyone else gets them from peers), also when a fetcher dies midway.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import httpx
+import psutil
 import pytest
+from starlette.testclient import TestClient
 
 from support.cli import run_cli
 from support.pulled import Release, unique_bytes
 from support.swarm import REPO_ID, snapshot_files
+from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import parse_torrent
-from swarmhub.cluster.coordinator import CoordinatorServer
+from swarmhub.cli.main import main
+from swarmhub.cluster.brain import Brain
+from swarmhub.cluster.coordinator import Coordinator, CoordinatorServer, coordinator_app
 from swarmhub.cluster.pki import ClusterIdentity
 from swarmhub.engine.session import Engine, TlsIdentity
 from swarmhub.errors import ConfigError
+from swarmhub.guard import allowed_hosts
 from swarmhub.node.daemon import Node
 from swarmhub.settings import Settings
 
+TOKEN = "s3cret-cluster-token"
+
 
 @contextlib.contextmanager
-def _cluster(release: Release, root: Path, n: int, *, fetchers: int = 2) -> Iterator[tuple[str, list[Node]]]:
-    with CoordinatorServer(fetchers=fetchers) as coordinator, contextlib.ExitStack() as stack:
+def _cluster(
+    release: Release, root: Path, n: int, *, fetchers: int = 2, token: str | None = None
+) -> Iterator[tuple[str, list[Node]]]:
+    with CoordinatorServer(fetchers=fetchers, token=token) as coordinator, contextlib.ExitStack() as stack:
         nodes = []
         for i in range(n):
             settings = Settings.from_env().with_cache(root / f"node{i}" / "hub")
@@ -39,6 +51,7 @@ def _cluster(release: Release, root: Path, n: int, *, fetchers: int = 2) -> Iter
                 upstream=release.hub.endpoint,
                 coordinator=coordinator.url,
                 labels={"zone": "z1", "rack": f"r{i % 2}"},
+                cluster_token=token,
             )
             nodes.append(stack.enter_context(node))
         _until(lambda: len(httpx.get(f"{coordinator.url}/cluster/status").json()["nodes"]) == n, 15)
@@ -78,9 +91,13 @@ def test_preheat_fetches_the_release_once_from_the_origin_for_every_node(release
 
 
 def test_a_dead_fetcher_s_pieces_go_to_the_others(release: Release, tmp_path: Path) -> None:
+    """With a cluster token, as a coordinator off loopback runs: its tracker admits the nodes that report."""
     release.hub.log.clear()
-    with _cluster(release, tmp_path, 3, fetchers=2) as (url, nodes):
-        data = run_cli("preheat", REPO_ID, "--torrent", release.hybrid, "--coordinator", url, "--json")
+    with _cluster(release, tmp_path, 3, fetchers=2, token=TOKEN) as (url, nodes):
+        preheat = ("preheat", REPO_ID, "--torrent", release.hybrid, "--coordinator", url, "--json")
+        refused = run_cli(*preheat, env={"SWARMHUB_CLUSTER_TOKEN": ""})
+        assert refused.returncode == 1 and "set SWARMHUB_CLUSTER_TOKEN to the coordinator's token" in refused.stderr
+        data = run_cli(*preheat, env={"SWARMHUB_CLUSTER_TOKEN": TOKEN})
         assert data.returncode == 0, data.stderr
         key = json.loads(data.stdout)["key"]
 
@@ -157,12 +174,6 @@ def test_a_private_cluster_trades_over_tls_with_members_only(release: Release, t
 
 def test_the_coordinator_s_tracker_lists_rack_mates_first() -> None:
     """Announces through the coordinator's tracker (the same TrackerApp as `tracker serve`), ordered by labels."""
-    from urllib.parse import quote_from_bytes
-
-    from swarmhub.bt.bencode import decode
-    from swarmhub.cluster.brain import Brain
-    from swarmhub.cluster.coordinator import Coordinator
-
     coordinator = Coordinator(Brain())
     racks = {"a": "r1", "b": "r2", "c": "r1"}
     for i, (node, rack) in enumerate(racks.items()):
@@ -181,3 +192,142 @@ def test_the_coordinator_s_tracker_lists_rack_mates_first() -> None:
     assert isinstance(peers, bytes)
     ports = [int.from_bytes(peers[i + 4 : i + 6], "big") for i in range(0, len(peers), 6)]
     assert ports == [7002, 7001]  # c shares a's rack, b does not
+
+
+# ------------------------------------------------------------------------------- who may drive a coordinator
+
+
+def _guarded(token: str | None = None, clock: list[float] | None = None) -> tuple[Coordinator, TestClient]:
+    """A coordinator as ``coordinator serve`` runs it on 127.0.0.1:8490 (its Host check on), in-process; its
+    time is ``clock[0]``."""
+    now = clock if clock is not None else [0.0]
+    coordinator = Coordinator(Brain(), token=token, clock=lambda: now[0])
+    app = coordinator_app(coordinator, hosts=allowed_hosts("127.0.0.1"))
+    return coordinator, TestClient(app, base_url="http://127.0.0.1:8490", client=("127.0.0.1", 40000))
+
+
+def _node_report(node: str = "a", port: int = 7000) -> dict[str, object]:
+    return {"node_id": node, "labels": {"zone": "z"}, "bt_port": port, "releases": []}
+
+
+def test_an_open_coordinator_listens_on_loopback_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The review: no token by default and a README saying --host 0.0.0.0. Now that is refused, exit 2."""
+    monkeypatch.delenv("SWARMHUB_CLUSTER_TOKEN", raising=False)
+    assert main(["coordinator", "serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "swarmhub: error: the coordinator would listen on 0.0.0.0 with no cluster token"
+    )
+    assert "set SWARMHUB_CLUSTER_TOKEN" in err
+    with pytest.raises(ConfigError, match=r"would listen on 198\.18\.0\.1 with no cluster token"):
+        CoordinatorServer("198.18.0.1")
+    assert CoordinatorServer("0.0.0.0", token=TOKEN).coordinator.token == TOKEN  # with one it may
+    assert CoordinatorServer("::1").coordinator.token is None  # loopback needs none
+
+
+def test_a_web_page_cannot_preheat_report_or_put_a_manifest() -> None:
+    """A page's fetch(..., {mode: "no-cors", body}) is a text/plain POST with no preflight: it put other bytes
+    into a node's cache through /cluster/preheat. Refused before any handler, as a script's Origin is."""
+    coordinator, http = _guarded()
+    torrent = json.dumps({"torrent": base64.b64encode(b"d4:infodee").decode(), "nodes": "all"})
+    with http:
+        for path, method in (("/cluster/preheat", "POST"), ("/cluster/report", "POST"), ("/shards/manifests/x", "PUT")):
+            body = torrent if path == "/cluster/preheat" else json.dumps(_node_report())
+            plain = http.request(method, path, content=body, headers={"Content-Type": "text/plain"})
+            assert plain.status_code == 415, (path, plain.text)
+            assert "takes JSON only" in plain.json()["error"]
+            page = http.request(
+                method,
+                path,
+                content=body,
+                headers={"Content-Type": "application/json", "Origin": "https://evil.example"},
+            )
+            assert page.status_code == 403 and "refuses requests from web pages" in page.json()["error"]
+        assert coordinator.preheats == {} and coordinator.brain.nodes(0.0) == [] and coordinator.shard_manifests == {}
+        # a program's JSON reaches the handler (this torrent is not a release: 400 from it, not from the guard)
+        program = http.post("/cluster/preheat", content=torrent, headers={"Content-Type": "application/json"})
+        assert program.status_code == 400 and "takes JSON only" not in program.text
+
+
+def test_a_rebinding_host_is_refused() -> None:
+    """A page whose DNS name now points at 127.0.0.1 could read /cluster/status (and send reports)."""
+    _, http = _guarded()
+    with http:
+        for url in ("/cluster/status", "/", "/announce"):
+            rebound = http.get(url, headers={"Host": "attacker.example:8490"})
+            assert rebound.status_code == 403 and "host name 'attacker.example'" in rebound.json()["error"]
+        for host in ("127.0.0.1:8490", "localhost:8490", "[::1]:8490"):
+            assert http.get("/cluster/status", headers={"Host": host}).status_code == 200
+
+
+def test_with_a_token_reports_and_preheats_need_it() -> None:
+    coordinator, http = _guarded(TOKEN)
+    with http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = http.post("/cluster/report", json=_node_report(), headers=headers)
+            assert refused.status_code == 401
+        assert coordinator.brain.nodes(0.0) == []
+        ok = http.post("/cluster/report", json=_node_report(), headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200 and [n.node_id for n in coordinator.brain.nodes(coordinator.clock())] == ["a"]
+
+
+def test_an_outsider_gets_no_peers_from_a_token_protected_coordinator() -> None:
+    """The tracker answered anyone, token or not: an outsider learnt every node's address and was listed to
+    them. With a token it answers nodes that reported, from where they reported."""
+    coordinator = Coordinator(Brain(), token=TOKEN)
+    coordinator.report(_node_report("a", 7000), "10.1.0.1")
+    coordinator.report(_node_report("b", 7001), "10.1.0.2")
+    info_hash = quote_from_bytes(b"\x01" * 20)
+
+    def announce(node: str | None, peer: str, host: str, port: int) -> dict[bytes, object]:
+        query = f"info_hash={info_hash}&peer_id={peer * 20}&port={port}&uploaded=0&downloaded=0&left=1"
+        answer = decode(coordinator.tracker.announce((query + (f"&node={node}" if node else "")).encode(), host))
+        assert isinstance(answer, dict)
+        return answer
+
+    assert announce("b", "b", "10.1.0.2", 7001)[b"peers"] == b""
+    for node, host in ((None, "10.9.9.9"), ("a", "10.9.9.9"), ("zz", "10.9.9.9"), ("zz", "10.1.0.1")):
+        outsider = announce(node, "x", host, 6881)
+        assert list(outsider) == [b"failure reason"] and b"cluster's nodes only" in outsider[b"failure reason"]
+    peers = announce("a", "a", "10.1.0.1", 7000)[b"peers"]
+    assert peers == bytes([10, 1, 0, 2]) + (7001).to_bytes(2, "big")  # b only: the outsider was never listed
+    tracker = TestClient(coordinator_app(coordinator), client=("10.9.9.9", 1))  # the same through HTTP
+    query = f"info_hash={info_hash}&peer_id={'x' * 20}&port=1&uploaded=0&downloaded=0&left=1&node=a"
+    assert b"failure reason" in tracker.get(f"/announce?{query}").content
+
+
+def test_a_report_of_16m_pieces_is_refused_with_memory_to_spare() -> None:
+    """The review's report: num_pieces = 16 M left 1.23 GB resident and blocked the loop 21 s. The body is
+    capped (1 MiB), pieces too (2^21, libtorrent's limit), and the biggest report accepted is held as
+    bitfields."""
+    clock = [0.0]
+    coordinator, http = _guarded(clock=clock)
+    n = 16 << 20
+    bomb = json.dumps({**_node_report(), "releases": [{"key": "ab" * 32, "num_pieces": n, "have": "00" * (n // 8)}]})
+    small_bomb = {**_node_report(), "releases": [{"key": "ab" * 32, "num_pieces": n, "have": "00"}]}
+    most = 1 << 21
+    biggest = [{"key": "cd" * 32, "num_pieces": most, "have": "00" * (most // 8)}]
+    many = [{"key": f"{i:064x}", "num_pieces": 1, "have": "00"} for i in range(1025)]
+    process = psutil.Process()
+    with http:
+        before = process.memory_info().rss
+        refused = http.post("/cluster/report", content=bomb, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413 and refused.json() == {"error": "a request is at most 1048576 bytes"}
+        capped = http.post("/cluster/report", json=small_bomb)
+        assert capped.status_code == 400
+        assert (
+            capped.json()["error"]
+            == "bad report: a release has at most 2097152 pieces (libtorrent's limit), not 16777216"
+        )
+        too_many = http.post("/cluster/report", json={**_node_report(), "releases": many})
+        assert too_many.status_code == 400 and "at most 1024 releases" in too_many.json()["error"]
+        for second in range(3):  # three nodes that need all 2^21 pieces report each second: the brain deals them
+            clock[0] = float(second)
+            for node in ("a", "b", "c"):
+                accepted = http.post("/cluster/report", json={**_node_report(node), "releases": biggest})
+                assert accepted.status_code == 200
+        grown = process.memory_info().rss - before
+    assert sum(coordinator.brain.fetchers_of("cd" * 32).values()) == most
+    assert grown < 64 << 20, f"{grown / 2**20:.0f} MiB more resident"

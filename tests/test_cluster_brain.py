@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmhub.cluster.brain import Brain, ReleaseReport, decode_pieces, encode_pieces
+from swarmhub.bt.metainfo import MAX_PIECES
+from swarmhub.cluster.brain import (
+    MAX_RELEASES,
+    Brain,
+    ReleaseReport,
+    bits_of,
+    decode_bitfield,
+    decode_pieces,
+    encode_bitfield,
+    encode_pieces,
+    pieces_of,
+)
 
 KEY = "ab" * 32
 PIECES = 120
 
 
 def _report(have: set[int] | frozenset[int] = frozenset()) -> list[ReleaseReport]:
-    return [ReleaseReport(KEY, PIECES, frozenset(have))]
+    return [ReleaseReport(KEY, PIECES, bits_of(have))]
 
 
 def _round(brain: Brain, nodes: dict[str, set[int]], now: float, labels: dict[str, dict[str, str]] | None = None):
@@ -22,7 +35,7 @@ def _round(brain: Brain, nodes: dict[str, set[int]], now: float, labels: dict[st
     for i, (n, have) in enumerate(nodes.items()):
         brain.report(n, (labels or {}).get(n, {}), ("198.18.0.1", 6881 + i), _report(have), now)
     current = brain.assignments(KEY)
-    return {n: current.get(n, frozenset()) for n in nodes}
+    return {n: frozenset(pieces_of(current.get(n, 0))) for n in nodes}
 
 
 def _disjoint_cover(shares: dict[str, frozenset[int]], missing: set[int]) -> None:
@@ -103,6 +116,14 @@ def test_fetchers_spread_over_racks_and_peers_come_rack_first() -> None:
 def test_bitfields_round_trip(case: tuple[int, set[int]]) -> None:
     n, pieces = case
     assert decode_pieces(encode_pieces(pieces, n), n) == pieces
+    bits = bits_of(pieces)
+    assert decode_bitfield(encode_bitfield(bits, n), n) == bits and pieces_of(bits) == sorted(pieces)
+
+
+def test_bitfields_are_bittorrents_on_the_wire() -> None:
+    """Piece 0 is the high bit of byte 0 (BEP 3), as the nodes write them; in the brain it is bit 0."""
+    assert encode_bitfield(bits_of({0}), 8) == "80" and encode_bitfield(bits_of({7, 8}), 12) == "0180"
+    assert decode_bitfield("0180", 12) == 0b1_1000_0000 and encode_pieces({0, 9}, 10) == "8040"
 
 
 def test_bad_bitfields_are_refused() -> None:
@@ -119,7 +140,7 @@ def test_a_fetcher_whose_origin_bytes_grow_is_not_stalled() -> None:
     brain = Brain(fetchers=1, dead_after=100, stall_after=5)
 
     def report(node: str, origin_bytes: int, now: float) -> frozenset[int]:
-        return brain.report(node, {}, None, [ReleaseReport(KEY, PIECES, frozenset(), origin_bytes)], now)[KEY]
+        return brain.report(node, {}, None, [ReleaseReport(KEY, PIECES, 0, origin_bytes)], now)[KEY]
 
     report("a", 0, 0.0)
     report("b", 0, 0.0)
@@ -130,3 +151,75 @@ def test_a_fetcher_whose_origin_bytes_grow_is_not_stalled() -> None:
     for t in range(20, 27):  # now nothing moves at all: stalled, its share goes to the other node
         report(fetcher, 19 * 100_000, float(t))
     assert not brain.assignments(KEY).get(fetcher)
+
+
+def test_a_report_past_the_limits_is_refused_before_anything_is_held() -> None:
+    """The review's report: num_pieces = 16 M left 1.23 GB resident (sets of ints). At most libtorrent's
+    2^21 pieces a release, MAX_RELEASES releases a report."""
+    with pytest.raises(ValueError, match="at most 2097152 pieces"):
+        ReleaseReport(KEY, 16 << 20, 0)
+    with pytest.raises(ValueError, match="have: pieces past the last of 8"):
+        ReleaseReport(KEY, 8, 1 << 8)
+    brain = Brain()
+    with pytest.raises(ValueError, match=f"at most {MAX_RELEASES} releases"):
+        brain.report("a", {}, None, [ReleaseReport(f"{i:064x}", 1, 0) for i in range(MAX_RELEASES + 1)], 0.0)
+    assert brain.nodes(0.0) == []
+
+
+def test_the_most_pieces_a_release_can_have_are_held_as_bitfields() -> None:
+    """2^21 pieces, three nodes that need them all: the brain deals them all, once, holding a few bitfields
+    (256 KiB each), where sets and a piece -> fetcher dict took hundreds of MB."""
+    brain = Brain(fetchers=2)
+    nodes = ("a", "b", "c")
+    tracemalloc.start()
+    try:
+        for now in (0.0, 1.0, 2.0):
+            for node in nodes:
+                brain.report(node, {}, None, [ReleaseReport(KEY, MAX_PIECES, 0)], now)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    shares = brain.assignments(KEY)
+    assert len(shares) == 2 and sum(bits.bit_count() for bits in shares.values()) == MAX_PIECES
+    first, second = shares.values()
+    assert not first & second and first | second == (1 << MAX_PIECES) - 1
+    assert peak < 16 << 20, f"{peak / 2**20:.1f} MiB"
+
+
+@given(
+    st.lists(st.tuples(st.sets(st.integers(0, 39)), st.sets(st.integers(0, 39)) | st.none()), min_size=1, max_size=5),
+    st.integers(1, 3),
+)
+def test_each_needed_piece_has_one_fetcher_that_needs_it(nodes: list[tuple[set[int], set[int] | None]], k: int) -> None:
+    """Partial pulls (each node needs some pieces, has some): every piece some node needs and none has is
+    fetched by exactly one node, which needs it."""
+    brain = Brain(fetchers=k)
+    reports = {f"n{i}": ReleaseReport(KEY, 40, bits_of(have), wanted=None if want is None else bits_of(want))
+               for i, (have, want) in enumerate(nodes)}  # fmt: skip
+    for now in (0.0, 1.0):
+        for node, report in reports.items():
+            brain.report(node, {}, None, [report], now)
+    shares = brain.assignments(KEY)
+    held = needed = dealt = 0
+    for report in reports.values():
+        held |= report.have
+        needed |= report.needs
+    for fetcher, bits in shares.items():
+        assert bits and not bits & dealt and not bits & ~reports[fetcher].needs
+        dealt |= bits
+    assert dealt == needed & ~held
+
+
+def test_a_node_silent_for_long_is_forgotten_with_the_releases_only_it_reported() -> None:
+    brain = Brain(dead_after=5, stall_after=1000, forget_after=60)
+    for now in (0.0, 1.0):
+        brain.report("gone", {}, ("198.18.0.9", 6881), _report(), now)
+    other = [ReleaseReport("cd" * 32, 8, 0)]
+    for now in range(0, 60, 5):
+        brain.report("here", {}, ("198.18.0.1", 6881), other, float(now))
+    assert [(n.node_id, n.alive) for n in brain.nodes(55.0)] == [("gone", False), ("here", True)]  # dead, shown
+    assert brain.assignments(KEY)  # nobody reported it since: its plan stands, stale
+    brain.report("here", {}, ("198.18.0.1", 6881), other, 62.0)
+    assert [n.node_id for n in brain.nodes(62.0)] == ["here"] and brain.node("gone", 62.0) is None
+    assert brain.assignments(KEY) == {} and brain.fetchers_of(KEY) == {}
+    assert brain.assignments("cd" * 32)  # what a live node still reports is kept

@@ -130,7 +130,9 @@ class FakeSource:
         self.branches[(ref.repo_type, ref.repo_id, branch)] = ref.commit
         return release
 
-    async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> FakeRelease | None:
+    async def release(
+        self, repo_type: RepoType, repo_id: str, commit: str, *, authorization: str | None = None
+    ) -> FakeRelease | None:
         self.asked.append((repo_type, repo_id, commit))
         return self.releases.get((repo_type, repo_id, commit))
 

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from support.layouts import COMMIT, NAME, create_json, write_layout
 from support.lt_peer import LibtorrentPeer
 from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.tracker import (
+    DEFAULT_MAX_ADDRESS_PEERS,
+    DEFAULT_MAX_SWARM_PEERS,
     DEFAULT_NUMWANT,
     MAX_NUMWANT,
     AnnounceReply,
@@ -60,6 +63,7 @@ from swarmhub.bt.tracker import (
     parse_scrape,
     peer_ip,
 )
+from swarmhub.cli.main import build_parser
 from swarmhub.errors import TrackerRequestError
 from swarmhub.tracker import TrackerServer, protocol, tracker_app
 from swarmhub.tracker.http import MAX_HEAD, HTTPError, RequestHead, client_host, parse_head, render
@@ -103,6 +107,11 @@ def announce(**fields: object) -> AnnounceRequest:
 
 def peer_id(n: int) -> bytes:
     return b"-XX0000-" + n.to_bytes(12, "big")
+
+
+def address(n: int) -> IPAddress:
+    """The n-th of many peers' addresses: each its own (one address holds a few peers of a swarm at most)."""
+    return ipaddress.IPv4Address(0x0A000000 + 1 + n)  # 10.0.0.1 and up
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -264,8 +273,8 @@ def test_numwant_samples_with_the_given_rng() -> None:
     def run(seed: int, numwant: int) -> tuple[SwarmPeer, ...]:
         swarms = Swarms(rng=random.Random(seed))
         for n in range(100):
-            swarms.announce(announce(peer_id=peer_id(n)), V4, now=0)
-        return swarms.announce(announce(peer_id=peer_id(0), numwant=numwant), V4, now=1).peers
+            swarms.announce(announce(peer_id=peer_id(n)), address(n), now=0)
+        return swarms.announce(announce(peer_id=peer_id(0), numwant=numwant), address(0), now=1).peers
 
     picked = run(1, 30)
     assert len(picked) == 30 and len(set(picked)) == 30 and peer_id(0) not in {p.peer_id for p in picked}
@@ -363,6 +372,162 @@ def test_counts_are_what_a_recount_finds(moves: list[tuple[int, bool, str, int]]
         assert {p.peer_id for p in swarms.peers(HASH)} == set(seen)
 
 
+# ----------------------------------------------------------------------------------------- a flooded swarm
+
+
+def _fill(swarms: Swarms, seeders: int, leechers: int) -> None:
+    for n in range(seeders + leechers):
+        swarms.announce(announce(peer_id=peer_id(n), left=0 if n < seeders else 1), address(n), now=0)
+
+
+def _cost(swarms: Swarms, request: AnnounceRequest, ip: IPAddress) -> tuple[int, int, AnnounceReply]:
+    """What one announce costs, counted, not timed: the Python lines it runs (every turn of a loop or a
+    comprehension is one) and the most memory it holds at once; and its reply."""
+    lines = 0
+
+    def trace(frame: object, event: str, arg: object) -> object:
+        nonlocal lines
+        lines += event == "line"
+        return trace
+
+    tracemalloc.start()
+    sys.settrace(trace)  # type: ignore[arg-type]
+    try:
+        reply = swarms.announce(request, ip, now=1)
+    finally:
+        sys.settrace(None)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return lines, peak, reply
+
+
+@pytest.mark.parametrize("seeding", [False, True])
+def test_an_announce_into_a_flooded_swarm_costs_what_numwant_asks(seeding: bool) -> None:
+    """The review's flood: 20,000 peers in one swarm took the tracker from 4,800 to 217 announces/s, every
+    announce copying the whole swarm to draw 50. Now its work follows numwant, not the swarm: about the same
+    lines and memory at 20,000 peers as at 2,000 (the old code ran 20,000+ lines and held a 160 KB list)."""
+    costs = []
+    for size in (2_000, 20_000):
+        swarms = Swarms(rng=random.Random(size))
+        _fill(swarms, seeders=size // 2, leechers=size // 2)
+        asker = announce(peer_id=peer_id(size + 1), left=0 if seeding else 1, numwant=50)
+        lines, peak, reply = _cost(swarms, asker, address(size + 1))
+        assert len(reply.peers) == 50 and len(set(reply.peers)) == 50
+        assert peer_id(size + 1) not in {p.peer_id for p in reply.peers}
+        if seeding:  # a seed is told about leechers only
+            assert all(int.from_bytes(p.peer_id[8:], "big") >= size // 2 for p in reply.peers)
+        assert reply.stats == SwarmStats(size // 2 + seeding, size // 2 + (not seeding), 0)
+        costs.append((lines, peak))
+    (small_lines, small_peak), (big_lines, big_peak) = costs
+    # not the same to the line: drawing below 20,001 throws more random bits away than below 2,001
+    assert big_lines < 1.25 * small_lines and big_lines < 20 * 50, costs
+    assert big_peak < 2 * small_peak and big_peak < 32_000, costs
+
+
+def test_every_peer_of_a_big_swarm_can_be_drawn() -> None:
+    """Seeders and leechers share one range of slots: none is skipped or drawn twice, and a peer that changes
+    from leecher to seeder, or leaves, moves out of its slot."""
+    swarms = Swarms(rng=random.Random(7))
+    seeding = {n: n < 150 for n in range(300)}
+    _fill(swarms, seeders=150, leechers=150)
+    for n in range(2, 300, 3):  # some leave, some change sides
+        if n % 2:
+            swarms.announce(announce(peer_id=peer_id(n), event="stopped"), address(n), now=0)
+            del seeding[n]
+        else:
+            seeding[n] = not seeding[n]
+            swarms.announce(announce(peer_id=peer_id(n), left=0 if seeding[n] else 1), address(n), now=0)
+    seeding[1] = False  # the asker below
+    seen: set[bytes] = set()
+    for _ in range(60):
+        reply = swarms.announce(announce(peer_id=peer_id(1), numwant=50), address(1), now=0)
+        drawn = [p.peer_id for p in reply.peers]
+        assert len(drawn) == len(set(drawn)) == 50 and peer_id(1) not in drawn
+        seen.update(drawn)
+    assert seen == {peer_id(n) for n in seeding} - {peer_id(1)}
+    seeders = sum(seeding.values())
+    assert swarms.scrape([HASH], now=0)[HASH] == SwarmStats(seeders, len(seeding) - seeders, 0)
+
+
+def test_a_swarm_and_an_address_have_caps() -> None:
+    swarms = Swarms(rng=random.Random(0), max_swarm_peers=5, max_address_peers=2)
+    for n in range(2):
+        swarms.announce(announce(peer_id=peer_id(n)), V4, now=0)
+    with pytest.raises(TrackerRequestError, match=r"^2 peers of this swarm announce from 10\.0\.0\.1 already$"):
+        swarms.announce(announce(peer_id=peer_id(2)), V4, now=0)
+    swarms.announce(announce(peer_id=peer_id(1), port=7000), V4, now=1)  # those listed go on announcing
+    swarms.announce(announce(peer_id=peer_id(1), event="stopped"), V4, now=1)
+    swarms.announce(announce(peer_id=peer_id(2)), V4, now=1)  # a place was freed
+    # an IPv6 host has a /64: its 2^64 addresses are one address here
+    swarms.announce(announce(peer_id=peer_id(3)), ipaddress.ip_address("2001:db8::1"), now=1)
+    swarms.announce(announce(peer_id=peer_id(4)), ipaddress.ip_address("2001:db8::ffff:1"), now=1)
+    with pytest.raises(TrackerRequestError, match=r"from 2001:db8::/64 already"):
+        swarms.announce(announce(peer_id=peer_id(5)), ipaddress.ip_address("2001:db8::2:1"), now=1)
+    swarms.announce(announce(peer_id=peer_id(5)), ipaddress.ip_address("2001:db8:0:1::1"), now=1)  # next /64
+    with pytest.raises(TrackerRequestError, match=r"^this swarm is full: 5 peers$"):
+        swarms.announce(announce(peer_id=peer_id(6)), address(99), now=1)
+    assert len(swarms.peers(HASH)) == 5
+    other = announce(info_hash=b"\x01" * 20, peer_id=peer_id(6))
+    assert swarms.announce(other, address(99), now=1).stats == SwarmStats(0, 1, 0)  # caps are per swarm
+
+
+def test_a_loopback_test_swarm_is_not_capped_by_address() -> None:
+    """Every peer of a test swarm announces from 127.0.0.1 (where ``ip=`` is believed anyway): not counted."""
+    swarms = Swarms(rng=random.Random(0))
+    loopback = ipaddress.ip_address("127.0.0.1")
+    for n in range(DEFAULT_MAX_ADDRESS_PEERS * 4):
+        swarms.announce(announce(peer_id=peer_id(n), port=10_000 + n), loopback, now=0)
+    assert len(swarms.peers(HASH)) == DEFAULT_MAX_ADDRESS_PEERS * 4
+    uncapped = Swarms(rng=random.Random(0), max_swarm_peers=None, max_address_peers=None)
+    for n in range(DEFAULT_MAX_ADDRESS_PEERS * 2):
+        uncapped.announce(announce(peer_id=peer_id(n)), V4, now=0)
+    assert len(uncapped.peers(HASH)) == DEFAULT_MAX_ADDRESS_PEERS * 2
+
+
+def test_another_address_cannot_stop_or_move_a_peer() -> None:
+    """The review's eviction: ``event=stopped`` with someone's peer_id, from anywhere, took them off the swarm.
+    An entry is a peer_id at its address: from elsewhere the same peer_id is someone else."""
+    victim, attacker = ipaddress.ip_address("192.0.2.10"), ipaddress.ip_address("198.51.100.66")
+    swarms = Swarms(rng=random.Random(0))
+    swarms.announce(announce(peer_id=peer_id(1), left=0, port=6881), victim, now=0)
+    swarms.announce(announce(peer_id=peer_id(1), event="stopped"), attacker, now=1)
+    assert swarms.peers(HASH) == (SwarmPeer(peer_id(1), victim, 6881),)
+    swarms.announce(announce(peer_id=peer_id(1), left=0, port=1), attacker, now=2)  # an entry of its own
+    assert set(swarms.peers(HASH)) == {SwarmPeer(peer_id(1), victim, 6881), SwarmPeer(peer_id(1), attacker, 1)}
+    swarms.announce(announce(peer_id=peer_id(1), event="stopped"), victim, now=3)  # its own stop still works
+    assert swarms.peers(HASH) == (SwarmPeer(peer_id(1), attacker, 1),)
+
+
+def test_the_app_refuses_stops_from_elsewhere_and_names_no_peer_id() -> None:
+    seed = b"/announce?" + query(peer_id=peer_id(1), left=0, port=7001)
+    stop = b"/announce?" + query(peer_id=peer_id(1), event="stopped")
+    leech = b"/announce?" + query(peer_id=peer_id(2), compact=0)
+    swarms = Swarms(rng=random.Random(0))
+
+    async def go() -> list[bytes]:
+        answers = []
+        for client, path in ((("192.0.2.10", 1), seed), (("198.51.100.66", 1), stop), (("203.0.113.5", 1), leech)):
+            transport = httpx.ASGITransport(app=tracker_app(swarms, clock=lambda: 0.0), client=client)
+            async with httpx.AsyncClient(transport=transport, base_url="http://tracker") as http:
+                answers.append((await http.get(path.decode("latin-1"))).content)
+        return answers
+
+    *_, listed = anyio.run(go)
+    assert decode(listed)[b"peers"] == [{b"ip": b"192.0.2.10", b"port": 7001}]  # still there, its id unsaid
+    published = tracker_app(swarms, clock=lambda: 0.0, publish_peer_ids=True)
+    answer = decode(published.announce(query(peer_id=peer_id(3), compact=0), "203.0.113.6"))
+    assert {p[b"peer id"] for p in answer[b"peers"]} == {peer_id(1), peer_id(2)}
+
+
+def test_tracker_serve_takes_the_caps() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["tracker", "serve", "--max-swarm-peers", "0", "--max-address-peers", "64"])
+    assert (args.max_swarm_peers, args.max_address_peers, args.publish_peer_ids) == (None, 64, False)
+    args = parser.parse_args(["tracker", "serve", "--publish-peer-ids"])
+    assert (args.max_swarm_peers, args.max_address_peers) == (DEFAULT_MAX_SWARM_PEERS, DEFAULT_MAX_ADDRESS_PEERS)
+    assert args.publish_peer_ids
+
+
 # ----------------------------------------------------------------------------------------------- encoding
 
 
@@ -384,14 +549,14 @@ def test_compact_answer_without_ipv6_peers_has_no_peers6() -> None:
 def test_dictionary_answer() -> None:
     peers = (SwarmPeer(peer_id(1), V4, 6881), SwarmPeer(peer_id(2), V6, 443))
     reply = AnnounceReply(1800, 60, SwarmStats(1, 1, 0), peers)
-    assert decode(encode_announce(reply, compact=False))[b"peers"] == [
+    assert decode(encode_announce(reply, compact=False, peer_ids=True))[b"peers"] == [
         {b"peer id": peer_id(1), b"ip": b"10.0.0.1", b"port": 6881},
         {b"peer id": peer_id(2), b"ip": b"2001:db8::1", b"port": 443},
     ]
-    assert decode(encode_announce(reply, compact=False, no_peer_id=True))[b"peers"][0] == {
-        b"ip": b"10.0.0.1",
-        b"port": 6881,
-    }
+    assert decode(encode_announce(reply, compact=False))[b"peers"] == [  # peer ids are not published by default
+        {b"ip": b"10.0.0.1", b"port": 6881},
+        {b"ip": b"2001:db8::1", b"port": 443},
+    ]
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 65535)), max_size=60), st.integers(0, 10**12))
@@ -473,7 +638,7 @@ def test_app_ip_parameter_only_from_loopback() -> None:
     leech = b"/announce?" + query(peer_id=peer_id(2), compact=0)
     for client, listed in ((("127.0.0.1", 1), b"192.0.2.50"), (("198.51.100.4", 1), b"198.51.100.4")):
         _, answer = _get(client, seed, leech)
-        assert decode(answer.content)[b"peers"] == [{b"peer id": peer_id(1), b"ip": listed, b"port": 6881}]
+        assert decode(answer.content)[b"peers"] == [{b"ip": listed, b"port": 6881}]
 
 
 def test_tracker_server_on_a_free_port() -> None:

@@ -6,9 +6,16 @@
   server sends back as the ``failure reason``; a hostile query can never become anything else.
 - ``Swarms`` keeps the peers of each info-hash in memory. It reads no clock: every call takes ``now`` (any
   monotonic seconds), and the random sample of peers comes from the ``random.Random`` it is given.
+- An announce costs O(numwant), whatever the size of its swarm: peers are drawn by index, expired ones
+  leave from the front of a recency order, counts are kept, not recounted (``_Swarm``).
+- A peer is its peer_id *at its address* (``peer_key``): from another address the same peer_id is another
+  entry, so no one can replace or stop someone else's. A swarm holds at most ``max_swarm_peers``, at most
+  ``max_address_peers`` of them from one address; a new peer past a cap gets a failure reason.
 - Answers: ``interval``, ``min interval``, ``complete``/``incomplete`` and the peers, compact (BEP 23:
   ``peers`` is 6 bytes per IPv4 peer; BEP 7: ``peers6`` is 18 bytes per IPv6 peer) or as a list of dicts
-  (``compact=0``); scrape answers (BEP 48) map each info-hash to ``complete``/``downloaded``/``incomplete``.
+  (``compact=0``), which carry ``peer id`` only when asked for (``peer_ids``): a peer_id says which client
+  and version a peer runs, and was all it took to stop a peer before entries were bound to addresses.
+  Scrape answers (BEP 48) map each info-hash to ``complete``/``downloaded``/``incomplete``.
 
 A hybrid torrent (BEP 52) is announced twice by libtorrent: with its v1 info-hash and with its v2 info-hash
 truncated to 20 bytes. They are two swarms here, as on every other tracker; clients join both.
@@ -30,6 +37,8 @@ from swarmhub.bt.bencode import Bencodable, encode
 from swarmhub.errors import TrackerRequestError
 
 __all__ = [
+    "DEFAULT_MAX_ADDRESS_PEERS",
+    "DEFAULT_MAX_SWARM_PEERS",
     "DEFAULT_NUMWANT",
     "MAX_NUMWANT",
     "AnnounceEvent",
@@ -45,6 +54,7 @@ __all__ = [
     "parse_announce",
     "parse_scrape",
     "peer_ip",
+    "peer_key",
 ]
 
 DEFAULT_NUMWANT = 50
@@ -52,6 +62,11 @@ MAX_NUMWANT = 200
 MAX_QUERY_BYTES = 8192  # a scrape of MAX_SCRAPE hashes fits; real announces are ~300 bytes
 MAX_SCRAPE = 100
 _MAX_COUNTER = (1 << 63) - 1  # byte counters are 64-bit in every client
+# ~500 bytes a peer: a full swarm is ~25 MB. Drawing peers costs the same at any size (Swarms.announce).
+DEFAULT_MAX_SWARM_PEERS = 50_000
+# libtorrent connects to one peer per address unless told otherwise (allow_multiple_connections_per_ip), so
+# more than a few peers at one address mostly fill other peers' answers with peers they will not reach.
+DEFAULT_MAX_ADDRESS_PEERS = 16
 
 AnnounceEvent: TypeAlias = Literal["", "started", "completed", "stopped", "paused"]
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -242,7 +257,7 @@ class SwarmPeer:
     compact: bytes = field(init=False, repr=False, compare=False)  # BEP 23 / BEP 7: address, then port
 
     def __post_init__(self) -> None:
-        # once per announce, not once per answer that lists the peer
+        # once per announce that changes the peer, not once per answer that lists it
         object.__setattr__(self, "compact", self.ip.packed + self.port.to_bytes(2, "big"))
 
 
@@ -266,58 +281,129 @@ class _Peer:
     listed: SwarmPeer
     seeding: bool
     last_seen: float
+    slot: int  # where it is in its swarm's list of seeders, or of leechers
+    crowd: bytes  # the key its address is counted under (b"": not counted, see _crowd)
+
+
+def _crowd(ip: IPAddress) -> bytes:
+    """Whom a peer's address counts against for ``max_address_peers``: an IPv4 address; an IPv6 one's /64, the
+    network one host is given (RFC 6177), so its 2^64 addresses are one. Loopback counts against nobody: from
+    there ``ip=`` is believed (``peer_ip``), so a peer on this machine can be listed at any address anyway."""
+    if ip.is_loopback:
+        return b""
+    return ip.packed if ip.version == 4 else ip.packed[:8]
 
 
 class _Swarm:
-    """The peers of one swarm by peer_id, least recently announced first, and how many of them seed.
+    """The peers of one swarm: by (peer_id, address), least recently announced first; the seeders and the
+    leechers each in a list, for drawing peers by index; how many peers each address has here.
 
     Every announce moves its peer to the end, so the expired ones are always at the front (``now`` never
-    goes back): expiring and counting cost nothing per announce, whatever the size of the swarm.
+    goes back); a peer leaves its list by swapping the last one into its slot. Announcing, expiring, counting
+    and drawing ``n`` peers cost O(1), O(1) per peer expired, O(1) and O(n), whatever the size of the swarm.
     """
 
-    __slots__ = ("completed", "peers", "seeders")
+    __slots__ = ("by_crowd", "completed", "leechers", "peers", "seeders")
 
     def __init__(self) -> None:
         self.peers: OrderedDict[bytes, _Peer] = OrderedDict()
-        self.seeders = 0
+        self.seeders: list[_Peer] = []
+        self.leechers: list[_Peer] = []
+        self.by_crowd: dict[bytes, int] = {}
         self.completed = 0
 
     def stats(self) -> SwarmStats:
-        return SwarmStats(self.seeders, len(self.peers) - self.seeders, self.completed)
+        return SwarmStats(len(self.seeders), len(self.leechers), self.completed)
 
-    def put(self, peer_id: bytes, peer: _Peer) -> None:
-        old = self.peers.get(peer_id)
-        self.peers[peer_id] = peer
-        if old is not None:
-            self.peers.move_to_end(peer_id)
-            self.seeders -= old.seeding
-        self.seeders += peer.seeding
+    def put(self, key: bytes, peer_id: bytes, ip: IPAddress, port: int, seeding: bool, now: float) -> _Peer:
+        """Record an announce of the peer ``key`` (``peer_key``), new or known; returns its entry."""
+        peer = self.peers.get(key)
+        if peer is None:
+            peer = self.peers[key] = _Peer(SwarmPeer(peer_id, ip, port), seeding, now, 0, _crowd(ip))
+            self._enlist(peer)
+            if peer.crowd:
+                self.by_crowd[peer.crowd] = self.by_crowd.get(peer.crowd, 0) + 1
+            return peer
+        self.peers.move_to_end(key)
+        peer.last_seen = now
+        if peer.listed.port != port:
+            peer.listed = SwarmPeer(peer_id, ip, port)
+        if peer.seeding != seeding:
+            self._delist(peer)
+            peer.seeding = seeding
+            self._enlist(peer)
+        return peer
 
-    def remove(self, peer_id: bytes) -> None:
-        old = self.peers.pop(peer_id, None)
-        if old is not None:
-            self.seeders -= old.seeding
+    def remove(self, key: bytes) -> None:
+        peer = self.peers.pop(key, None)
+        if peer is not None:
+            self._forget(peer)
 
     def expire(self, oldest: float) -> None:
         """Forget the peers last seen before ``oldest``."""
         peers = self.peers
         while peers:
-            peer_id = next(iter(peers))
-            if peers[peer_id].last_seen >= oldest:
+            key = next(iter(peers))
+            if peers[key].last_seen >= oldest:
                 return
-            self.seeders -= peers.pop(peer_id).seeding
+            self._forget(peers.pop(key))
+
+    def sample(self, rng: random.Random, asking: _Peer, numwant: int) -> tuple[SwarmPeer, ...]:
+        """Up to ``numwant`` peers drawn at random, never ``asking``; a seed has nothing to fetch from another
+        seed, so it is told about leechers only. ``numwant + 1`` slots are drawn (``random.sample`` of a range
+        is O(numwant)), the asker left out if it is among them; when every peer fits, none is drawn."""
+        seeders, leechers = self.seeders, self.leechers
+        s = 0 if asking.seeding else len(seeders)  # slots 0..s-1 are seeders, the rest leechers
+        size = s + len(leechers)
+        if size - (not asking.seeding) <= numwant:  # all of them, but the asker
+            picked = leechers if asking.seeding else seeders + leechers
+        else:
+            picked = [seeders[i] if i < s else leechers[i - s] for i in rng.sample(range(size), numwant + 1)]
+        return tuple([p.listed for p in picked if p is not asking][:numwant])
+
+    def _enlist(self, peer: _Peer) -> None:
+        group = self.seeders if peer.seeding else self.leechers
+        peer.slot = len(group)
+        group.append(peer)
+
+    def _delist(self, peer: _Peer) -> None:
+        group = self.seeders if peer.seeding else self.leechers
+        last = group.pop()
+        if last is not peer:
+            group[peer.slot] = last
+            last.slot = peer.slot
+
+    def _forget(self, peer: _Peer) -> None:
+        self._delist(peer)
+        if peer.crowd:
+            count = self.by_crowd[peer.crowd] - 1
+            if count:
+                self.by_crowd[peer.crowd] = count
+            else:
+                del self.by_crowd[peer.crowd]
 
 
 _NO_SWARM = SwarmStats(0, 0, 0)
 
 
+def peer_key(peer_id: bytes, ip: IPAddress) -> bytes:
+    """A peer in a swarm: its peer_id at its address. BEP 3 names a peer by its peer_id alone, and then anyone
+    who learns (or guesses) one can move that peer elsewhere or stop it; bound to the address it announces from,
+    an entry is changed and stopped from that address only."""
+    return peer_id + ip.packed
+
+
 class Swarms:
     """The peers of every swarm, in memory.
 
-    A peer is forgotten when it says ``stopped`` or when it has not announced for ``peer_ttl`` seconds
-    (default: two intervals, so one lost announce is forgiven). A swarm with no peers and no completed
-    download is dropped. ``admit(info_hash)``, when given, decides which swarms may exist at all (a
-    registry's tracker serves only its torrents).
+    A peer is forgotten when it says ``stopped`` (from its own address: ``peer_key``) or when it has not
+    announced for ``peer_ttl`` seconds (default: two intervals, so one lost announce is forgiven). A swarm
+    with no peers and no completed download is dropped. ``admit(info_hash)``, when given, decides which swarms
+    may exist at all (a registry's tracker serves only its torrents).
+
+    Caps (None: none): a swarm holds at most ``max_swarm_peers`` peers, and at most ``max_address_peers`` of
+    them from one address (``_crowd``: an IPv6 /64 is one address; loopback is not counted). A new peer past
+    a cap is refused with a failure reason; those already listed go on announcing.
     """
 
     def __init__(
@@ -328,10 +414,14 @@ class Swarms:
         min_interval: int = 60,
         peer_ttl: float | None = None,
         admit: Callable[[bytes], bool] | None = None,
+        max_swarm_peers: int | None = DEFAULT_MAX_SWARM_PEERS,
+        max_address_peers: int | None = DEFAULT_MAX_ADDRESS_PEERS,
     ) -> None:
         self.interval = interval
         self.min_interval = min_interval
         self.peer_ttl = 2.0 * interval if peer_ttl is None else peer_ttl
+        self.max_swarm_peers = max_swarm_peers
+        self.max_address_peers = max_address_peers
         self._rng = rng
         self._admit = admit
         self._swarms: dict[bytes, _Swarm] = {}
@@ -349,27 +439,31 @@ class Swarms:
         if swarm is None:
             swarm = self._swarms[request.info_hash] = _Swarm()
         swarm.expire(now - self.peer_ttl)
-        seeding = request.left == 0
+        key = peer_key(request.peer_id, ip)
         if request.event == "stopped":
-            swarm.remove(request.peer_id)
+            swarm.remove(key)
             peers: tuple[SwarmPeer, ...] = ()
         else:
+            if key not in swarm.peers:
+                self._check_room(swarm, ip)
             if request.event == "completed":
                 swarm.completed += 1
-            swarm.put(request.peer_id, _Peer(SwarmPeer(request.peer_id, ip, request.port), seeding, now))
-            peers = self._pick(swarm, request.peer_id, seeding, request.numwant)
+            peer = swarm.put(key, request.peer_id, ip, request.port, request.left == 0, now)
+            peers = swarm.sample(self._rng, peer, request.numwant)
         stats = swarm.stats()
         self._drop_if_idle(request.info_hash, swarm)
         return AnnounceReply(self.interval, self.min_interval, stats, peers)
 
-    def _pick(self, swarm: _Swarm, asking: bytes, seeding: bool, numwant: int) -> tuple[SwarmPeer, ...]:
-        if seeding:  # a seed has nothing to fetch from another seed: it is only told about leechers
-            candidates = [p.listed for p in swarm.peers.values() if not p.seeding]
-        else:
-            candidates = [p.listed for k, p in swarm.peers.items() if k != asking]
-        if len(candidates) > numwant:
-            candidates = self._rng.sample(candidates, numwant)
-        return tuple(candidates)
+    def _check_room(self, swarm: _Swarm, ip: IPAddress) -> None:
+        """A new peer fits under the caps, or ``TrackerRequestError`` says which one it is past."""
+        if self.max_swarm_peers is not None and len(swarm.peers) >= self.max_swarm_peers:
+            raise TrackerRequestError(f"this swarm is full: {len(swarm.peers)} peers")
+        crowd = _crowd(ip)
+        if crowd and self.max_address_peers is not None:
+            count = swarm.by_crowd.get(crowd, 0)
+            if count >= self.max_address_peers:
+                where = ip if ip.version == 4 else f"{ipaddress.IPv6Network((ip, 64), strict=False)}"
+                raise TrackerRequestError(f"{count} peers of this swarm announce from {where} already")
 
     def scrape(self, info_hashes: Iterable[bytes], now: float) -> dict[bytes, SwarmStats]:
         """Counts for each info-hash; zeros for swarms we do not know (BEP 48 lets a tracker omit them)."""
@@ -403,8 +497,8 @@ class Swarms:
 # --------------------------------------------------------------------------------------------- encoding
 
 
-def encode_announce(reply: AnnounceReply, *, compact: bool = True, no_peer_id: bool = False) -> bytes:
-    """The bencoded answer to an announce."""
+def encode_announce(reply: AnnounceReply, *, compact: bool = True, peer_ids: bool = False) -> bytes:
+    """The bencoded answer to an announce; ``peer_ids``: the list-of-dicts answer names each peer's ``peer id``."""
     if compact:
         return _encode_compact(reply)
     answer: dict[str, Bencodable] = {
@@ -414,7 +508,7 @@ def encode_announce(reply: AnnounceReply, *, compact: bool = True, no_peer_id: b
         "incomplete": reply.stats.incomplete,
     }
     answer["peers"] = [
-        {"ip": str(p.ip), "port": p.port} if no_peer_id else {"peer id": p.peer_id, "ip": str(p.ip), "port": p.port}
+        {"peer id": p.peer_id, "ip": str(p.ip), "port": p.port} if peer_ids else {"ip": str(p.ip), "port": p.port}
         for p in reply.peers
     ]
     return encode(answer)

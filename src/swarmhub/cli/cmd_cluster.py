@@ -18,6 +18,7 @@ from swarmhub.cli.args import split_repo_revision
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ClusterError, UsageError
 from swarmhub.hub.repo import parse_repo_type
+from swarmhub.origin.credentials import RefuseRedirects
 from swarmhub.settings import Settings
 
 __all__ = ["register"]
@@ -33,11 +34,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "every second; for each release in flight it picks a few nodes that fetch disjoint piece sets from the "
         "origin, so the origin sends each byte once, and everyone else trades with peers (same rack first). "
         "A fetcher that dies or stalls loses its share to the others. Status at / and /cluster/status. "
-        "With SWARMHUB_CLUSTER_TOKEN set, nodes and preheats must send it.",
+        "With SWARMHUB_CLUSTER_TOKEN set, nodes, preheats and manifests must send it, and the tracker answers "
+        "only nodes that reported with it; without it the coordinator listens on loopback only.",
     )
     c_sub = coordinator.add_subparsers(dest="coordinator_command", metavar="COMMAND", required=True)
     serve = c_sub.add_parser("serve", help="serve until Ctrl-C or SIGTERM")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; any other needs SWARMHUB_CLUSTER_TOKEN)",
+    )
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)")
     serve.add_argument("--fetchers", type=int, default=3, help="nodes fetching each release from the origin (3)")
     serve.add_argument(
@@ -45,6 +51,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         metavar="DIR",
         help="a private cluster's CA folder (cluster init): preheats send its TLS-only torrents",
+    )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides the loopback ones and the bound address (repeatable)",
     )
     serve.add_argument("--json", action="store_true", help="print one JSON line when ready")
     serve.set_defaults(func=_serve)
@@ -97,7 +110,9 @@ def _serve(args: argparse.Namespace) -> int:
             ca_pem = (args.cluster_ca / "ca.pem").read_bytes()
         except OSError as exc:
             raise UsageError(f"no ca.pem in {args.cluster_ca}", hint="make it: swarmhub cluster init") from exc
-    server = CoordinatorServer(args.host, args.port, fetchers=args.fetchers, token=token, ca_pem=ca_pem)
+    server = CoordinatorServer(
+        args.host, args.port, fetchers=args.fetchers, token=token, ca_pem=ca_pem, allow_hosts=args.allow_host
+    )
 
     def ready() -> None:
         if args.json:
@@ -133,8 +148,9 @@ def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, 
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url + path, data=data, headers=headers, method="POST" if body else "GET")
+    opener = urllib.request.build_opener(RefuseRedirects)  # the token goes to the coordinator only
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with opener.open(request, timeout=30) as response:
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:
@@ -142,7 +158,12 @@ def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, 
             message = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             message = exc.reason
-        raise ClusterError(f"the coordinator refused: {message}", hint="see swarmhub preheat --help") from exc
+        hint = (
+            "set SWARMHUB_CLUSTER_TOKEN to the coordinator's token"
+            if exc.code == 401
+            else "see swarmhub preheat --help"
+        )
+        raise ClusterError(f"the coordinator refused: {message}", hint=hint) from exc
     except (OSError, ValueError) as exc:
         raise ClusterError(
             f"cannot reach the coordinator at {url}: {exc}", hint="start it: swarmhub coordinator serve"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from swarmhub.bt.tracker import DEFAULT_MAX_ADDRESS_PEERS, DEFAULT_MAX_SWARM_PEERS
 from swarmhub.cli.args import parse_port
 from swarmhub.errors import UsageError
 
@@ -35,8 +36,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--interval", type=int, default=1800, help="seconds clients wait between announces (default: 1800)"
     )
+    serve.add_argument(
+        "--max-swarm-peers",
+        type=_cap,
+        default=DEFAULT_MAX_SWARM_PEERS,
+        metavar="N",
+        help=f"peers one swarm holds; new ones past it are refused (default: {DEFAULT_MAX_SWARM_PEERS}; 0: no cap)",
+    )
+    serve.add_argument(
+        "--max-address-peers",
+        type=_cap,
+        default=DEFAULT_MAX_ADDRESS_PEERS,
+        metavar="N",
+        help=f"peers of one swarm at one address, an IPv6 /64 counting as one; loopback is not counted "
+        f"(default: {DEFAULT_MAX_ADDRESS_PEERS}; 0: no cap)",
+    )
+    serve.add_argument(
+        "--publish-peer-ids",
+        action="store_true",
+        help="name each peer's peer id in non-compact answers (compact=0); off by default",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn access log)")
     serve.set_defaults(func=run)
+
+
+def _cap(value: str) -> int | None:
+    """A cap from the command line: a whole number, 0 for none."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"a whole number (0: no cap), not {value!r}")
+    return int(value) or None
 
 
 def _announce(tracker: TrackerServer) -> None:
@@ -48,5 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.interval < 1:
         raise UsageError("--interval must be at least 1 second")
-    serve_forever(args.host, args.port, interval=args.interval, access_log=args.access_log, ready=_announce)
+    serve_forever(
+        args.host,
+        args.port,
+        interval=args.interval,
+        max_swarm_peers=args.max_swarm_peers,
+        max_address_peers=args.max_address_peers,
+        publish_peer_ids=args.publish_peer_ids,
+        access_log=args.access_log,
+        ready=_announce,
+    )
     return 0

@@ -14,19 +14,27 @@
   ``GET /shards/manifests/NAME`` gives it back, ``GET /shards/manifests`` lists the names. Kept in memory:
   nodes that have a manifest put it again when they start.
 
-With ``token``, reports, preheats and manifests put need ``Authorization: Bearer <token>``; the tracker only
-answers nodes that reported (its peers are the cluster's).
+Who may drive it (``guard.Guard``, before any handler): the mutating calls (``POST``, ``PUT``) take
+``Content-Type: application/json`` only and no ``Origin`` (so no web page can send them), and with ``token``
+``Authorization: Bearer <token>``; bound to loopback it answers loopback ``Host`` names only (DNS rebinding).
+``CoordinatorServer`` refuses to listen on another address without a token: anyone who reached it could
+hand the nodes a torrent of their own bytes to fetch, steer the brain with reports, or replace a shard set.
+With ``token`` the tracker answers only nodes that reported with it: an announce names its node
+(``&node=<id>``), which must be alive and have reported from the address it announces from.
+
+Bodies are capped: a report at ``MAX_REPORT_BYTES`` (a release of 40,000 pieces, the most ``create`` makes,
+costs ~30 KB), a preheat at ``MAX_PREHEAT_BYTES``, a manifest at ``MAX_MANIFEST_BYTES``; past that, ``413``.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import html
+import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,12 +43,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
+from swarmhub.bt.metainfo import MAX_PIECES, Torrent, cluster_variant, parse_torrent
 from swarmhub.bt.tracker import AnnounceReply, Swarms
-from swarmhub.cluster.brain import Brain, ReleaseReport, decode_pieces, encode_pieces
-from swarmhub.errors import ClusterError, ShardError, SwarmhubError
-from swarmhub.serving import BackgroundServer
+from swarmhub.cluster.brain import MAX_RELEASES, Brain, ReleaseReport, decode_bitfield, encode_bitfield
+from swarmhub.errors import ClusterError, ConfigError, ShardError, SwarmhubError, TrackerRequestError
+from swarmhub.guard import Guard, GuardRules, allowed_hosts, is_loopback
+from swarmhub.serving import BackgroundServer, read_capped
 from swarmhub.shards.manifest import Manifest, shard_set_name
 from swarmhub.tracker.app import TrackerApp
 
@@ -48,6 +58,8 @@ __all__ = ["Coordinator", "CoordinatorServer", "coordinator_app", "select_nodes"
 
 ANNOUNCE_INTERVAL = 30  # seconds; nodes re-announce often: a cluster's membership changes fast
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is ~1 KB a shard (its torrent's piece hashes): room for thousands
+MAX_REPORT_BYTES = 1 << 20
+MAX_PREHEAT_BYTES = 24 << 20  # a 16 MiB torrent, as base64 (4/3), in its JSON
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +89,7 @@ class Coordinator:
         self.ca_pem = ca_pem  # a private cluster's CA: preheats send the TLS-only variant nodes trade
         self.clock = clock
         swarms = Swarms(rng=random.Random(), interval=ANNOUNCE_INTERVAL, min_interval=5)
-        self.tracker = TrackerApp(swarms, clock=clock, order_peers=self._order_peers)
+        self.tracker = TrackerApp(swarms, clock=clock, admit=self._admit, order_peers=self._order_peers)
         self.preheats: dict[str, _Preheat] = {}
         self.shard_manifests: dict[str, bytes] = {}  # shard set name -> its manifest, as Manifest.to_json writes it
 
@@ -98,7 +110,7 @@ class Coordinator:
                     preheat.done.add(node_id)
         sizes = {r.key: r.num_pieces for r in reports}
         return {
-            "assignments": {key: encode_pieces(p, sizes[key]) for key, p in assigned.items()},
+            "assignments": {key: encode_bitfield(p, sizes[key]) for key, p in assigned.items()},
             "pull": pulls,
             "announce_interval": ANNOUNCE_INTERVAL,
         }
@@ -148,9 +160,10 @@ class Coordinator:
         for n in self.brain.nodes(now):
             held = {}
             for key, r in n.releases.items():
+                needs = r.needs
                 held[key] = {
-                    "pieces": len(r.have & r.needs),
-                    "of": len(r.needs),
+                    "pieces": (r.have & needs).bit_count(),
+                    "of": needs.bit_count(),
                     "origin_bytes": r.origin_bytes,
                     "peer_bytes": r.peer_bytes,
                 }
@@ -184,9 +197,23 @@ class Coordinator:
         }
         return {"nodes": nodes, "releases": releases, "preheats": preheats}
 
+    def _admit(self, query: bytes, client_host: str) -> None:
+        """With a token, the tracker answers the cluster's nodes only: the announce's ``node`` is alive and
+        reported (with the token) from the address the announce comes from."""
+        if self.token is None:
+            return
+        node_id = _node_of(query)
+        node = self.brain.node(node_id, self.clock()) if node_id else None
+        if node is None or not node.alive or node.address is None or node.address[0] != client_host:
+            raise TrackerRequestError(
+                "this tracker answers the cluster's nodes only (a node reports to the coordinator, with its token, "
+                "from the address it announces from)",
+                field="node",
+            )
+
     def _order_peers(self, query: bytes, reply: AnnounceReply) -> AnnounceReply:
         """The asker's rack first, then its zone (nodes announce with ``&node=<id>``)."""
-        node = parse_qs(query.decode("latin-1")).get("node", [None])[0]
+        node = _node_of(query)
         by_address = {(str(p.ip), p.port): p for p in reply.peers}
         ordered = self.brain.order_peers(node, list(by_address))
         return replace(reply, peers=tuple(by_address[a] for a in ordered))
@@ -205,30 +232,23 @@ def select_nodes(alive: list[Any], selector: object) -> list[str]:
     raise ClusterError(f"nodes: 'all', 'LABEL=VALUE' or a count, not {selector!r}")
 
 
+def _node_of(query: bytes) -> str | None:
+    return parse_qs(query.decode("latin-1")).get("node", [None])[0]
+
+
 def _key_variants(torrent: Torrent) -> set[str]:
     return {k for k in (torrent.info_hash_v2, torrent.info_hash_v1) if k}
 
 
 def _parse_report(body: Mapping[str, Any]) -> tuple[str, dict[str, str], list[ReleaseReport]]:
+    """A report's parts; its sizes are checked before a bitfield is decoded (the brain's rules)."""
     try:
         node_id = str(body["node_id"])
         labels = {str(k): str(v) for k, v in dict(body.get("labels") or {}).items()}
-        reports = []
-        for r in body.get("releases") or []:
-            n = int(r["num_pieces"])
-            wanted = r.get("wanted")
-            reports.append(
-                ReleaseReport(
-                    key=str(r["key"]),
-                    num_pieces=n,
-                    have=decode_pieces(str(r["have"]), n),
-                    origin_bytes=int(r.get("origin_bytes", 0)),
-                    peer_bytes=int(r.get("peer_bytes", 0)),
-                    name=str(r.get("name", "")),
-                    wanted=decode_pieces(str(wanted), n) if wanted is not None else None,
-                    fetching=decode_pieces(str(r["fetching"]), n) if r.get("fetching") else frozenset(),
-                )
-            )
+        releases = list(body.get("releases") or [])
+        if len(releases) > MAX_RELEASES:
+            raise ValueError(f"a report names at most {MAX_RELEASES} releases, not {len(releases)}")
+        reports = [_release_report(r) for r in releases]
     except (KeyError, TypeError, ValueError) as exc:
         raise ClusterError(f"bad report: {exc}") from exc
     if not node_id or len(node_id) > 128:
@@ -236,32 +256,44 @@ def _parse_report(body: Mapping[str, Any]) -> tuple[str, dict[str, str], list[Re
     return node_id, labels, reports
 
 
-def coordinator_app(coordinator: Coordinator) -> Starlette:
-    def authorized(request: Request) -> bool:
-        if coordinator.token is None:
-            return True
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given.encode(), coordinator.token.encode())
+def _release_report(r: Mapping[str, Any]) -> ReleaseReport:
+    n = int(r["num_pieces"])
+    if not 0 <= n <= MAX_PIECES:
+        raise ValueError(f"a release has at most {MAX_PIECES} pieces (libtorrent's limit), not {n}")
+    wanted = r.get("wanted")
+    return ReleaseReport(
+        key=str(r["key"]),
+        num_pieces=n,
+        have=decode_bitfield(str(r["have"]), n),
+        origin_bytes=int(r.get("origin_bytes", 0)),
+        peer_bytes=int(r.get("peer_bytes", 0)),
+        name=str(r.get("name", "")),
+        wanted=decode_bitfield(str(wanted), n) if wanted is not None else None,
+        fetching=decode_bitfield(str(r["fetching"]), n) if r.get("fetching") else 0,
+    )
 
-    def token_needed() -> Response:
-        return JSONResponse({"error": "a cluster token is needed (SWARMHUB_CLUSTER_TOKEN)"}, status_code=401)
+
+def coordinator_app(coordinator: Coordinator, *, hosts: frozenset[str] | None = None) -> ASGIApp:
+    """The coordinator's routes behind its ``Guard``; ``hosts``: the ``Host`` names answered (None: any)."""
 
     def client(request: Request) -> str:
         return request.client.host if request.client else ""
 
     async def report(request: Request) -> Response:
-        if not authorized(request):
-            return token_needed()
+        body = await _json_body(request, MAX_REPORT_BYTES)
+        if isinstance(body, Response):
+            return body
         try:
-            return JSONResponse(coordinator.report(await request.json(), client(request)))
+            return JSONResponse(coordinator.report(body, client(request)))
         except (ClusterError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
     async def preheat(request: Request) -> Response:
-        if not authorized(request):
-            return token_needed()
+        body = await _json_body(request, MAX_PREHEAT_BYTES)
+        if isinstance(body, Response):
+            return body
         try:
-            return JSONResponse(coordinator.preheat(await request.json()))
+            return JSONResponse(coordinator.preheat(body))
         except (SwarmhubError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -272,11 +304,9 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
         return HTMLResponse(status_page(coordinator.status()))
 
     async def put_manifest(request: Request) -> Response:
-        if not authorized(request):
-            return token_needed()
-        data = await _body(request, MAX_MANIFEST_BYTES)
+        data = await read_capped(request, MAX_MANIFEST_BYTES)
         if data is None:
-            return JSONResponse({"error": f"a manifest is at most {MAX_MANIFEST_BYTES} bytes"}, status_code=413)
+            return _too_big("a manifest", MAX_MANIFEST_BYTES)
         try:
             return JSONResponse(coordinator.put_manifest(request.path_params["name"], data))
         except ClusterError as exc:
@@ -292,7 +322,7 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
     async def manifests(request: Request) -> Response:
         return JSONResponse({"names": sorted(coordinator.shard_manifests)})
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/cluster/report", report, methods=["POST"]),
             Route("/cluster/preheat", preheat, methods=["POST"]),
@@ -305,16 +335,31 @@ def coordinator_app(coordinator: Coordinator) -> Starlette:
             Route("/", page),
         ]
     )
+    rules = GuardRules(hosts=hosts, control=_is_control, token=coordinator.token, service="the coordinator")
+    return Guard(app, rules)
 
 
-async def _body(request: Request, limit: int) -> bytes | None:
-    """The request's body, or None past ``limit`` bytes (read no further)."""
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            return None
-    return bytes(data)
+def _is_control(path: str) -> bool:
+    """The routes whose mutating calls need JSON (and the token): reports, preheats, manifests put."""
+    return path.startswith(("/cluster/", "/shards/"))
+
+
+async def _json_body(request: Request, limit: int) -> dict[str, Any] | Response:
+    """The request's JSON object, or the answer refusing it (too big: ``413``; not a JSON object: ``400``)."""
+    data = await read_capped(request, limit)
+    if data is None:
+        return _too_big("a request", limit)
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        return JSONResponse({"error": f"not JSON: {exc}"}, status_code=400)
+    if not isinstance(body, dict):
+        return JSONResponse({"error": "the body is not a JSON object"}, status_code=400)
+    return body
+
+
+def _too_big(what: str, limit: int) -> Response:
+    return JSONResponse({"error": f"{what} is at most {limit} bytes"}, status_code=413)
 
 
 def status_page(status: Mapping[str, Any]) -> str:
@@ -348,6 +393,9 @@ def _held(releases: Mapping[str, Mapping[str, int]]) -> str:
 
 
 class CoordinatorServer(BackgroundServer):
+    """The coordinator served from a background thread. Bound to anything but loopback it needs ``token``
+    (``ConfigError`` otherwise); ``allow_hosts``: more ``Host`` names to answer (see ``guard.allowed_hosts``)."""
+
     name = "swarmhub-coordinator"
 
     def __init__(
@@ -358,9 +406,17 @@ class CoordinatorServer(BackgroundServer):
         fetchers: int = 3,
         token: str | None = None,
         ca_pem: bytes | None = None,
+        allow_hosts: Sequence[str] = (),
     ) -> None:
+        if token is None and not is_loopback(host):
+            raise ConfigError(
+                f"the coordinator would listen on {host} with no cluster token: anyone who reaches it could "
+                "make the nodes fetch their bytes",
+                hint="set SWARMHUB_CLUSTER_TOKEN (the same for the nodes and preheat), or listen on 127.0.0.1",
+            )
         super().__init__(host, [port])
         self.coordinator = Coordinator(Brain(fetchers=fetchers), token=token, ca_pem=ca_pem)
+        self.hosts = allowed_hosts(host, allow_hosts)
 
-    def _apps(self) -> list[Starlette]:
-        return [coordinator_app(self.coordinator)]
+    def _apps(self) -> list[ASGIApp]:
+        return [coordinator_app(self.coordinator, hosts=self.hosts)]

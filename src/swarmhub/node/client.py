@@ -19,18 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from swarmhub.errors import SwarmhubError, TorrentMismatch
+from swarmhub.origin.credentials import RefuseRedirects
 
 __all__ = ["NodeClient"]
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """The node never redirects its control API: a redirect would carry the secret elsewhere."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({}))  # loopback: never a proxy
+_OPENER = urllib.request.build_opener(RefuseRedirects, urllib.request.ProxyHandler({}))  # loopback: never a proxy
 
 
 @dataclass(frozen=True)

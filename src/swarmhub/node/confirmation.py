@@ -13,6 +13,10 @@ and a cluster's TLS variant of one release share one record). Outcomes:
   commit to us (gone from the Hub, private or gated without our token). The release may still land and be
   served, only as far as each file's etag checks: that trusts whoever handed the torrent over for which bytes
   the commit holds (the README says so). An unreachable upstream is asked again after ``RETRY_AFTER`` seconds.
+
+A gated or private repo the node's own token cannot list is confirmed with a program's credential that the Hub
+just accepted for it (``authorization``, a ``Bearer`` value): sent to the upstream only, as the endpoint relays
+it anyway, and never kept.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from swarmhub.errors import (
 )
 from swarmhub.hub.confirm import release_difference
 from swarmhub.hub.repo import RepoFile, RepoRef
+from swarmhub.node.hubstate import credential_key
 from swarmhub.node.landing import atomic_text
 from swarmhub.origin.client import OriginClient
 
@@ -72,22 +77,24 @@ class Confirmations:
     def recorded(self, ref: RepoRef, files: Sequence[RepoFile]) -> bool:
         return (self.dir / release_digest(ref, files)).is_file()
 
-    async def confirm(self, ref: RepoRef, files: Sequence[RepoFile]) -> Outcome:
+    async def confirm(self, ref: RepoRef, files: Sequence[RepoFile], *, authorization: str | None = None) -> Outcome:
         """``confirmed`` or ``unconfirmed`` (see the module's docstring); ``TorrentMismatch`` when refused."""
         digest = release_digest(ref, files)
         if (self.dir / digest).is_file():
             return "confirmed"
         if self.upstream is None:
             return "unconfirmed"
-        miss = self._misses.get(digest)
+        token = _bearer(authorization)
+        miss_key = digest if token is None else f"{digest} {credential_key(authorization)}"
+        miss = self._misses.get(miss_key)
         if miss is not None and self.clock() - miss.at < RETRY_AFTER:
             return "unconfirmed"
         try:
-            listed = await self.upstream.list_files(ref.repo_type, ref.repo_id, ref.commit)
+            listed = await self._list(ref, token)
         except (RepoNotFound, RevisionNotFound, GatedRepoError) as exc:
-            return self._unconfirmed(digest, ref, f"the upstream does not show it to us ({exc})")
+            return self._unconfirmed(miss_key, ref, f"the upstream does not show it to us ({exc})")
         except OriginError as exc:
-            return self._unconfirmed(digest, ref, f"the upstream could not be asked ({exc})")
+            return self._unconfirmed(miss_key, ref, f"the upstream could not be asked ({exc})")
         difference = release_difference(files, listed)
         if difference is not None:
             raise TorrentMismatch(
@@ -103,6 +110,21 @@ class Confirmations:
         log.info("%s@%s: the upstream confirms its %d files", ref.repo_id, ref.commit[:12], len(files))
         return "confirmed"
 
+    async def _list(self, ref: RepoRef, token: str | None) -> list[RepoFile]:
+        """The upstream's tree for the commit: with the node's own token, then (a repo it may not read) with the
+        program's."""
+        assert self.upstream is not None
+        try:
+            return await self.upstream.list_files(ref.repo_type, ref.repo_id, ref.commit)
+        except (RepoNotFound, GatedRepoError):
+            if token is None:
+                raise
+        theirs = OriginClient(self.upstream.endpoint, token, retries=2, timeout=10)
+        try:
+            return await theirs.list_files(ref.repo_type, ref.repo_id, ref.commit)
+        finally:
+            await theirs.aclose()
+
     def _unconfirmed(self, digest: str, ref: RepoRef, why: str) -> Outcome:
         self._misses[digest] = _Miss(self.clock(), why)
         log.warning(
@@ -110,6 +132,7 @@ class Confirmations:
         )
         return "unconfirmed"
 
-    def why_unconfirmed(self, ref: RepoRef, files: Sequence[RepoFile]) -> str | None:
-        miss = self._misses.get(release_digest(ref, files))
-        return miss.why if miss is not None else None
+
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None

@@ -312,7 +312,8 @@ class HubEndpoint:
         if probe.response.status_code >= 400:
             return self._upstream_error(probe.response, head=head)
         if probe.commit is not None and is_commit(probe.commit):
-            release = await self.source.release(repo_type, repo_id, probe.commit)
+            authorization = request.headers.get("authorization")
+            release = await self.source.release(repo_type, repo_id, probe.commit, authorization=authorization)
             f = None if release is None else _file(release, path)
             if release is not None and f is not None and self._agrees(probe, f):
                 return await self._serve(request, release, f)

@@ -287,13 +287,16 @@ class Library:
 
     # ------------------------------------------------------------------------------------------ lookups
 
-    async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> SwarmRelease | None:
-        """The release when the swarm knows it and the upstream does not contradict its torrent."""
+    async def release(
+        self, repo_type: RepoType, repo_id: str, commit: str, *, authorization: str | None = None
+    ) -> SwarmRelease | None:
+        """The release when the swarm knows it and the upstream does not contradict its torrent
+        (``authorization``: a program's credential the Hub accepted, to confirm a gated release with)."""
         ref = RepoRef(repo_type, repo_id, commit)
         known = self._releases.get(ref)
         if known is not None:
             if not known.confirmed:  # asked again (at most every RETRY_AFTER seconds while unreachable)
-                known.confirmed = await self._confirm(known)
+                known.confirmed = await self._confirm(known, authorization)
             return None if ref in self._refused else known
         if ref in self._refused:
             return None
@@ -302,15 +305,16 @@ class Library:
             return None
         torrent, data = found
         release = SwarmRelease(self, torrent, data)
-        release.confirmed = await self._confirm(release)
+        release.confirmed = await self._confirm(release, authorization)
         if ref in self._refused:
             return None
         return self._releases.setdefault(ref, release)
 
-    async def _confirm(self, release: SwarmRelease) -> bool:
+    async def _confirm(self, release: SwarmRelease, authorization: str | None = None) -> bool:
         """Whether the upstream confirms ``release``; one it contradicts is dropped from the store and refused."""
         try:
-            return await self.confirmations.confirm(release.ref, release.files) == "confirmed"
+            outcome = await self.confirmations.confirm(release.ref, release.files, authorization=authorization)
+            return outcome == "confirmed"
         except TorrentMismatch as exc:
             log.warning("%s", exc)
             self._refused.add(release.ref)

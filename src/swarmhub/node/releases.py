@@ -4,8 +4,10 @@ The endpoint (``node.endpoint``) speaks HTTP and the Hub's dialect; the node (``
 libtorrent session, the cache and the pulls. This module is the seam between them, so each side is tested
 without the other: the endpoint against an in-memory ``ReleaseSource``, the node against real swarms.
 
-- ``ReleaseSource.release(repo_type, repo_id, commit)``: the release when the swarm knows it (a torrent in the
-  node's store or the registry's catalog), else None — the endpoint then passes the request to the upstream.
+- ``ReleaseSource.release(repo_type, repo_id, commit, authorization=...)``: the release when the swarm knows it
+  (a torrent in the node's store or the registry's catalog) and the upstream does not contradict it, else None —
+  the endpoint then passes the request to the upstream. ``authorization`` is the program's own credential,
+  which the Hub just accepted for this repo: a gated release the node cannot confirm alone is confirmed with it.
 - ``ReleaseSource.local_commit(repo_type, repo_id, revision)``: a branch or tag resolved without the upstream
   (the node cache's ``refs/<revision>``), for when the upstream cannot be reached.
 - ``KnownRelease.stream(path, start, end)``: bytes ``[start, end)`` of one file, in order, as soon as they
@@ -36,6 +38,8 @@ class KnownRelease(Protocol):
 
 
 class ReleaseSource(Protocol):
-    async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> KnownRelease | None: ...
+    async def release(
+        self, repo_type: RepoType, repo_id: str, commit: str, *, authorization: str | None = None
+    ) -> KnownRelease | None: ...
 
     async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None: ...

@@ -13,16 +13,22 @@ The rules, all here:
    number) has no origin at all, and so never gets a token: parsers disagree about such URLs (WHATWG reads
    ``https://a\\@b/`` as host ``a``, ``urlsplit`` as host ``b``), and the host we check must be the host the
    request reaches.
-3. URLs in messages and logs are shown by ``shown_url``: without userinfo, query and fragment (a signed CDN
+3. A client that sends a credential with urllib (the registry's publish, the node's control API, preheat)
+   follows no redirect at all (``RefuseRedirects``): urllib would forward ``Authorization`` to any host, and
+   turn a POST's 301/302/303 into a GET to it.
+4. URLs in messages and logs are shown by ``shown_url``: without userinfo, query and fragment (a signed CDN
    URL's query is a credential for its lifetime), non-printable characters escaped, length bounded.
 """
 
 from __future__ import annotations
 
+import http.client
 import re
+import urllib.request
+from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
 
-__all__ = ["has_userinfo", "same_origin", "shown_url"]
+__all__ = ["RefuseRedirects", "has_userinfo", "same_origin", "shown_url"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _AUTHORITY = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
@@ -66,3 +72,18 @@ def shown_url(url: str) -> str:
     bare = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
     shown = quote(bare, safe=_PRINTABLE_ASCII)
     return shown if len(shown) <= SHOWN_MAX else shown[: SHOWN_MAX - 1] + "…"
+
+
+class RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """No redirect followed: urllib then raises the 3xx as an ``HTTPError`` for the caller to explain."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None

@@ -13,17 +13,16 @@ follows no redirect. urllib's own handler would turn a POST's 301/302/303 into a
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import urllib.error
 import urllib.request
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urljoin
 
 from swarmhub import __version__
 from swarmhub.errors import ConfigError, SwarmhubError, UsageError
 from swarmhub.hub.repo import RepoType
-from swarmhub.origin.credentials import has_userinfo, shown_url
+from swarmhub.origin.credentials import RefuseRedirects, has_userinfo, shown_url
 
 __all__ = ["RegistryClient", "RegistryError"]
 
@@ -32,21 +31,6 @@ class RegistryError(SwarmhubError):
     def __init__(self, message: str, *, status: int | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """No redirect followed: urllib then raises the 3xx as an ``HTTPError``, which ``_request`` explains."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
 
 
 class RegistryClient:
@@ -73,7 +57,7 @@ class RegistryClient:
         handlers: list[urllib.request.BaseHandler] = []
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-            handlers.append(_RefuseRedirects())
+            handlers.append(RefuseRedirects())
         request = urllib.request.Request(self.url + path, data=data, headers=headers)
         try:
             with urllib.request.build_opener(*handlers).open(request, timeout=self.timeout) as response:

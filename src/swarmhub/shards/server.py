@@ -80,7 +80,11 @@ def publish_manifest(coordinator: str, manifest: Manifest, *, token: str | None 
     url = _manifest_url(coordinator, name)
     try:
         response = httpx.put(
-            url, content=manifest.to_json(), headers=_auth(token), timeout=_COORDINATOR_TIMEOUT, trust_env=False
+            url,
+            content=manifest.to_json(),
+            headers={"Content-Type": "application/json", **_auth(token)},  # the coordinator takes JSON only
+            timeout=_COORDINATOR_TIMEOUT,
+            trust_env=False,
         )
     except httpx.HTTPError as exc:
         raise ShardError(f"cannot reach the coordinator at {url}: {exc}") from exc

@@ -46,7 +46,8 @@ class TrackerApp:
     """``swarms`` answers every request, with ``clock()`` as its time (tests pass a fake one).
 
     ``answer`` is the whole tracker without HTTP around it: the ASGI ``__call__`` and the tracker's own
-    server (``tracker.protocol``) both send what it returns.
+    server (``tracker.protocol``) both send what it returns. ``publish_peer_ids``: the list-of-dicts answer
+    (``compact=0``) names each peer's ``peer id`` (unless the query says ``no_peer_id=1``); off by default.
     """
 
     def __init__(
@@ -54,11 +55,15 @@ class TrackerApp:
         swarms: Swarms,
         *,
         clock: Callable[[], float] = time.monotonic,
+        admit: Callable[[bytes, str], None] | None = None,
         order_peers: Callable[[bytes, AnnounceReply], AnnounceReply] | None = None,
+        publish_peer_ids: bool = False,
     ) -> None:
         self.swarms = swarms
         self.clock = clock
+        self.admit = admit  # (query, client host) -> None, or TrackerRequestError: who may announce (a cluster's)
         self.order_peers = order_peers  # (query, reply) -> the reply with its peers reordered (a cluster's)
+        self.publish_peer_ids = publish_peer_ids
 
     def answer(self, method: str, path: str, query: bytes, client_host: str) -> tuple[int, bytes]:
         """The status and body for ``method path?query`` from ``client_host`` (headers: ``HEADERS[status]``).
@@ -76,12 +81,15 @@ class TrackerApp:
         """The bencoded answer to the raw announce query ``query`` from a peer at ``client_host``."""
         try:
             request = parse_announce(query)
+            if self.admit is not None:
+                self.admit(query, client_host)
             reply = self.swarms.announce(request, peer_ip(client_host, request.ip), self.clock())
         except TrackerRequestError as error:
             return encode_failure(error.message)
         if self.order_peers is not None:
             reply = self.order_peers(query, reply)
-        return encode_announce(reply, compact=request.compact, no_peer_id=request.no_peer_id)
+        peer_ids = self.publish_peer_ids and not request.no_peer_id
+        return encode_announce(reply, compact=request.compact, peer_ids=peer_ids)
 
     def scrape(self, query: bytes) -> bytes:
         """The bencoded answer to the raw scrape query ``query`` (BEP 48)."""
@@ -102,9 +110,11 @@ class TrackerApp:
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-def tracker_app(swarms: Swarms, *, clock: Callable[[], float] = time.monotonic) -> TrackerApp:
+def tracker_app(
+    swarms: Swarms, *, clock: Callable[[], float] = time.monotonic, publish_peer_ids: bool = False
+) -> TrackerApp:
     """The ASGI app serving ``/announce`` and ``/scrape`` from ``swarms``."""
-    return TrackerApp(swarms, clock=clock)
+    return TrackerApp(swarms, clock=clock, publish_peer_ids=publish_peer_ids)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

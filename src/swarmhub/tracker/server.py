@@ -10,7 +10,7 @@ import random
 import socket
 from collections.abc import Callable
 
-from swarmhub.bt.tracker import Swarms
+from swarmhub.bt.tracker import DEFAULT_MAX_ADDRESS_PEERS, DEFAULT_MAX_SWARM_PEERS, Swarms
 from swarmhub.serving import BackgroundServer, Startable, run_until_interrupted
 from swarmhub.tracker.app import tracker_app
 from swarmhub.tracker.protocol import TrackerThread
@@ -33,10 +33,12 @@ class TrackerServer(BackgroundServer):
         port: int = 0,
         *,
         swarms: Swarms | None = None,
+        publish_peer_ids: bool = False,
         access_log: bool = False,
     ) -> None:
         super().__init__(host, (port,), access_log=access_log)
         self.swarms = swarms if swarms is not None else Swarms(rng=random.Random())
+        self.publish_peer_ids = publish_peer_ids
 
     @property
     def announce_url(self) -> str:
@@ -48,7 +50,8 @@ class TrackerServer(BackgroundServer):
 
     def _server_for(self, sockets: list[socket.socket]) -> Startable:
         (sock,) = sockets
-        return TrackerThread(f"{self.name}-{self.port}", tracker_app(self.swarms), sock, access_log=self._access_log)
+        app = tracker_app(self.swarms, publish_peer_ids=self.publish_peer_ids)
+        return TrackerThread(f"{self.name}-{self.port}", app, sock, access_log=self._access_log)
 
 
 def serve_forever(
@@ -56,9 +59,19 @@ def serve_forever(
     port: int = 6969,
     *,
     interval: int = 1800,
+    max_swarm_peers: int | None = DEFAULT_MAX_SWARM_PEERS,
+    max_address_peers: int | None = DEFAULT_MAX_ADDRESS_PEERS,
+    publish_peer_ids: bool = False,
     access_log: bool = False,
     ready: Callable[[TrackerServer], None] | None = None,
 ) -> None:
-    """Serve until Ctrl-C or SIGTERM; ``ready`` is called once the tracker accepts connections."""
-    tracker = TrackerServer(host, port, swarms=Swarms(rng=random.Random(), interval=interval), access_log=access_log)
+    """Serve until Ctrl-C or SIGTERM; ``ready`` is called once the tracker accepts connections. The caps and
+    ``publish_peer_ids`` are ``Swarms``' and ``TrackerApp``'s (None: no cap)."""
+    swarms = Swarms(
+        rng=random.Random(),
+        interval=interval,
+        max_swarm_peers=max_swarm_peers,
+        max_address_peers=max_address_peers,
+    )
+    tracker = TrackerServer(host, port, swarms=swarms, publish_peer_ids=publish_peer_ids, access_log=access_log)
     run_until_interrupted(tracker, None if ready is None else lambda: ready(tracker))
