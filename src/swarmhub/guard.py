@@ -42,6 +42,7 @@ __all__ = [
     "GuardRules",
     "allowed_hosts",
     "bearer_ok",
+    "bearer_token",
     "host_name",
     "is_loopback",
     "new_secret",
@@ -83,13 +84,16 @@ def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str] |
     return LOOPBACK_NAMES | names | (frozenset() if wildcard else {host_name(bind_host)})
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value (the scheme in any case); None for anything else."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
 def bearer_ok(authorization: str | None, token: str) -> bool:
     """``Authorization: Bearer <token>``, compared in constant time."""
-    given = (authorization or "").strip()
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode(), token.encode())
+    given = bearer_token(authorization)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 @dataclass(frozen=True)

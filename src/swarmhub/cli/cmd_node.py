@@ -10,6 +10,7 @@ from swarmhub.cli.args import parse_address
 from swarmhub.cli.engineopts import add_engine_options, engine_params
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ConfigError, SwarmhubError
+from swarmhub.node.client import NodeClient
 from swarmhub.settings import Settings, check_endpoint
 
 __all__ = ["register"]
@@ -145,10 +146,9 @@ def _refuse_loop(upstream: str, host: str, port: int) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from swarmhub.node.daemon import running_node
 
     settings = Settings.from_env().with_cache(args.cache_dir)
-    node = running_node(settings.state_dir)
+    node = NodeClient.running(settings.state_dir)
     if node is None:
         if args.json:
             print_json({"running": False, "state_dir": str(settings.state_dir)})

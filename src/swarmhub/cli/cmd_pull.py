@@ -23,6 +23,7 @@ from swarmhub.errors import (
     UsageError,
 )
 from swarmhub.hub.repo import RepoType, is_commit_prefix, parse_repo_type
+from swarmhub.node.client import NodeClient
 from swarmhub.settings import Settings, check_endpoint
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
     from swarmhub.bt.metainfo import Torrent
     from swarmhub.engine.session import Engine
-    from swarmhub.node.client import NodeClient
     from swarmhub.node.pull import PullProgress, PullResult
     from swarmhub.node.sources import RangeSource
     from swarmhub.origin.client import OriginClient
@@ -317,7 +317,6 @@ class _Bar:
 
 async def _pull(args: argparse.Namespace, settings: Settings) -> int:
     from swarmhub.bt.metainfo import parse_torrent
-    from swarmhub.node.daemon import running_node
     from swarmhub.node.landing import CacheDestination, Destination, LocalDirDestination
     from swarmhub.node.pull import Pull
     from swarmhub.node.seeding import seed_release
@@ -350,7 +349,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         source = _fallback_source(args, settings, torrent, origin)
         if warning:
             log.warning("%s", warning)
-        node = None if args.local_dir or args.seed else running_node(settings.state_dir)
+        node = None if args.local_dir or args.seed else NodeClient.running(settings.state_dir)
         if node is not None:  # the node on this machine owns the cache: it pulls, and seeds after
             bar = _Bar(repo_id, enabled=sys.stderr.isatty() and not (args.json or args.no_progress))
             try:

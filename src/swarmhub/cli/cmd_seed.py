@@ -6,15 +6,13 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import SwarmhubError, UsageError
+from swarmhub.node.client import NodeClient
 from swarmhub.settings import Settings
-
-if TYPE_CHECKING:
-    from swarmhub.node.client import NodeClient
 
 __all__ = ["register", "run"]
 
@@ -62,7 +60,6 @@ def _row(stored: Any, plan: Any) -> dict[str, Any]:
 
 async def _seed(args: argparse.Namespace, settings: Settings) -> int:
     from swarmhub.bt.metainfo import parse_torrent
-    from swarmhub.node.daemon import running_node
     from swarmhub.node.seeding import seed_plan, seed_release
     from swarmhub.node.store import TorrentStore
 
@@ -99,7 +96,7 @@ async def _seed(args: argparse.Namespace, settings: Settings) -> int:
             if not rows:
                 print(f"no releases in {store.dir}")
         return 0
-    node = running_node(settings.state_dir)
+    node = NodeClient.running(settings.state_dir)
     if node is not None:  # it seeds the cache already; it takes the torrents just stored too
         return _seed_on_node(node, args)
     engine = engine_from_args(args)

@@ -26,7 +26,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +36,7 @@ from swarmhub.errors import (
     RevisionNotFound,
     TorrentMismatch,
 )
+from swarmhub.guard import bearer_token
 from swarmhub.hub.confirm import release_difference
 from swarmhub.hub.repo import RepoFile, RepoRef
 from swarmhub.node.hubstate import credential_key
@@ -57,12 +57,6 @@ def release_digest(ref: RepoRef, files: Sequence[RepoFile]) -> str:
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
-@dataclass
-class _Miss:
-    at: float
-    why: str
-
-
 class Confirmations:
     """The confirmation step for one node (or one ``swarmhub pull``): asks ``upstream``, records in ``state_dir``."""
 
@@ -72,10 +66,7 @@ class Confirmations:
         self.dir = state_dir / "confirmed"
         self.upstream = upstream
         self.clock = clock
-        self._misses: dict[str, _Miss] = {}
-
-    def recorded(self, ref: RepoRef, files: Sequence[RepoFile]) -> bool:
-        return (self.dir / release_digest(ref, files)).is_file()
+        self._misses: dict[str, float] = {}  # digest (and credential) -> when the upstream could not confirm
 
     async def confirm(self, ref: RepoRef, files: Sequence[RepoFile], *, authorization: str | None = None) -> Outcome:
         """``confirmed`` or ``unconfirmed`` (see the module's docstring); ``TorrentMismatch`` when refused."""
@@ -84,10 +75,10 @@ class Confirmations:
             return "confirmed"
         if self.upstream is None:
             return "unconfirmed"
-        token = _bearer(authorization)
+        token = bearer_token(authorization)
         miss_key = digest if token is None else f"{digest} {credential_key(authorization)}"
-        miss = self._misses.get(miss_key)
-        if miss is not None and self.clock() - miss.at < RETRY_AFTER:
+        missed_at = self._misses.get(miss_key)
+        if missed_at is not None and self.clock() - missed_at < RETRY_AFTER:
             return "unconfirmed"
         try:
             listed = await self._list(ref, token)
@@ -126,13 +117,8 @@ class Confirmations:
             await theirs.aclose()
 
     def _unconfirmed(self, digest: str, ref: RepoRef, why: str) -> Outcome:
-        self._misses[digest] = _Miss(self.clock(), why)
+        self._misses[digest] = self.clock()
         log.warning(
             "%s@%s is unconfirmed: %s; only files whose etags check are served", ref.repo_id, ref.commit[:12], why
         )
         return "unconfirmed"
-
-
-def _bearer(authorization: str | None) -> str | None:
-    scheme, _, value = (authorization or "").strip().partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None

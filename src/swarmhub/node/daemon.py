@@ -45,7 +45,6 @@ from swarmhub.engine.session import Engine, Profile, TlsIdentity
 from swarmhub.errors import SwarmhubError, TorrentMismatch
 from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret, write_secret_file
 from swarmhub.hub.patterns import path_selected
-from swarmhub.node.client import NodeClient
 from swarmhub.node.cluster_client import ClusterClient
 from swarmhub.node.confirmation import Confirmations
 from swarmhub.node.endpoint import HubEndpoint, endpoint_app
@@ -57,7 +56,7 @@ from swarmhub.registry.client import RegistryClient
 from swarmhub.serving import BackgroundServer, Startable, UvicornThread, read_capped
 from swarmhub.settings import Settings
 
-__all__ = ["Node", "running_node"]
+__all__ = ["Node"]
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +341,3 @@ def prometheus_text(stats: dict[str, int]) -> str:
             continue
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric} {stats[stat]}"]
     return "\n".join(lines) + "\n"
-
-
-def running_node(state_dir: Path) -> NodeClient | None:
-    """A client of the node running on this machine for this state folder, or None."""
-    return NodeClient.running(state_dir)

@@ -34,7 +34,7 @@ from typing import Any
 from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
 from swarmhub.cluster.brain import encode_pieces
 from swarmhub.engine.session import Engine, StorageFile
-from swarmhub.errors import SwarmhubError, TorrentMismatch
+from swarmhub.errors import MetainfoError, SwarmhubError, TorrentMismatch
 from swarmhub.hub.cache import ref_path_for
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
 from swarmhub.node.confirmation import Confirmations
@@ -79,10 +79,10 @@ class LibraryStats:
 class SwarmRelease:
     """A release the swarm knows (``node.releases.KnownRelease``)."""
 
-    def __init__(self, library: Library, torrent: Torrent, data: bytes, *, confirmed: bool = False) -> None:
+    def __init__(self, library: Library, torrent: Torrent, data: bytes) -> None:
         assert torrent.repo is not None
         self.library = library
-        self.confirmed = confirmed  # the upstream confirmed the file list; else files are served landed only
+        self.confirmed = False  # the upstream confirmed the file list; else files are served landed only
         self.torrent = torrent
         self.data = data
         self._ref: RepoRef = torrent.repo
@@ -98,7 +98,7 @@ class SwarmRelease:
     def files(self) -> Sequence[RepoFile]:
         return self._files
 
-    def _blob(self, path: str) -> Path | None:
+    def blob(self, path: str) -> Path | None:
         """The landed blob of ``path`` (its snapshot link made if missing: a twin of a landed file, an empty
         file), or None while it is not in the cache."""
         placement = next(p for p in self.dest.placements(self._files) if p.file.path == path)
@@ -114,7 +114,7 @@ class SwarmRelease:
     async def stream(self, path: str, start: int, end: int) -> AsyncIterator[bytes]:
         if path not in self._by_path:
             raise SwarmhubError(f"{path} is not a file of {self._ref.repo_id}@{self._ref.commit[:12]}")
-        blob = await asyncio.to_thread(self._blob, path)
+        blob = await asyncio.to_thread(self.blob, path)
         if start >= end:
             return
         if blob is None and not self.confirmed:  # its pieces are only the torrent's word: its etag first
@@ -126,9 +126,6 @@ class SwarmRelease:
         pull = await self.library.pull_for(self, path)
         async for chunk in _read_pieces(pull, path, start, end):
             yield chunk
-
-    def blob(self, path: str) -> Path | None:
-        return self._blob(path)
 
 
 async def _read_file(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
@@ -250,13 +247,11 @@ class Library:
         (``TorrentMismatch`` when it disagrees), known from now on, stored once a file of it lands."""
         torrent, data = self._ours(torrent, data)
         if torrent.repo is None:
-            raise TorrentMismatch(
-                f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)", repo_id=""
-            )
+            raise MetainfoError(f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)")
         known = self._releases.get(torrent.repo)
         if known is not None and known.torrent.key == torrent.key:
             return known
-        release = SwarmRelease(self, torrent, data)  # checks the torrent carries the Hub identity
+        release = SwarmRelease(self, torrent, data)
         release.confirmed = await self.confirmations.confirm(release.ref, release.files) == "confirmed"
         if known is not None and (known.confirmed or not release.confirmed):
             return known  # the release is known already, by a torrent as trusted (another format of it)
@@ -361,7 +356,7 @@ class Library:
             if running is not None and not running[1].done():
                 running[0].want([path])
                 return running[0]
-            if sum(not task.done() for _, task in self._pulls.values()) >= self.max_pulls:
+            if self.busy(release.ref):
                 raise TooManyPulls(
                     f"the node pulls {self.max_pulls} releases already", hint="try again once one of them is done"
                 )

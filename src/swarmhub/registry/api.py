@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Route
 from swarmhub import __version__
 from swarmhub.bt.magnet import build_magnet
 from swarmhub.errors import BencodeError, MetainfoError, UsageError
+from swarmhub.guard import bearer_token
 from swarmhub.hub.repo import RepoType, is_commit_prefix
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.catalog import Catalog, Follow, Publisher, Release, Sort
@@ -272,8 +273,7 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
 
 
 def _bearer(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
-    return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    return bearer_token(request.headers.get("authorization")) or ""
 
 
 def _pair_of(body: bytes) -> TorrentPair:
