@@ -6,6 +6,7 @@ fetchers; everyone else gets them from peers), also when a fetcher dies midway.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -331,3 +332,36 @@ def test_a_report_of_16m_pieces_is_refused_with_memory_to_spare() -> None:
         grown = process.memory_info().rss - before
     assert sum(coordinator.brain.fetchers_of("cd" * 32).values()) == most
     assert grown < 64 << 20, f"{grown / 2**20:.0f} MiB more resident"
+
+
+def test_the_coordinator_looks_a_branch_up_once_per_ttl_for_the_cluster(release: Release) -> None:
+    """Many nodes asking at once cost the Hub one revision lookup; a failing Hub gets the last head, marked stale;
+    with a token only the cluster may ask."""
+    hub = release.hub
+    hub.faults.clear()
+    with CoordinatorServer(upstream=hub.endpoint, branch_ttl=1, token=TOKEN) as coordinator:
+        url = f"{coordinator.url}/cluster/revision"
+        params = {"type": "model", "repo": REPO_ID, "rev": "main"}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(url, params=params).status_code == 401
+        hub.log.clear()
+
+        async def ask_many() -> list[httpx.Response]:
+            async with httpx.AsyncClient(headers=auth) as client:
+                return list(await asyncio.gather(*(client.get(url, params=params) for _ in range(16))))
+
+        answers = asyncio.run(ask_many())
+        assert {(a.status_code, a.json()["commit"], a.json()["stale"]) for a in answers} == {
+            (200, release.commit, False)
+        }
+        assert len(hub.log.entries("/api/models/*/revision/*")) == 1
+        time.sleep(1.2)
+        hub.faults.respond("*", 429, retry_after=60)
+        try:
+            stale = httpx.get(url, params=params, headers=auth).json()
+        finally:
+            hub.faults.clear()
+        assert stale["commit"] == release.commit and stale["stale"] is True and stale["age"] >= 1
+        missing = httpx.get(url, params={**params, "repo": "org/absent"}, headers=auth)
+        assert missing.status_code == 404  # the Hub's word: no such repo
+        assert coordinator.coordinator.status()["hub_requests"]["revision"]["429"] == 1

@@ -373,8 +373,14 @@ class NoReleases:
     async def release(self, repo_type: RepoType, repo_id: str, commit: str) -> KnownRelease | None:
         return None
 
-    async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None:
+    async def knows(self, repo_type: RepoType, repo_id: str) -> bool:
+        return False
+
+    async def local_head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float] | None:
         return None
+
+    async def record_head(self, repo_type: RepoType, repo_id: str, revision: str, commit: str) -> None:
+        pass
 
 
 NODE = "http://127.0.0.1:8080"  # what the client calls the node (a name the node's Host check allows)

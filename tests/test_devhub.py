@@ -30,6 +30,7 @@ from swarmhub.devhub import DevHub, DevHubSettings, DevHubState, RepoStore, orig
 from swarmhub.devhub.app import RangeNotSatisfiable, cdn_app, parse_byte_range, sign_lfs_url
 from swarmhub.errors import ConfigError, EntryNotFound, RepoNotFound
 from swarmhub.hub.gitattributes import lfs_matcher
+from swarmhub.hub.repo import RepoType
 from swarmhub.hub.signed_urls import signed_url_expiry
 
 # huggingface_hub reads these at import time: set them before it is imported (inside the tests).
@@ -60,6 +61,26 @@ def pointer(data: bytes) -> bytes:
 def etag(path: str) -> str:
     data = FILES[path]
     return hashlib.sha256(data).hexdigest() if path in LFS_PATHS else blob_sha1(data)
+
+
+def file_entry(path: str) -> dict[str, Any]:
+    """A file's ``/tree`` (and ``paths-info``) entry, from its bytes."""
+    data = FILES[path]
+    if path not in LFS_PATHS:
+        return {"type": "file", "oid": blob_sha1(data), "size": len(data), "path": path}
+    lfs = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(pointer(data))}
+    return {"type": "file", "oid": blob_sha1(pointer(data)), "size": len(data), "path": path, "lfs": lfs}
+
+
+def tree_oid(folder: str, etags: dict[str, str] | None = None) -> str:
+    """A folder's oid: SHA-1 over "path\\0etag\\n" of the files below it, sorted (default: FILES')."""
+    etags = etags if etags is not None else {p: etag(p) for p in FILES}
+    lines = "".join(f"{p}\0{etags[p]}\n" for p in sorted(etags) if p.startswith(f"{folder}/"))
+    return hashlib.sha1(lines.encode()).hexdigest()
+
+
+def folder_entry(folder: str, etags: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"type": "directory", "oid": tree_oid(folder, etags), "size": 0, "path": folder}
 
 
 def write_repo(folder: Path, files: dict[str, bytes]) -> None:
@@ -96,13 +117,15 @@ def hub(running_hub: DevHub) -> Iterator[DevHub]:
     running_hub.settings = settings
 
 
-def asgi(state: DevHubState, url: str, method: str = "GET", headers: dict[str, str] | None = None) -> httpx.Response:
-    """One request to the origin app in-process."""
+def asgi(
+    state: DevHubState, url: str, method: str = "GET", headers: dict[str, str] | None = None, **body: Any
+) -> httpx.Response:
+    """One request to the origin app in-process (``body``: httpx's ``data=``, ``json=`` or ``content=``)."""
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=origin_app(state))
         async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
-            return await client.request(method, url, headers=headers)
+            return await client.request(method, url, headers=headers, **body)
 
     return anyio.run(go)
 
@@ -278,6 +301,27 @@ def test_tree_listing(root: Path) -> None:
     }
     with pytest.raises(EntryNotFound):
         snap.tree("nope")
+
+
+def test_path_info(root: Path, tmp_path: Path) -> None:
+    snap = RepoStore(root).snapshot("model", "org/tiny")
+    for path in ("config.json", "weights.bin", "sub/deep/empty.txt"):
+        assert snap.path_info(path) == file_entry(path)
+    assert snap.path_info("sub") == folder_entry("sub")
+    assert snap.path_info("sub/deep") == folder_entry("sub/deep")
+    for missing in ("", "/", "nope", "su", "sub/", "/sub", "sub/dee", "sub/deep/notes", "config.json/x", "SUB"):
+        assert snap.path_info(missing) is None, missing
+    # Names that sort around "a/": "a-b" and "a.txt" before it, "a0" and "ab" after.
+    names = ("a-b/c", "a.txt", "a/b", "a/c/d", "a0", "ab/x")
+    write_repo(tmp_path / "models/org/edge", {n: n.encode() for n in names})
+    edge = RepoStore(tmp_path).snapshot("model", "org/edge")
+    etags = {n: blob_sha1(n.encode()) for n in names}
+    for folder in ("a", "a/c", "a-b", "ab"):
+        assert edge.path_info(folder) == folder_entry(folder, etags)
+    assert edge.path_info("a0") == {"type": "file", "oid": etags["a0"], "size": 2, "path": "a0"}
+    assert edge.path_info("a/c/d/e") is None
+    folders = [e for e in edge.tree() if e["type"] == "directory"]  # /tree's folder oids: the same rule
+    assert folders == [folder_entry(f, etags) for f in ("a", "a-b", "ab")]
 
 
 # --- byte ranges ------------------------------------------------------------------------------------------
@@ -489,6 +533,73 @@ def test_gated_repo_in_process(state: DevHubState) -> None:
     assert info["gated"] == "auto"
 
 
+PATHS_INFO = "/api/models/org/tiny/paths-info/main"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_paths_info_in_process(state: DevHubState) -> None:
+    asked = ["sub/deep/notes.md", "nope.txt", "weights.bin", "sub", "sub/", "", "weights.bin"]
+    r = asgi(state, PATHS_INFO, "POST", data={"paths": asked, "expand": False})  # what huggingface_hub sends
+    assert r.status_code == 200
+    wanted = [file_entry("sub/deep/notes.md"), file_entry("weights.bin"), folder_entry("sub")]  # asked order, once
+    assert r.json() == wanted
+    assert asgi(state, PATHS_INFO, "POST", json={"paths": asked, "expand": False}).json() == wanted
+    requests_style = b"paths=sub%2Fdeep&expand=False"  # requests writes Python's bool
+    assert asgi(state, PATHS_INFO, "POST", FORM, content=requests_style).json() == [folder_entry("sub/deep")]
+    assert asgi(state, PATHS_INFO, "POST", json={"paths": "config.json"}).json() == [file_entry("config.json")]
+    assert asgi(state, PATHS_INFO, "POST", data={"expand": False}).json() == []  # no paths: nothing
+    commit = asgi(state, "/api/models/org/tiny").json()["sha"]
+    url = f"/api/datasets/org/data/paths-info/{commit}"
+    expanded = asgi(state, url, "POST", data={"paths": ["config.json", "sub"], "expand": True}).json()
+    assert [e.pop("lastCommit")["id"] for e in expanded] == [commit, commit]
+    assert expanded == [file_entry("config.json"), folder_entry("sub")]
+    state.settings = replace(state.settings, xet=True)  # LFS entries get the same xetHash as in /tree
+    tree = {e["path"]: e for e in asgi(state, "/api/models/org/tiny/tree/main/sub").json()}
+    assert "xetHash" in tree["sub/shard.bin"]
+    got = asgi(state, PATHS_INFO, "POST", data={"paths": ["sub/shard.bin", "sub/deep"]}).json()
+    assert got == [tree["sub/shard.bin"], tree["sub/deep"]]
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "status", "code"),
+    [
+        ("/api/models/org/nope/paths-info/main", {"data": {"paths": ["a"]}}, 404, "RepoNotFound"),
+        ("/api/datasets/org/tiny/paths-info/main", {"data": {"paths": ["a"]}}, 404, "RepoNotFound"),
+        ("/api/models/org/tiny/paths-info/v1.0", {"data": {"paths": ["a"]}}, 404, "RevisionNotFound"),
+        ("/api/models/org/tiny/paths-info/refs%2Fpr%2F1", {"data": {"paths": ["a"]}}, 404, "RevisionNotFound"),
+        ("/api/models/org/gated/paths-info/main", {"data": {"paths": ["secret.bin"]}}, 401, "GatedRepo"),
+        (PATHS_INFO, {"data": {"paths": ["a"], "expand": "maybe"}}, 400, None),
+        (PATHS_INFO, {"content": b"paths=%ff"}, 400, None),  # not UTF-8
+        (PATHS_INFO, {"json": ["config.json"]}, 400, None),
+        (PATHS_INFO, {"json": {"paths": [1]}}, 400, None),
+        (PATHS_INFO, {"json": {"paths": ["a"], "expand": "true"}}, 400, None),
+        (PATHS_INFO, {"content": b"{", "headers": {"Content-Type": "application/json"}}, 400, None),
+        (PATHS_INFO, {"content": b"paths=a", "headers": {"Content-Type": "text/plain"}}, 415, None),
+        (PATHS_INFO, {"data": {"paths": [str(i) for i in range(1000)], "expand": False}}, 413, None),  # 1,001 fields
+        (PATHS_INFO, {"json": {"paths": [str(i) for i in range(1001)]}}, 413, None),
+        (PATHS_INFO, {"content": b"paths=" + b"a" * 2**20}, 413, None),  # over 1 MiB
+    ],
+)
+def test_paths_info_refusals(state: DevHubState, url: str, body: dict[str, Any], status: int, code: str | None) -> None:
+    r = asgi(state, url, "POST", **body)
+    assert r.status_code == status, r.text
+    assert r.headers.get("X-Error-Code") == code
+    assert r.json()["error"]
+
+
+def test_paths_info_limits_and_methods(state: DevHubState) -> None:
+    fields = {"paths": [str(i) for i in range(999)], "expand": False}  # 1,000 fields: the Hub's most
+    assert asgi(state, PATHS_INFO, "POST", data=fields).json() == []
+    gated = "/api/models/org/gated/paths-info/main"
+    got = asgi(state, gated, "POST", {"Authorization": "Bearer tok-123"}, data={"paths": ["secret.bin"]})
+    assert [e["path"] for e in got.json()] == ["secret.bin"]
+    for method in ("GET", "HEAD", "PUT"):
+        r = asgi(state, PATHS_INFO, method)
+        assert (r.status_code, r.headers["Allow"]) == (405, "POST"), method
+    r = asgi(state, "/api/models/org/tiny", "POST", data={"paths": ["a"]})
+    assert (r.status_code, r.headers["Allow"]) == (405, "GET, HEAD")
+
+
 # --- the real server and the real client ------------------------------------------------------------------
 
 
@@ -544,6 +655,58 @@ def test_gated_repo_with_real_client(hub: DevHub, tmp_path: Path) -> None:
     assert Path(local).read_bytes() == b"s" * 5000
     assert {e.token for e in hub.log.entries(server="origin")} == {"tok-123"}
     assert [e.authorization for e in hub.log.entries(server="cdn")] == [None]  # the token stays on the Hub
+
+
+@pytest.mark.parametrize(("repo_type", "repo_id"), [("model", "org/tiny"), ("dataset", "org/data")])
+def test_get_paths_info_with_real_client(hub: DevHub, repo_type: RepoType, repo_id: str) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    api = HfApi(endpoint=hub.endpoint, token=False)
+    commit = hub.state.store.snapshot(repo_type, repo_id).commit
+    asked = ["weights.bin", "nope.bin", "sub/deep", "config.json", "sub/nope"]
+    got = api.get_paths_info(repo_id, asked, repo_type=repo_type, revision=commit)
+    assert [i.path for i in got] == ["weights.bin", "sub/deep", "config.json"]
+    weights, deep, config = got
+    w = FILES["weights.bin"]
+    assert isinstance(weights, RepoFile) and weights.lfs is not None
+    assert (weights.size, weights.blob_id, weights.lfs.sha256) == (len(w), blob_sha1(pointer(w)), etag("weights.bin"))
+    assert isinstance(config, RepoFile) and config.lfs is None
+    assert (config.size, config.blob_id) == (len(FILES["config.json"]), blob_sha1(FILES["config.json"]))
+    assert isinstance(deep, RepoFolder) and deep.tree_id == tree_oid("sub/deep")
+    (shard,) = api.get_paths_info(repo_id, "sub/shard.bin", expand=True, repo_type=repo_type)
+    assert shard.last_commit is not None and shard.last_commit.oid == commit
+    calls = hub.log.entries(f"/api/{repo_type}s/{repo_id}/paths-info/*")
+    assert [(e.method, e.status) for e in calls] == [("POST", 200)] * 2
+    with pytest.raises(RevisionNotFoundError):
+        api.get_paths_info(repo_id, ["config.json"], repo_type=repo_type, revision="v9")
+    with pytest.raises(RepositoryNotFoundError):
+        api.get_paths_info("org/nope", ["config.json"], repo_type=repo_type)
+
+
+def test_hf_file_system_info_and_ls(hub: DevHub) -> None:
+    from huggingface_hub import HfFileSystem
+
+    fs = HfFileSystem(endpoint=hub.endpoint, token=False, skip_instance_cache=True)
+    commit = hub.state.store.snapshot("model", "org/tiny").commit
+    # Nothing listed yet: info with expand_info goes straight to paths-info.
+    info = fs.info("org/tiny/sub/shard.bin", expand_info=True)
+    assert (info["name"], info["type"], info["size"]) == ("org/tiny/sub/shard.bin", "file", len(FILES["sub/shard.bin"]))
+    assert (info["lfs"].sha256, info["last_commit"].oid) == (etag("sub/shard.bin"), commit)
+    folder = fs.info("datasets/org/data/sub/deep", expand_info=True)
+    assert (folder["type"], folder["tree_id"]) == ("directory", tree_oid("sub/deep"))
+    with pytest.raises(FileNotFoundError):
+        fs.info("org/tiny/sub/nope.bin", expand_info=True)
+    assert len(hub.log.entries("/api/*/paths-info/*", method="POST")) == 3
+    # refresh=True: the parent is listed (tree), then the path asked again (paths-info).
+    config = {"name": "org/tiny/config.json", "size": len(FILES["config.json"]), "type": "file"}
+    assert fs.info("org/tiny/config.json", refresh=True) == config
+    assert len(hub.log.entries("/api/*/paths-info/*", method="POST")) == 4
+    assert fs.ls("org/tiny/sub", detail=False) == ["org/tiny/sub/deep", "org/tiny/sub/shard.bin"]
+    assert fs.info("datasets/org/data/sub/deep")["type"] == "directory"
+    assert fs.info("org/tiny/sub/deep/notes.md")["type"] == "file"
+    assert fs.cat_file("org/tiny/sub/deep/notes.md") == FILES["sub/deep/notes.md"]
 
 
 # --- faults -----------------------------------------------------------------------------------------------

@@ -94,6 +94,9 @@ class FakeRelease:
     calls: list[tuple[str, int, int]] = field(default_factory=list)
     closed: list[tuple[str, int, int]] = field(default_factory=list)
     etags: dict[str, str] = field(default_factory=dict)  # overrides, to make a release disagree
+    confirmed: bool = False  # the upstream confirmed the file list (then the endpoint does not probe)
+    whole: bool = False
+    public_at: float | None = None
 
     @property
     def files(self) -> list[RepoFile]:
@@ -136,8 +139,15 @@ class FakeSource:
         self.asked.append((repo_type, repo_id, commit))
         return self.releases.get((repo_type, repo_id, commit))
 
-    async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None:
-        return self.branches.get((repo_type, repo_id, revision))
+    async def knows(self, repo_type: RepoType, repo_id: str) -> bool:
+        return any(t == repo_type and r == repo_id for t, r, _ in self.releases)
+
+    async def local_head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float] | None:
+        commit = self.branches.get((repo_type, repo_id, revision))
+        return None if commit is None else (commit, 0.0)
+
+    async def record_head(self, repo_type: RepoType, repo_id: str, revision: str, commit: str) -> None:
+        pass
 
     def calls(self) -> list[tuple[str, int, int]]:
         return [c for r in self.releases.values() for c in r.calls]
@@ -148,6 +158,7 @@ class FakeSource:
             r.calls.clear()
             r.closed.clear()
             r.delay, r.gate, r.fail_at, r.etags = 0.0, None, None, {}
+            r.confirmed, r.whole, r.public_at = False, False, None
 
 
 class Node(BackgroundServer):
@@ -319,7 +330,8 @@ def test_gated_repo_needs_the_users_token(node: Node, hub: DevHub, source: FakeS
     local = hf_hub_download("org/gated", "secret.bin", endpoint=node.url, cache_dir=tmp_path / "c", token=TOKEN)
     assert Path(local).read_bytes() == GATED["secret.bin"]
     assert [c[0] for c in source.calls()] == ["secret.bin"]  # from the swarm, once the upstream said yes
-    assert {e.token for e in hub.log.entries("/org/gated/resolve/*")} == {None, "hf_wrong", TOKEN}
+    asked = hub.log.entries("/org/gated/resolve/*") + hub.log.entries("/api/models/org/gated/*")
+    assert {e.token for e in asked} == {None, "hf_wrong", TOKEN}  # the Hub decided, with each one's own
 
 
 def test_xet_markers_never_reach_the_client(node: Node, hub: DevHub, tmp_path: Path):

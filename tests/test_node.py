@@ -84,7 +84,8 @@ def test_a_landed_file_is_read_from_its_blob_and_the_release_is_seeded(
             for path, want in release.files.items():
                 assert b"".join([c async for c in known.stream(path, 0, len(want))]) == want
             assert library.stats().pulling == 0 and library.releases()[0]["state"] == "seeding"
-            assert await library.local_commit("model", REPO_ID, "main") == release.commit
+            head = await library.local_head("model", REPO_ID, "main")
+            assert head is not None and head[0] == release.commit
             assert await library.release("model", REPO_ID, "0" * 40) is None
 
     asyncio.run(main())
@@ -170,13 +171,16 @@ def test_a_stopped_node_records_verified_pieces_and_the_next_one_trusts_them(
             node.stop()
     recorded = list(resume.glob("*.pieces"))
     assert len(recorded) == 1
+    assert not list((tmp_path / "node" / "hub").glob(f"*/snapshots/*/{MODEL}"))  # stopped before it landed
     pieces = bin(int(recorded[0].read_text(), 16)).count("1")
     assert pieces * 64 * 1024 >= 1_000_000  # what the reader had, at least
     with seeding(seeded_cache) as seeder, _node(release, tmp_path / "node", peers=[("127.0.0.1", seeder.port)]) as node:
-        body = httpx.get(node.url + url_path, timeout=60).content
+        answer = httpx.get(node.url + url_path, timeout=60)
+        body = answer.content
+        assert answer.status_code == 200, answer.text[:300]
         assert node.library is not None
         left = list(resume.glob("*.pieces"))  # taken when the pull started: a record is used once
-        assert not left, f"{left} still there; the second node: {node.library.stats()} {node.library.releases()}"
+        assert not left, f"{left} still there; the second node: {node.counters()} {node.library.releases()}"
         peer_bytes = node.library.stats().peer_bytes
     assert body == want
     assert peer_bytes <= len(want) - pieces * 64 * 1024 + 1_000_000  # the recorded pieces did not move again

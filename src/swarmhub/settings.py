@@ -59,6 +59,24 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("retries", ("SWARMHUB_RETRIES",), "8", "attempts per origin request before giving up"),
     Setting(
+        "access_ttl",
+        ("SWARMHUB_ACCESS_TTL",),
+        "600",
+        "seconds the node believes the Hub's yes to a credential for a gated/private repo (and a repo's being public)",
+    ),
+    Setting(
+        "refusal_ttl",
+        ("SWARMHUB_REFUSAL_TTL",),
+        "30",
+        "seconds the node believes the Hub's no (401/403) to a credential",
+    ),
+    Setting(
+        "branch_ttl",
+        ("SWARMHUB_BRANCH_TTL",),
+        "30",
+        "seconds a branch's commit is believed before the Hub (or the coordinator) is asked again",
+    ),
+    Setting(
         "libtorrent",
         ("SWARMHUB_LIBTORRENT",),
         "",
@@ -126,6 +144,9 @@ class Settings:
     state_dir: Path
     connections: int
     retries: int
+    access_ttl: int = 600
+    refusal_ttl: int = 30
+    branch_ttl: int = 30
 
     def with_cache(self, cache_dir: Path | None, env: Mapping[str, str] | None = None) -> Settings:
         """These settings with ``--cache-dir`` applied (the state folder follows the cache)."""
@@ -155,4 +176,7 @@ class Settings:
             state_dir=_state_dir(env, hub_cache),
             connections=_positive_int(env, _setting("connections")),
             retries=_positive_int(env, _setting("retries")),
+            access_ttl=_positive_int(env, _setting("access_ttl")),
+            refusal_ttl=_positive_int(env, _setting("refusal_ttl")),
+            branch_ttl=_positive_int(env, _setting("branch_ttl")),
         )

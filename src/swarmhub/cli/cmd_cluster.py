@@ -19,7 +19,7 @@ from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ClusterError, UsageError
 from swarmhub.hub.repo import parse_repo_type
 from swarmhub.origin.credentials import RefuseRedirects
-from swarmhub.settings import Settings
+from swarmhub.settings import Settings, check_endpoint
 
 __all__ = ["register"]
 
@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME",
         help="a Host name to answer besides the loopback ones and the bound address (repeatable)",
     )
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="the Hub the coordinator looks branches up on for the whole cluster, once per SWARMHUB_BRANCH_TTL "
+        "(default: $HF_ENDPOINT, huggingface.co)",
+    )
+    serve.add_argument("--no-upstream", action="store_true", help="look no branch up: every node asks the Hub itself")
     serve.add_argument("--json", action="store_true", help="print one JSON line when ready")
     serve.set_defaults(func=_serve)
 
@@ -110,13 +117,24 @@ def _serve(args: argparse.Namespace) -> int:
             ca_pem = (args.cluster_ca / "ca.pem").read_bytes()
         except OSError as exc:
             raise UsageError(f"no ca.pem in {args.cluster_ca}", hint="make it: swarmhub cluster init") from exc
+    settings = Settings.from_env()
+    upstream = None if args.no_upstream else check_endpoint(args.upstream or settings.endpoint, "--upstream")
     server = CoordinatorServer(
-        args.host, args.port, fetchers=args.fetchers, token=token, ca_pem=ca_pem, allow_hosts=args.allow_host
+        args.host,
+        args.port,
+        fetchers=args.fetchers,
+        token=token,
+        ca_pem=ca_pem,
+        allow_hosts=args.allow_host,
+        upstream=upstream,
+        branch_ttl=settings.branch_ttl,
     )
 
     def ready() -> None:
         if args.json:
-            print_json({"url": server.url, "port": server.port, "announce": f"{server.url}/announce"})
+            print_json(
+                {"url": server.url, "port": server.port, "announce": f"{server.url}/announce", "upstream": upstream}
+            )
         else:
             print(f"coordinator at {server.url} (nodes: swarmhub node run --coordinator {server.url})", flush=True)
 

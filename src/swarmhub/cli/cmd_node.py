@@ -168,6 +168,20 @@ def _status(args: argparse.Namespace) -> int:
         f"from peers {human_size(stats['peer_bytes'])}, from origin {human_size(stats['origin_bytes'])}, "
         f"uploaded {human_size(stats['uploaded_bytes'])}, {stats['peers']} peer(s), {stats['errors']} error(s)"
     )
+    asked = status.get("hub_requests", {})
+    total = sum(n for outcomes in asked.values() for n in outcomes.values())
+    shown = ", ".join(
+        f"{kind} " + "/".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        for kind, outcomes in sorted(asked.items())
+    )
+    print(
+        f"Hub requests {total}"
+        + (f" ({shown})" if shown else "")
+        + f"; answered from the swarm: {stats.get('endpoint_swarm_answers', 0)} files, "
+        f"{stats.get('endpoint_metadata_answers', 0)} listings, {stats.get('endpoint_stale_answers', 0)} stale; "
+        f"access decisions {stats.get('access_recorded', 0)} asked, {stats.get('access_hits', 0)} cached hits, "
+        f"{stats.get('access_refused', 0)} refused"
+    )
     for r in status["releases"]:
         print(f"  {r['repo_id']}@{r['commit'][:12]}  {r['state']:8}  {r['peers']} peer(s)")
     return 0

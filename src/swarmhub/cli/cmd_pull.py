@@ -260,8 +260,16 @@ def _fallback_source(
 async def _branch_checked(
     origin: OriginClient | None, torrent: Torrent, revision: str | None
 ) -> tuple[str | None, str | None]:
-    """(ref to write, warning): a branch or tag is recorded only when the origin confirms the torrent's commit."""
+    """(ref to write, warning): a branch or tag is recorded only when the origin confirms the torrent's commit.
+    Asked for none, ``main`` is recorded when the origin says it is at the torrent's commit (so the node can
+    answer ``main`` while the Hub is down); nothing is said when it is elsewhere or cannot be asked."""
     assert torrent.repo is not None
+    if revision is None and origin is not None:
+        try:
+            main = await origin.resolve_revision(torrent.repo.repo_type, torrent.repo.repo_id, "main")
+        except OriginError:
+            return None, None
+        return ("main" if main == torrent.repo.commit else None), None
     if not revision or is_commit_prefix(revision):
         return None, None
     if origin is None:

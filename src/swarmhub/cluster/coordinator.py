@@ -7,6 +7,11 @@
   get peers of their rack first, then their zone.
 - ``POST /cluster/preheat``  ``{"torrent": base64, "nodes": "all" | "LABEL=VALUE" | N}``: those nodes fetch
   the release at their next heartbeat.
+- ``GET /cluster/revision?type=model&repo=ORG/NAME&rev=main``  which commit a branch or tag is at, looked up
+  on the upstream (anonymously) at most once per TTL for the whole cluster (``node.knowledge``): ``{"commit",
+  "age", "stale"}`` (``stale``: the upstream failed and the last head known answers); the upstream's error
+  status otherwise (a private repo: the node asks with its program's credential itself). With a token, only
+  for those who send it (each lookup costs the Hub a request).
 - ``GET /cluster/status``  nodes, what each holds, bytes from the origin and from peers per release (JSON);
   ``GET /`` the same as a page that refreshes itself.
 - ``PUT /shards/manifests/NAME``  a shard set's manifest (``swarmhub-shards/1`` JSON), kept under its name
@@ -49,7 +54,12 @@ from swarmhub.bt.metainfo import MAX_PIECES, Torrent, cluster_variant, parse_tor
 from swarmhub.bt.tracker import AnnounceReply, Swarms
 from swarmhub.cluster.brain import MAX_RELEASES, Brain, ReleaseReport, decode_bitfield, encode_bitfield
 from swarmhub.errors import ClusterError, ConfigError, ShardError, SwarmhubError, TrackerRequestError
-from swarmhub.guard import Guard, GuardRules, allowed_hosts, is_loopback
+from swarmhub.guard import Guard, GuardRules, allowed_hosts, bearer_ok, is_loopback
+from swarmhub.hub.answers import HubError
+from swarmhub.hub.repo import RepoType, validate_repo_id
+from swarmhub.node.hubstate import BranchHeads
+from swarmhub.node.knowledge import Knowledge
+from swarmhub.node.passthrough import Upstream
 from swarmhub.serving import BackgroundServer, read_capped
 from swarmhub.shards.manifest import Manifest, shard_set_name
 from swarmhub.tracker.app import TrackerApp
@@ -83,8 +93,13 @@ class Coordinator:
         token: str | None = None,
         ca_pem: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        upstream: str | None = None,
+        branch_ttl: float = 30.0,
     ) -> None:
         self.brain = brain
+        self.upstream = upstream
+        self.branch_ttl = branch_ttl
+        self._knowledge: Knowledge | None = None  # made in the event loop that serves the lookups
         self.token = token
         self.ca_pem = ca_pem  # a private cluster's CA: preheats send the TLS-only variant nodes trade
         self.clock = clock
@@ -114,6 +129,28 @@ class Coordinator:
             "pull": pulls,
             "announce_interval": ANNOUNCE_INTERVAL,
         }
+
+    async def revision(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[int, dict[str, Any]]:
+        """(status, body) of ``GET /cluster/revision``."""
+        if self.upstream is None:
+            return 404, {"error": "this coordinator has no upstream (coordinator serve --upstream URL)"}
+        if self._knowledge is None:
+            self._knowledge = Knowledge(Upstream(self.upstream), _NoReleases(), heads=BranchHeads(ttl=self.branch_ttl))
+        heads = self._knowledge.heads
+        head = await self._knowledge.head(repo_type, repo_id, revision, None)
+        if isinstance(head, HubError):
+            return head.status, {"error": head.message}
+        if head.stale is not None:
+            return 200, {"commit": head.commit, "age": head.stale, "stale": True}
+        last = heads.last((repo_type, repo_id), revision)
+        return 200, {"commit": head.commit, "age": 0.0 if last is None else last.age(heads.clock()), "stale": False}
+
+    def hub_requests(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        if self._knowledge is not None:
+            for (kind, outcome), n in sorted(self._knowledge.upstream.requests.items()):
+                out.setdefault(kind, {})[outcome] = n
+        return out
 
     def preheat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -195,7 +232,7 @@ class Coordinator:
             }
             for key, p in self.preheats.items()
         }
-        return {"nodes": nodes, "releases": releases, "preheats": preheats}
+        return {"nodes": nodes, "releases": releases, "preheats": preheats, "hub_requests": self.hub_requests()}
 
     def _admit(self, query: bytes, client_host: str) -> None:
         """With a token, the tracker answers the cluster's nodes only: the announce's ``node`` is alive and
@@ -217,6 +254,24 @@ class Coordinator:
         by_address = {(str(p.ip), p.port): p for p in reply.peers}
         ordered = self.brain.order_peers(node, list(by_address))
         return replace(reply, peers=tuple(by_address[a] for a in ordered))
+
+
+class _NoReleases:
+    """The coordinator holds no release: its lookups only remember heads (``node.knowledge.Knowledge``)."""
+
+    async def release(
+        self, repo_type: RepoType, repo_id: str, commit: str, *, authorization: str | None = None
+    ) -> None:
+        return None
+
+    async def knows(self, repo_type: RepoType, repo_id: str) -> bool:
+        return True
+
+    async def local_head(self, repo_type: RepoType, repo_id: str, revision: str) -> None:
+        return None
+
+    async def record_head(self, repo_type: RepoType, repo_id: str, revision: str, commit: str) -> None:
+        return None
 
 
 def select_nodes(alive: list[Any], selector: object) -> list[str]:
@@ -300,6 +355,21 @@ def coordinator_app(coordinator: Coordinator, *, hosts: frozenset[str] | None = 
     async def status(request: Request) -> Response:
         return JSONResponse(coordinator.status())
 
+    async def revision(request: Request) -> Response:
+        if coordinator.token is not None and not bearer_ok(request.headers.get("authorization"), coordinator.token):
+            return JSONResponse({"error": "the cluster token is needed (Authorization: Bearer)"}, 401)
+        q = request.query_params
+        try:
+            repo_id = validate_repo_id(q.get("repo", ""))
+        except SwarmhubError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        repo_type = q.get("type", "model")
+        rev = q.get("rev", "main")
+        if repo_type not in ("model", "dataset") or not rev or len(rev) > 256:
+            return JSONResponse({"error": "type must be model or dataset, rev a branch, tag or commit"}, 400)
+        status, body = await coordinator.revision(repo_type, repo_id, rev)  # type: ignore[arg-type]
+        return JSONResponse(body, status_code=status)
+
     async def page(request: Request) -> Response:
         return HTMLResponse(status_page(coordinator.status()))
 
@@ -327,6 +397,7 @@ def coordinator_app(coordinator: Coordinator, *, hosts: frozenset[str] | None = 
             Route("/cluster/report", report, methods=["POST"]),
             Route("/cluster/preheat", preheat, methods=["POST"]),
             Route("/cluster/status", status),
+            Route("/cluster/revision", revision),
             Route("/shards/manifests", manifests),
             Route("/shards/manifests/{name}", put_manifest, methods=["PUT"]),
             Route("/shards/manifests/{name}", get_manifest, methods=["GET"]),
@@ -407,6 +478,8 @@ class CoordinatorServer(BackgroundServer):
         token: str | None = None,
         ca_pem: bytes | None = None,
         allow_hosts: Sequence[str] = (),
+        upstream: str | None = None,
+        branch_ttl: float = 30.0,
     ) -> None:
         if token is None and not is_loopback(host):
             raise ConfigError(
@@ -415,7 +488,9 @@ class CoordinatorServer(BackgroundServer):
                 hint="set SWARMHUB_CLUSTER_TOKEN (the same for the nodes and preheat), or listen on 127.0.0.1",
             )
         super().__init__(host, [port])
-        self.coordinator = Coordinator(Brain(fetchers=fetchers), token=token, ca_pem=ca_pem)
+        self.coordinator = Coordinator(
+            Brain(fetchers=fetchers), token=token, ca_pem=ca_pem, upstream=upstream, branch_ttl=branch_ttl
+        )
         self.hosts = allowed_hosts(host, allow_hosts)
 
     def _apps(self) -> list[ASGIApp]:

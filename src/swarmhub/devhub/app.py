@@ -13,6 +13,9 @@ What huggingface_hub relies on, and so what the origin does (``file_download.get
 - ``/tree/`` pages are linked with ``Link: <absolute url>; rel="next"`` (``utils/_pagination.py``), and so
   are repo listings (``/api/models?author=ORG``, ``/api/datasets?...``; ``limit`` sets the page size,
   ``expand=sha`` adds each repo's commit, as ``HfApi.list_models(author=..., expand=["sha"])`` asks);
+- ``POST /api/{models,datasets}/REPO/paths-info/REV`` (``HfApi.get_paths_info``, ``HfFileSystem.info``) takes
+  form fields ``paths=...`` (repeated) and ``expand=true|false``, or the same as a JSON object, and answers
+  the ``/tree`` entries of the paths that exist (``expand`` adds ``lastCommit``), leaving out the others;
 
 No Xet markers are sent unless ``DevHubSettings.xet`` asks (for tests of what clients do with them), so
 clients take the plain HTTP path.
@@ -24,6 +27,7 @@ import base64
 import bisect
 import hashlib
 import hmac
+import json
 import math
 import re
 import secrets
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import anyio
 import anyio.to_thread
@@ -45,6 +49,7 @@ from swarmhub.devhub.faults import FaultInjection, Faults, RequestLog, RequestLo
 from swarmhub.devhub.repos import RepoSnapshot, RepoStore
 from swarmhub.errors import EntryNotFound, GatedRepoError, OriginError, RepoNotFound, RevisionNotFound
 from swarmhub.hub.repo import RepoType
+from swarmhub.serving import read_capped
 
 __all__ = [
     "DevHubSettings",
@@ -175,7 +180,8 @@ def _serve_file(request: Request, local: Path, size: int, headers: dict[str, str
 
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"  # "name" or "org/name"; tried as org/name first
 _Handler = Callable[[DevHubState, Request, dict[str, str]], Awaitable[Response]]
-_Routes = tuple[tuple[re.Pattern[str], _Handler], ...]
+_Routes = tuple[tuple[re.Pattern[str], frozenset[str], _Handler], ...]
+_READ, _POST = frozenset({"GET", "HEAD"}), frozenset({"POST"})  # a route's methods; others get 405
 
 
 def _repo_key(repo_type: RepoType, repo_id: str) -> str:
@@ -252,6 +258,12 @@ def _xet_hash(sha256: str) -> str:
     return hashlib.sha256(f"xet:{sha256}".encode()).hexdigest()  # a stand-in: 64 hex, as a Xet hash
 
 
+def _with_xet_hashes(state: DevHubState, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not state.settings.xet:
+        return entries
+    return [{**e, "xetHash": _xet_hash(e["lfs"]["oid"])} if "lfs" in e else e for e in entries]
+
+
 def _cursor(path: str) -> str:
     return base64.urlsafe_b64encode(path.encode()).decode()
 
@@ -272,14 +284,78 @@ async def _tree(state: DevHubState, request: Request, params: dict[str, str]) ->
         except ValueError:
             raise _Problem(400, "Invalid cursor") from None
         start = bisect.bisect_right([e["path"] for e in entries], after)
-    page = entries[start : start + state.settings.page_size]
-    if state.settings.xet:
-        page = [{**e, "xetHash": _xet_hash(e["lfs"]["oid"])} if "lfs" in e else e for e in page]
+    page = _with_xet_hashes(state, entries[start : start + state.settings.page_size])
     headers = {}
     if start + len(page) < len(entries):
         next_url = request.url.include_query_params(cursor=_cursor(page[-1]["path"]))
         headers["Link"] = f'<{next_url}>; rel="next"'
     return JSONResponse(page, headers=headers)
+
+
+# The Hub answers 413 "too many parameters" past 1,000 form fields (huggingface_hub#1503; its body parser's
+# limit, counting every field, expand too), so huggingface_hub asks for 500 paths at a time (_commit_api.py).
+_PATHS_INFO_MAX_FIELDS = 1000
+_PATHS_INFO_MAX_BYTES = 1 << 20
+_FORM = "application/x-www-form-urlencoded"
+
+
+def _flag(value: str, name: str) -> bool:
+    """A form boolean: httpx sends ``true``/``false``, requests ``True``/``False``."""
+    if value.lower() in ("1", "true"):
+        return True
+    if value.lower() in ("0", "false"):
+        return False
+    raise _Problem(400, f"Invalid {name}: {value[:20]}")
+
+
+def _paths_query(body: bytes, content_type: str) -> tuple[list[str], bool]:
+    """The (paths, expand) a paths-info body asks for: form fields, as huggingface_hub sends them, or JSON."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/json":
+        return _paths_query_json(body)
+    if media_type not in ("", _FORM):
+        raise _Problem(415, f"Unsupported Content-Type {media_type[:80]}: send {_FORM} or application/json")
+    try:
+        fields = parse_qsl(body.decode(), errors="strict", max_num_fields=_PATHS_INFO_MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise _Problem(400, "The form is not UTF-8") from None
+    except ValueError:  # parse_qsl: "Max number of fields exceeded"
+        raise _Problem(413, f"too many parameters (at most {_PATHS_INFO_MAX_FIELDS})") from None
+    expand = [v for k, v in fields if k == "expand"]
+    return [v for k, v in fields if k == "paths"], _flag(expand[-1], "expand") if expand else False
+
+
+def _paths_query_json(body: bytes) -> tuple[list[str], bool]:
+    try:
+        query = json.loads(body)
+    except ValueError:
+        raise _Problem(400, "The body is not JSON") from None
+    if not isinstance(query, dict):
+        raise _Problem(400, 'The body is not a JSON object {"paths": [...], "expand": false}')
+    paths, expand = query.get("paths", []), query.get("expand", False)
+    paths = [paths] if isinstance(paths, str) else paths
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise _Problem(400, "paths must be a list of strings")
+    if len(paths) > _PATHS_INFO_MAX_FIELDS:
+        raise _Problem(413, f"too many paths (at most {_PATHS_INFO_MAX_FIELDS})")
+    if not isinstance(expand, bool):
+        raise _Problem(400, "expand must be true or false")
+    return paths, expand
+
+
+async def _paths_info(state: DevHubState, request: Request, params: dict[str, str]) -> Response:
+    """The tree entries of the asked paths that exist, in the order asked, each once."""
+    body = await read_capped(request, _PATHS_INFO_MAX_BYTES)
+    if body is None:
+        raise _Problem(413, f"request entity too large (at most {_PATHS_INFO_MAX_BYTES >> 20} MiB)")
+    paths, expand = _paths_query(body, request.headers.get("content-type", ""))
+    snap = await _snapshot(state, request, params)
+    entries = [e for p in dict.fromkeys(paths) if (e := snap.path_info(p)) is not None]
+    if expand:
+        # A dev hub repo has one commit, so it is every path's last one.
+        last = {"id": snap.commit, "title": "Snapshot of the repo folder", "date": _iso(snap.last_modified_ns)}
+        entries = [{**e, "lastCommit": last} for e in entries]
+    return JSONResponse(_with_xet_hashes(state, entries))
 
 
 _LISTED_FIELDS = ("author", "sha", "lastModified", "private", "downloads", "likes", "tags")
@@ -376,16 +452,18 @@ async def _resolve_cache(state: DevHubState, request: Request, params: dict[str,
 
 # Matched against the raw (still percent-encoded) path, so "refs%2Fpr%2F1" stays one segment.
 _ORIGIN_ROUTES: _Routes = (
-    (re.compile(r"/api/(?P<type>models|datasets)"), _list_repos),
-    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"), _tree),
-    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/revision/(?P<rev>[^/]+)"), _info),
-    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}"), _info),
+    (re.compile(r"/api/(?P<type>models|datasets)"), _READ, _list_repos),
+    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"), _READ, _tree),
+    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/paths-info/(?P<rev>[^/]+)"), _POST, _paths_info),
+    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}/revision/(?P<rev>[^/]+)"), _READ, _info),
+    (re.compile(rf"/api/(?P<type>models|datasets)/{_REPO}"), _READ, _info),
     (
         re.compile(rf"/api/resolve-cache/(?P<type>models|datasets)/{_REPO}/(?P<rev>[0-9a-f]{{40}})/(?P<path>.+)"),
+        _READ,
         _resolve_cache,
     ),
-    (re.compile(rf"/(?P<type>datasets)/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), _resolve),
-    (re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), _resolve),
+    (re.compile(rf"/(?P<type>datasets)/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), _READ, _resolve),
+    (re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), _READ, _resolve),
 )
 
 
@@ -415,7 +493,7 @@ async def _lfs_object(state: DevHubState, request: Request, params: dict[str, st
     return _serve_file(request, found[0], found[1], {"ETag": f'"{sha256}"'})
 
 
-_CDN_ROUTES: _Routes = ((re.compile(r"/lfs/(?P<sha>[0-9a-f]{64})"), _lfs_object),)
+_CDN_ROUTES: _Routes = ((re.compile(r"/lfs/(?P<sha>[0-9a-f]{64})"), _READ, _lfs_object),)
 
 
 class _Router:
@@ -439,12 +517,12 @@ class _Router:
         # ASGI's raw_path has no query string, but httpx's ASGITransport puts it there.
         raw = request.scope.get("raw_path") or quote(request.scope["path"]).encode()
         path = raw.decode("latin-1").split("?", 1)[0]
-        for pattern, handler in self.routes:
+        for pattern, methods, handler in self.routes:
             m = pattern.fullmatch(path)
             if m is None:
                 continue
-            if request.method not in ("GET", "HEAD"):
-                raise _Problem(405, "Method Not Allowed")
+            if request.method not in methods:
+                raise _Problem(405, "Method Not Allowed", headers={"Allow": ", ".join(sorted(methods))})
             params = {k: unquote(v) for k, v in m.groupdict().items() if v}
             return await handler(self.state, request, params)
         raise _Problem(404, "Not Found")

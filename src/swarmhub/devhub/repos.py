@@ -21,6 +21,7 @@ hashes what changed. Everything here is blocking I/O; async callers run it in a 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import stat
@@ -157,9 +158,25 @@ class RepoSnapshot:
                 entries[f.path] = _file_entry(f)
         return [entries[p] for p in sorted(entries)]
 
+    def path_info(self, path: str) -> dict[str, Any] | None:
+        """The ``/tree`` entry of the file or folder at exactly ``path``; None if there is neither (the Hub's
+        ``paths-info`` leaves such paths out). The root is no entry, and ``sub/`` is not ``sub``."""
+        found = self._by_path.get(path)
+        if found is not None:
+            return _file_entry(found)
+        if path and self._inside(path):
+            return self._folder_entry(path)
+        return None
+
+    def _inside(self, folder: str) -> tuple[ServedFile, ...]:
+        """The files below ``folder``: one run of the sorted ``files``, as every path starting "folder/" sorts
+        from "folder/" up to (not including) "folder0" ("0" is the character after "/")."""
+        first = bisect.bisect_left(self.files, f"{folder}/", key=lambda f: f.path)
+        end = bisect.bisect_left(self.files, f"{folder}0", lo=first, key=lambda f: f.path)
+        return self.files[first:end]
+
     def _folder_entry(self, path: str) -> dict[str, Any]:
-        inside = (f for f in self.files if f.path.startswith(path + "/"))
-        oid = _sha1_lines(f"{f.path}\0{f.etag}\n" for f in inside)
+        oid = _sha1_lines(f"{f.path}\0{f.etag}\n" for f in self._inside(path))
         return {"type": "directory", "oid": oid, "size": 0, "path": path}
 
 

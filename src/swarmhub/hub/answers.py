@@ -48,6 +48,7 @@ __all__ = [
     "lfs_pointer",
     "next_link_header",
     "normalize_etag",
+    "paths_info",
     "quote_etag",
     "range_not_satisfiable_headers",
     "repo_info",
@@ -183,6 +184,29 @@ def tree_entries(
     return [entries[p] for p in sorted(entries)]
 
 
+def paths_info(files: Sequence[RepoFile], paths: Iterable[str]) -> tuple[list[dict[str, object]], list[str]]:
+    """``POST /api/{type}s/{repo}/paths-info/{rev}`` of a release: the entries of the asked paths that are files
+    or folders of it (in the asked order, each once), and the paths it has neither of."""
+    by_path = {f.path: f for f in files}
+    found: list[dict[str, object]] = []
+    missing: list[str] = []
+    seen: set[str] = set()
+    for raw in paths:
+        path = raw.strip("/")
+        if path in seen:
+            continue
+        seen.add(path)
+        if path in by_path:
+            found.append(_file_entry(by_path[path]))
+            continue
+        inside = sorted((f for f in files if f.path.startswith(path + "/")), key=lambda f: f.path) if path else []
+        if inside:
+            found.append(_folder_entry(path, inside))
+        else:
+            missing.append(path)
+    return found, missing
+
+
 @dataclass(frozen=True)
 class TreePage:
     entries: list[dict[str, object]]
@@ -265,11 +289,14 @@ class HubError:
     message: str
     code: ErrorCode | None = None
     commit: str | None = None  # X-Repo-Commit: the client caches a missing file's absence under it
+    retry_after: str | None = None  # the upstream's Retry-After, passed on so the client backs off
 
     def headers(self) -> dict[str, str]:
         headers = error_headers(self.code, self.message)
         if self.commit is not None:
             headers["X-Repo-Commit"] = self.commit
+        if self.retry_after is not None:
+            headers["Retry-After"] = self.retry_after
         return headers
 
     def body(self) -> bytes:

@@ -19,9 +19,10 @@ import httpx
 
 from swarmhub.cluster.brain import decode_pieces
 from swarmhub.errors import ClusterError, SwarmhubError
+from swarmhub.hub.repo import RepoType, is_commit
 from swarmhub.node.library import Library
 
-__all__ = ["ClusterClient"]
+__all__ = ["ClusterClient", "CoordinatorHeads"]
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,28 @@ class ClusterClient:
                 log.warning("coordinator asked for a release this node cannot fetch: %s", exc)
         self.last_answer = time.monotonic()
         self.reports += 1
+
+
+class CoordinatorHeads:
+    """Branch heads from the cluster's coordinator (``GET /cluster/revision``), which looks each up once per TTL
+    for every node (``node.knowledge.HeadSource``). None when it cannot tell: the node asks the Hub itself."""
+
+    def __init__(self, coordinator: str, *, token: str | None = None, timeout: float = 3.0) -> None:
+        self.url = coordinator.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    async def head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float, bool] | None:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        params = {"type": repo_type, "repo": repo_id, "rev": revision}
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
+                reply = await client.get(f"{self.url}/cluster/revision", params=params, headers=headers)
+            if reply.status_code != 200:
+                return None
+            body = reply.json()
+            commit, age, stale = body["commit"], float(body["age"]), bool(body.get("stale"))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("coordinator %s could not say where %s@%s is: %s", self.url, repo_id, revision, exc)
+            return None
+        return (commit, max(0.0, age), stale) if isinstance(commit, str) and is_commit(commit) else None

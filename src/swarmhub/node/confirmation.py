@@ -6,7 +6,10 @@ Before a node lands or serves a torrent as ``repo@commit`` — whoever handed it
 ``<state>/confirmed/<digest>`` (the digest covers the release and its file list, so the hybrid, the classic
 and a cluster's TLS variant of one release share one record). Outcomes:
 
-- ``confirmed``: the upstream lists every file alike (now, or recorded earlier);
+- ``confirmed``: the upstream lists every file alike (now, or recorded earlier). The record (JSON, ``Record``)
+  also says whether the torrent lists the whole commit (``whole``: the node may then answer "no such file" for
+  the others without asking) and when an anonymous HEAD of one of its files was answered (``public_at``, wall
+  clock: the repo is neither gated nor private; the endpoint's access cache starts from it);
 - ``refused``: the upstream lists the commit and disagrees: ``TorrentMismatch`` names the first differing file,
   and nothing of the torrent is landed, stored or served;
 - ``unconfirmed``: no upstream was given (``--no-origin``), it could not be reached, or it does not show the
@@ -26,11 +29,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 from swarmhub.errors import (
     GatedRepoError,
+    MetainfoError,
     OriginError,
     RepoNotFound,
     RevisionNotFound,
@@ -43,7 +48,7 @@ from swarmhub.node.hubstate import credential_key
 from swarmhub.node.landing import atomic_text
 from swarmhub.origin.client import OriginClient
 
-__all__ = ["Confirmations", "Outcome", "release_digest"]
+__all__ = ["Confirmations", "Outcome", "Record", "release_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,30 @@ def release_digest(ref: RepoRef, files: Sequence[RepoFile]) -> str:
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Record:
+    """What the upstream said of a release when it confirmed it."""
+
+    repo_type: str
+    repo_id: str
+    commit: str
+    files: int
+    whole: bool = False  # the torrent lists every file of the commit
+    public_at: float | None = None  # time.time() an anonymous HEAD of a file of it was answered
+
+    @classmethod
+    def parse(cls, text: str) -> Record:
+        """A record as written (JSON); a record of the first format (one line of text) is confirmed, no more."""
+        try:
+            raw = json.loads(text)
+            return cls(**{k: raw[k] for k in ("repo_type", "repo_id", "commit", "files", "whole", "public_at")})
+        except (ValueError, KeyError, TypeError):
+            parts = text.split()
+            if len(parts) < 4 or not parts[3].isdigit():
+                raise MetainfoError("not a confirmation record") from None
+            return cls(parts[0], parts[1], parts[2], int(parts[3]))
+
+
 class Confirmations:
     """The confirmation step for one node (or one ``swarmhub pull``): asks ``upstream``, records in ``state_dir``."""
 
@@ -67,6 +96,13 @@ class Confirmations:
         self.upstream = upstream
         self.clock = clock
         self._misses: dict[str, float] = {}  # digest (and credential) -> when the upstream could not confirm
+
+    def record(self, ref: RepoRef, files: Sequence[RepoFile]) -> Record | None:
+        """The record of a confirmed release; None when it is not confirmed (or its record is unreadable)."""
+        try:
+            return Record.parse((self.dir / release_digest(ref, files)).read_text())
+        except (OSError, MetainfoError):
+            return None
 
     async def confirm(self, ref: RepoRef, files: Sequence[RepoFile], *, authorization: str | None = None) -> Outcome:
         """``confirmed`` or ``unconfirmed`` (see the module's docstring); ``TorrentMismatch`` when refused."""
@@ -94,8 +130,10 @@ class Confirmations:
                 hint="get the release's torrent from a registry you trust, or make it: swarmhub create",
             )
         self._misses.pop(digest, None)
+        whole = {f.path for f in files} == {f.path for f in listed}
+        record = Record(ref.repo_type, ref.repo_id, ref.commit, len(files), whole, await self._public_at(ref, files))
         try:
-            atomic_text(self.dir / digest, f"{ref.repo_type} {ref.repo_id} {ref.commit} {len(files)} files\n")
+            atomic_text(self.dir / digest, json.dumps(asdict(record)) + "\n")
         except OSError as exc:  # a read-only state folder: confirmed now, asked again next time
             log.warning("could not record the confirmation of %s: %s", ref.repo_id, exc)
         log.info("%s@%s: the upstream confirms its %d files", ref.repo_id, ref.commit[:12], len(files))
@@ -115,6 +153,22 @@ class Confirmations:
             return await theirs.list_files(ref.repo_type, ref.repo_id, ref.commit)
         finally:
             await theirs.aclose()
+
+    async def _public_at(self, ref: RepoRef, files: Sequence[RepoFile]) -> float | None:
+        """Now, when an anonymous HEAD of the release's smallest file is answered (neither gated nor private);
+        None when it is refused or cannot be had."""
+        assert self.upstream is not None
+        if not files:
+            return None
+        smallest = min(files, key=lambda f: (f.size, f.path))
+        anonymous = OriginClient(self.upstream.endpoint, None, retries=2, timeout=10)
+        try:
+            await anonymous.head_file(ref.repo_type, ref.repo_id, ref.commit, smallest.path)
+        except OriginError:
+            return None
+        finally:
+            await anonymous.aclose()
+        return time.time()
 
     def _unconfirmed(self, digest: str, ref: RepoRef, why: str) -> Outcome:
         self._misses[digest] = self.clock()

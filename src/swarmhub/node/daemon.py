@@ -45,7 +45,7 @@ from swarmhub.engine.session import Engine, Profile, TlsIdentity
 from swarmhub.errors import SwarmhubError, TorrentMismatch
 from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret, write_secret_file
 from swarmhub.hub.patterns import path_selected
-from swarmhub.node.cluster_client import ClusterClient
+from swarmhub.node.cluster_client import ClusterClient, CoordinatorHeads
 from swarmhub.node.confirmation import Confirmations
 from swarmhub.node.endpoint import HubEndpoint, endpoint_app
 from swarmhub.node.landing import atomic_text
@@ -203,7 +203,15 @@ class Node(BackgroundServer):
 
     def _apps(self) -> Sequence[ASGIApp]:
         assert self.library is not None
-        self.endpoint = endpoint_app(self.library, self.upstream_url)
+        heads = CoordinatorHeads(self.coordinator, token=self.cluster_token) if self.coordinator else None
+        self.endpoint = endpoint_app(
+            self.library,
+            self.upstream_url,
+            access_ttl=self.settings.access_ttl,
+            refusal_ttl=self.settings.refusal_ttl,
+            branch_ttl=self.settings.branch_ttl,
+            coordinator=heads,
+        )
         rules = GuardRules(
             hosts=allowed_hosts(self.host, self.allow_hosts),
             control=CONTROL_ROUTES.__contains__,
@@ -216,8 +224,12 @@ class Node(BackgroundServer):
         assert self.library is not None
         out = asdict(self.library.stats())
         if self.endpoint is not None:
-            out |= {f"endpoint_{k}": v for k, v in asdict(self.endpoint.stats).items()}
+            out |= self.endpoint.counters()
         return out
+
+    def hub_requests(self) -> dict[str, dict[str, int]]:
+        """Requests the upstream got from the endpoint, by kind and outcome."""
+        return self.endpoint.hub_requests() if self.endpoint is not None else {}
 
     def status(self) -> dict[str, Any]:
         assert self.library is not None
@@ -229,6 +241,7 @@ class Node(BackgroundServer):
             "registry": self.registry_url,
             "cache_dir": str(self.settings.hub_cache),
             "stats": self.counters(),
+            "hub_requests": self.hub_requests(),
             "releases": self.library.releases(),
         }
 
@@ -238,7 +251,8 @@ def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
         return JSONResponse(node.status())
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(prometheus_text(node.counters()), media_type="text/plain; version=0.0.4")
+        text = prometheus_text(node.counters(), node.hub_requests())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def pull(request: Request) -> Response:
         assert node.library is not None
@@ -331,13 +345,45 @@ _METRICS = {  # stat -> (metric, type, help)
         "Hub requests answered by the swarm while the upstream was unreachable",
     ),
     "endpoint_relayed": ("swarmhub_endpoint_relayed_total", "counter", "Hub requests passed to the upstream"),
+    "endpoint_metadata_answers": (
+        "swarmhub_endpoint_metadata_answers_total",
+        "counter",
+        "repo info, tree and paths-info answers made from a confirmed release, with no upstream request",
+    ),
+    "endpoint_missing_answers": (
+        "swarmhub_endpoint_missing_answers_total",
+        "counter",
+        "EntryNotFound answers for paths a whole release does not have, with no upstream request",
+    ),
+    "endpoint_stale_answers": (
+        "swarmhub_endpoint_stale_answers_total",
+        "counter",
+        "answers made from a branch head the upstream could not refresh (X-Swarmhub-Stale)",
+    ),
+    "endpoint_refused": (
+        "swarmhub_endpoint_refused_total",
+        "counter",
+        "requests refused: the Hub did not allow the credential, or could not be asked",
+    ),
+    "access_hits": ("swarmhub_access_cached_hits_total", "counter", "access decisions answered from the cache"),
+    "access_recorded": ("swarmhub_access_decisions_total", "counter", "access decisions the Hub made"),
+    "access_refused": ("swarmhub_access_refused_total", "counter", "requests the access rules refused"),
+    "branch_hits": ("swarmhub_branch_cached_hits_total", "counter", "branches resolved with no lookup"),
+    "branch_lookups": ("swarmhub_branch_lookups_total", "counter", "branch heads the Hub or coordinator gave"),
+    "branch_stale": ("swarmhub_branch_stale_total", "counter", "branches answered by an old head (stale-if-error)"),
 }
 
 
-def prometheus_text(stats: dict[str, int]) -> str:
+def prometheus_text(stats: dict[str, int], hub_requests: Mapping[str, Mapping[str, int]] | None = None) -> str:
     lines = []
     for stat, (metric, kind, text) in _METRICS.items():
         if stat not in stats:
             continue
         lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}", f"{metric} {stats[stat]}"]
+    if hub_requests is not None:
+        metric = "swarmhub_hub_requests_total"
+        lines += [f"# HELP {metric} requests sent to the upstream, by kind and outcome", f"# TYPE {metric} counter"]
+        for kind, outcomes in sorted(hub_requests.items()):
+            for outcome, n in sorted(outcomes.items()):
+                lines.append(f'{metric}{{kind="{kind}",outcome="{outcome}"}} {n}')
     return "\n".join(lines) + "\n"

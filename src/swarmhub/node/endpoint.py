@@ -34,8 +34,8 @@ import json
 import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
-from urllib.parse import unquote, urljoin, urlsplit
+from dataclasses import asdict, dataclass
+from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import httpx
 from starlette.background import BackgroundTask
@@ -50,6 +50,7 @@ from swarmhub.hub.answers import (
     error_headers,
     next_link_header,
     normalize_etag,
+    paths_info,
     range_not_satisfiable_headers,
     repo_info,
     resolve_headers,
@@ -57,8 +58,11 @@ from swarmhub.hub.answers import (
     tree_page,
 )
 from swarmhub.hub.repo import RepoFile, RepoType, is_commit, path_problem, validate_repo_id
+from swarmhub.node.hubstate import AccessCache, BranchHeads, Decision
+from swarmhub.node.knowledge import Head, HeadSource, Knowledge
 from swarmhub.node.passthrough import Upstream, UpstreamUnreachable, forward_headers, relay, relay_headers
 from swarmhub.node.releases import KnownRelease, ReleaseSource
+from swarmhub.serving import read_capped
 
 __all__ = ["EndpointStats", "HubEndpoint", "endpoint_app", "unsafe_path"]
 
@@ -69,6 +73,9 @@ PROBE_TIMEOUT = 3.0  # seconds per HEAD attempt: two (after a refused connection
 API_TIMEOUT = 8.0  # seconds an /api/ answer may take; huggingface_hub's own timeout is 10 s
 _MAX_PROBE_REDIRECTS = 3  # same-host redirects followed to find X-Repo-Commit
 _LINKED = ("x-linked-size", "x-linked-etag", "x-repo-commit")  # added to a relayed redirect that lacks them
+RELAY_WAIT = 5.0  # seconds of an upstream's Retry-After a relayed request may wait out (clients wait 10 s)
+MAX_PATHS_INFO_BODY = 4 << 20  # bytes of a paths-info form (datasets asks for a few paths at a time)
+STALE_HEADER = "X-Swarmhub-Stale"  # seconds old the branch head an answer was made from is (the upstream failed)
 
 
 def unsafe_path(raw_path: str) -> str | None:
@@ -101,6 +108,10 @@ class EndpointStats:
     swarm_answers: int = 0  # resolve answers (HEAD and GET) given from a known release
     swarm_bytes: int = 0  # body bytes sent from ``KnownRelease.stream``
     offline_answers: int = 0  # answers from a known release while the upstream was unreachable
+    metadata_answers: int = 0  # /api/ answers (repo info, tree, paths-info) made from a confirmed release
+    missing_answers: int = 0  # EntryNotFound for a path a whole confirmed release does not have
+    stale_answers: int = 0  # answers made from a branch head the upstream could not refresh
+    refused: int = 0  # answers refused because the Hub did not (or could not be asked to) allow the credential
     relayed: int = 0  # requests relayed to the upstream
 
 
@@ -127,6 +138,18 @@ _TYPE = r"(?P<type>models|datasets)"
 _TREE = re.compile(rf"/api/{_TYPE}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?")
 _REVISION = re.compile(rf"/api/{_TYPE}/{_REPO}/revision/(?P<rev>[^/]+)")
 _INFO = re.compile(rf"/api/{_TYPE}/{_REPO}")
+_PATHS_INFO = re.compile(rf"/api/{_TYPE}/{_REPO}/paths-info/(?P<rev>[^/]+)")
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A confirmed release a request names, the branch head it came from, and the Hub's access decision."""
+
+    release: KnownRelease
+    head: Head
+    decision: Decision
+
+
 _RESOLVE = re.compile(rf"/(?:(?P<type>datasets)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
 
 
@@ -191,16 +214,36 @@ class HubEndpoint:
         page_size: int = PAGE_SIZE,
         probe_timeout: float = PROBE_TIMEOUT,
         api_timeout: float = API_TIMEOUT,
+        knowledge: Knowledge | None = None,
+        relay_wait: float = RELAY_WAIT,
     ) -> None:
         self.source = source
         self.upstream = upstream
         self.page_size = page_size
         self.probe_timeout = probe_timeout
         self.api_timeout = api_timeout
+        self.knowledge = knowledge or Knowledge(upstream, source, timeout=probe_timeout)
+        self.relay_wait = relay_wait
         self.stats = EndpointStats()
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+
+    def counters(self) -> dict[str, int]:
+        """What the endpoint did, the Hub's decisions it kept and used, and its branch lookups (flat)."""
+        k = self.knowledge
+        return {
+            **{f"endpoint_{name}": value for name, value in asdict(self.stats).items()},
+            **{f"access_{name}": value for name, value in asdict(k.access_cache.stats).items()},
+            **{f"branch_{name}": value for name, value in asdict(k.heads.stats).items()},
+        }
+
+    def hub_requests(self) -> dict[str, dict[str, int]]:
+        """Requests the upstream got, by kind (revision, resolve, api, relay) and outcome."""
+        out: dict[str, dict[str, int]] = {}
+        for (kind, outcome), n in sorted(self.upstream.requests.items()):
+            out.setdefault(kind, {})[outcome] = n
+        return out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -238,6 +281,8 @@ class HubEndpoint:
                     if (m := pattern.fullmatch(raw)) and (repo_id := _repo_id(m["repo"])):
                         params = m.groupdict()
                         return await self._api(request, raw, _repo_type(params["type"]), repo_id, params)
+        elif request.method == "POST" and (m := _PATHS_INFO.fullmatch(raw)) and (repo_id := _repo_id(m["repo"])):
+            return await self._paths_info(request, raw, _repo_type(m["type"]), repo_id, unquote(m["rev"]))
         return await self._relay(request, raw)
 
     def _our_base(self, request: Request) -> str:
@@ -248,16 +293,20 @@ class HubEndpoint:
 
     # -------------------------------------------------------------------------------------------- relaying
 
-    async def _relay(self, request: Request, raw: str) -> Response:
-        """The request to the upstream as it came (body streamed), the answer back as it comes."""
+    async def _relay(self, request: Request, raw: str, body: bytes | None = None) -> Response:
+        """The request to the upstream as it came (body streamed, or ``body`` when it was read already), the
+        answer back as it comes."""
         if request.method in ("CONNECT", "TRACE"):
             return _error(HubError(405, f"{request.method} is not relayed"))
         has_body = "transfer-encoding" in request.headers or request.headers.get("content-length", "0") != "0"
         url = self._upstream_url(request, raw)
+        content: AsyncIterator[bytes] | None = request.stream() if has_body else None
+        headers = forward_headers(request.scope["headers"])
+        if body is not None:
+            content = _once(body)
+            headers = [(k, v) for k, v in headers if k != "content-length"] + [("content-length", str(len(body)))]
         try:
-            response = await self.upstream.send(
-                request.method, url, forward_headers(request.scope["headers"]), request.stream() if has_body else None
-            )
+            response = await self.upstream.send(request.method, url, headers, content, wait=self.relay_wait)
         except UpstreamUnreachable as exc:
             return _error(self._unreachable(exc, "the request could not be relayed"), head=request.method == "HEAD")
         self.stats.relayed += 1
@@ -274,7 +323,9 @@ class HubEndpoint:
         """HEAD on the upstream's resolve URL; same-host redirects followed to learn a missing commit, etag or
         size (another host, a CDN, is never contacted)."""
         headers = forward_headers(request.scope["headers"], drop=("range", "content-length"))
-        first = await self.upstream.send("HEAD", url, headers, timeout=self.probe_timeout, retry_5xx=True)
+        first = await self.upstream.send(
+            "HEAD", url, headers, timeout=self.probe_timeout, retry_5xx=True, kind="resolve", wait=self.relay_wait
+        )
         await first.aclose()
         linked = {k: first.headers[k] for k in _LINKED if k in first.headers}
         commit = first.headers.get("x-repo-commit")
@@ -290,7 +341,9 @@ class HubEndpoint:
             target = urljoin(str(current.request.url), location or "")
             if location is None or not self.upstream.owns(target):
                 break  # another host (a CDN): never contacted
-            current = await self.upstream.send("HEAD", target, headers, timeout=self.probe_timeout, retry_5xx=True)
+            current = await self.upstream.send(
+                "HEAD", target, headers, timeout=self.probe_timeout, retry_5xx=True, kind="resolve"
+            )
             await current.aclose()
             if current.status_code >= 400:
                 break
@@ -300,10 +353,64 @@ class HubEndpoint:
                 size = _digits(current.headers.get("content-length"))
         return _Probe(first, commit, linked, etag, size)
 
+    # ------------------------------------------------------------------------------------ from the swarm
+
+    async def _held(
+        self, request: Request, repo_type: RepoType, repo_id: str, revision: str, path: str | None = None
+    ) -> _Held | HubError | None:
+        """The confirmed release a request names, answered with no upstream request when the node knows enough
+        (``node.knowledge``); a ``HubError`` to pass on (the branch lookup's); None: ask the upstream as before.
+        ``path``: the file the access question is about (default: the release's first)."""
+        if not is_commit(revision) and not await self.source.knows(repo_type, repo_id):
+            return None
+        authorization = request.headers.get("authorization")
+        head = await self.knowledge.head(repo_type, repo_id, revision, authorization)
+        if isinstance(head, HubError):
+            return head
+        release = await self.source.release(repo_type, repo_id, head.commit, authorization=authorization)
+        if release is None or not release.confirmed or not release.files:
+            return None
+        asked = path if path is not None and _file(release, path) is not None else release.files[0].path
+        decision = await self.knowledge.access(release, asked, authorization)
+        if head.stale is not None:
+            log.info(
+                "%s@%s answered by %s, %d s old: the upstream %s",
+                repo_id,
+                revision,
+                head.commit[:12],
+                head.stale,
+                head.why or "could not be asked",
+            )
+        return _Held(release, head, decision)
+
+    def _refusal(self, decision: Decision, *, head: bool) -> Response:
+        self.stats.refused += 1
+        return _error(HubError(decision.status, decision.message, decision.code), head=head)  # type: ignore[arg-type]
+
+    def _stale(self, response: Response, held: _Held) -> Response:
+        if held.head.stale is not None:
+            self.stats.stale_answers += 1
+            response.headers[STALE_HEADER] = str(int(held.head.stale))
+        return response
+
     async def _resolve(
         self, request: Request, raw: str, repo_type: RepoType, repo_id: str, revision: str, path: str
     ) -> Response:
         head = request.method == "HEAD"
+        held = await self._held(request, repo_type, repo_id, revision, path)
+        if isinstance(held, HubError):
+            return _error(held, head=head)
+        if held is not None:
+            if not held.decision.allowed:
+                return self._refusal(held.decision, head=head)
+            f = _file(held.release, path)
+            if f is not None:
+                return self._stale(await self._serve(request, held.release, f), held)
+            if held.release.whole:
+                self.stats.missing_answers += 1
+                ref = held.release.ref
+                problem = HubError(404, f"{path} is not in {ref.repo_id}@{ref.commit}", "EntryNotFound", ref.commit)
+                return self._stale(_error(problem, head=head), held)
         url = self._upstream_url(request, raw)
         try:
             probe = await self._probe(request, url)
@@ -321,7 +428,7 @@ class HubEndpoint:
             self.stats.relayed += 1
             return await relay(probe.response, self.upstream, self._our_base(request), head=True)
         try:
-            response = await self.upstream.send("GET", url, forward_headers(request.scope["headers"]))
+            response = await self.upstream.send("GET", url, forward_headers(request.scope["headers"]), kind="resolve")
         except UpstreamUnreachable as exc:
             return _error(self._unreachable(exc, f"{path} could not be fetched"))
         self.stats.relayed += 1
@@ -375,8 +482,10 @@ class HubEndpoint:
         return StreamingResponse(_prepend(first, body), status, headers, background=BackgroundTask(body.aclose))
 
     async def _offline_release(self, repo_type: RepoType, repo_id: str, revision: str) -> KnownRelease | None:
-        commit = revision if is_commit(revision) else await self.source.local_commit(repo_type, repo_id, revision)
-        return None if commit is None else await self.source.release(repo_type, repo_id, commit)
+        if is_commit(revision):
+            return await self.source.release(repo_type, repo_id, revision)
+        local = await self.source.local_head(repo_type, repo_id, revision)
+        return None if local is None else await self.source.release(repo_type, repo_id, local[0])
 
     async def _resolve_offline(
         self,
@@ -400,15 +509,69 @@ class HubEndpoint:
     async def _api(
         self, request: Request, raw: str, repo_type: RepoType, repo_id: str, params: dict[str, str | None]
     ) -> Response:
+        held = await self._held(request, repo_type, repo_id, unquote(params.get("rev") or "main"))
+        if isinstance(held, HubError):
+            return _error(held)
+        if held is not None and held.decision.allowed and held.release.whole:
+            answer = self._api_answer(request, held.release, params)
+            if answer is not None:
+                self.stats.metadata_answers += 1
+                return self._stale(answer, held)
+        elif held is not None and held.decision.status == 503:  # neither the Hub nor a decision to go by
+            return self._refusal(held.decision, head=False)
         url = self._upstream_url(request, raw)
         try:
             response = await self.upstream.send(
-                "GET", url, forward_headers(request.scope["headers"]), timeout=self.api_timeout, retry_5xx=True
+                "GET",
+                url,
+                forward_headers(request.scope["headers"]),
+                timeout=self.api_timeout,
+                retry_5xx=True,
+                kind="api",
+                wait=self.relay_wait,
             )
         except UpstreamUnreachable as exc:
             return await self._api_offline(request, exc, repo_type, repo_id, params)
         self.stats.relayed += 1
         return await relay(response, self.upstream, self._our_base(request), head=False)
+
+    def _api_answer(self, request: Request, release: KnownRelease, params: dict[str, str | None]) -> Response | None:
+        """Repo info or a tree page of a whole release, as the Hub answers them."""
+        if "path" not in params:  # repo info
+            return _json(repo_info(release.ref, release.files, blobs=_truthy(request.query_params.get("blobs"))))
+        folder = unquote(params["path"] or "")
+        entries = tree_entries(release.files, folder, recursive=_truthy(request.query_params.get("recursive")))
+        if entries is None:
+            message = f"{folder} is not a folder of {release.ref.repo_id}@{release.ref.commit}"
+            return _error(HubError(404, message, "EntryNotFound", release.ref.commit))
+        page = tree_page(entries, request.query_params.get("cursor"), self.page_size)
+        if page is None:
+            return _error(HubError(400, "Invalid cursor"))
+        headers = {}
+        if page.next_cursor is not None:
+            headers["Link"] = next_link_header(str(request.url.include_query_params(cursor=page.next_cursor)))
+        return _json(page.entries, headers)
+
+    async def _paths_info(
+        self, request: Request, raw: str, repo_type: RepoType, repo_id: str, revision: str
+    ) -> Response:
+        """``POST .../paths-info/{rev}`` (form ``paths=...&expand=...``, or JSON): from a confirmed release when
+        it has every path asked for, or is the whole commit; else relayed (with the body read here)."""
+        body = await read_capped(request, MAX_PATHS_INFO_BODY)
+        if body is None:
+            return _error(HubError(413, f"a paths-info request is at most {MAX_PATHS_INFO_BODY} bytes"))
+        held = await self._held(request, repo_type, repo_id, revision)
+        if isinstance(held, HubError):
+            return _error(held)
+        paths = _asked_paths(body, request.headers.get("content-type", ""))
+        if held is not None and held.decision.allowed and paths is not None:
+            found, missing = paths_info(held.release.files, paths)
+            if not missing or held.release.whole:
+                self.stats.metadata_answers += 1
+                return self._stale(_json(found), held)
+        elif held is not None and held.decision.status == 503:
+            return self._refusal(held.decision, head=False)
+        return await self._relay(request, raw, body)
 
     async def _api_offline(
         self,
@@ -440,6 +603,26 @@ class HubEndpoint:
         return _json(page.entries, headers)
 
 
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def _asked_paths(body: bytes, content_type: str) -> list[str] | None:
+    """The ``paths`` of a paths-info request (form-encoded, as huggingface_hub sends them, or JSON)."""
+    try:
+        if "json" in content_type:
+            raw = json.loads(body)
+            paths = raw.get("paths") if isinstance(raw, dict) else None
+            paths = [paths] if isinstance(paths, str) else paths
+        else:
+            paths = parse_qs(body.decode(), keep_blank_values=True).get("paths")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return None
+    return paths
+
+
 def _digits(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
@@ -467,10 +650,18 @@ def endpoint_app(
     retries: int = 1,
     retry_pause: float = 0.25,
     transport: httpx.AsyncBaseTransport | None = None,
+    access_ttl: float = 600.0,
+    refusal_ttl: float = 30.0,
+    branch_ttl: float = 30.0,
+    coordinator: HeadSource | None = None,
+    relay_wait: float = RELAY_WAIT,
 ) -> HubEndpoint:
     """The node's Hub-compatible ASGI app for releases of ``source``, falling back to ``upstream``
     (``https://huggingface.co``, or any Hub-compatible base URL).
 
+    ``access_ttl``/``refusal_ttl``: seconds the Hub's "may read"/"may not" on a credential is believed;
+    ``branch_ttl``: seconds a branch's commit is; ``coordinator``: who looks branches up for the cluster.
+    ``relay_wait``: seconds of ``Retry-After`` a relayed request may wait out before the answer is passed on.
     ``probe_timeout``: seconds the upstream's HEAD on a resolve URL may take (and any connect);
     ``api_timeout``: seconds an ``/api/`` answer may take; ``read_timeout``: seconds one read of a relayed
     body may wait. ``retries``: extra attempts after a refused/reset connection, a connect timeout or a 5xx
@@ -490,4 +681,20 @@ def endpoint_app(
         )
     except ValueError as exc:
         raise ConfigError(str(exc), hint="use an upstream like https://huggingface.co") from exc
-    return HubEndpoint(source, client, page_size=page_size, probe_timeout=probe_timeout, api_timeout=api_timeout)
+    knowledge = Knowledge(
+        client,
+        source,
+        access=AccessCache(allow_ttl=access_ttl, refuse_ttl=refusal_ttl),
+        heads=BranchHeads(ttl=branch_ttl),
+        coordinator=coordinator,
+        timeout=probe_timeout,
+    )
+    return HubEndpoint(
+        source,
+        client,
+        page_size=page_size,
+        probe_timeout=probe_timeout,
+        api_timeout=api_timeout,
+        knowledge=knowledge,
+        relay_wait=relay_wait,
+    )

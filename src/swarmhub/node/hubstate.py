@@ -136,8 +136,11 @@ class AccessCache:
         status: int = 200,
         code: str | None = None,
         message: str = "",
+        *,
+        age: float = 0.0,
     ) -> Decision:
-        decision = Decision(allowed, self.clock(), status, code, message)
+        """The Hub's decision, made ``age`` seconds ago (a confirmation record's, at start)."""
+        decision = Decision(allowed, self.clock() - age, status, code, message)
         self._decisions.put((repo, credential), decision)
         self.stats.recorded += 1
         if not allowed:

@@ -38,7 +38,7 @@ from swarmhub.errors import MetainfoError, SwarmhubError, TorrentMismatch
 from swarmhub.hub.cache import ref_path_for
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
 from swarmhub.node.confirmation import Confirmations
-from swarmhub.node.landing import CacheDestination
+from swarmhub.node.landing import CacheDestination, atomic_text
 from swarmhub.node.pull import Pull, PullProgress, release_files
 from swarmhub.node.seeding import seed_release
 from swarmhub.node.sources import HubSource
@@ -83,6 +83,8 @@ class SwarmRelease:
         assert torrent.repo is not None
         self.library = library
         self.confirmed = False  # the upstream confirmed the file list; else files are served landed only
+        self.whole = False  # (confirmed) the torrent lists every file of the commit
+        self.public_at: float | None = None  # (confirmed) time.time() the repo answered an anonymous request
         self.torrent = torrent
         self.data = data
         self._ref: RepoRef = torrent.repo
@@ -253,6 +255,7 @@ class Library:
             return known
         release = SwarmRelease(self, torrent, data)
         release.confirmed = await self.confirmations.confirm(release.ref, release.files) == "confirmed"
+        self._recorded(release)
         if known is not None and (known.confirmed or not release.confirmed):
             return known  # the release is known already, by a torrent as trusted (another format of it)
         self._releases[release.ref] = release
@@ -309,13 +312,22 @@ class Library:
         """Whether the upstream confirms ``release``; one it contradicts is dropped from the store and refused."""
         try:
             outcome = await self.confirmations.confirm(release.ref, release.files, authorization=authorization)
-            return outcome == "confirmed"
         except TorrentMismatch as exc:
             log.warning("%s", exc)
             self._refused.add(release.ref)
             self._releases.pop(release.ref, None)
             await asyncio.to_thread(self.store.remove, release.torrent)
             return False
+        if outcome != "confirmed":
+            return False
+        self._recorded(release)
+        return True
+
+    def _recorded(self, release: SwarmRelease) -> None:
+        """``release.whole`` and ``public_at`` from its confirmation record."""
+        record = self.confirmations.record(release.ref, release.files)
+        if record is not None:
+            release.whole, release.public_at = record.whole, record.public_at
 
     def _find(self, ref: RepoRef) -> tuple[Torrent, bytes] | None:
         stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
@@ -337,15 +349,41 @@ class Library:
             return None
         return self._ours(torrent, data)
 
-    async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None:
-        if is_commit(revision):
-            return revision
-        folder = RepoRef(repo_type, repo_id, "0" * 40).cache_folder
+    async def knows(self, repo_type: RepoType, repo_id: str) -> bool:
+        """Whether the swarm may hold a release of this repo (a stored torrent, or a registry to ask)."""
+        if self.registry is not None or any(r.repo_type == repo_type and r.repo_id == repo_id for r in self._releases):
+            return True
+        return bool(await asyncio.to_thread(self.store.find, repo_type, repo_id, None))
+
+    def _ref_file(self, repo_type: RepoType, repo_id: str, revision: str) -> Path:
+        return self.cache_dir / RepoRef(repo_type, repo_id, "0" * 40).cache_folder / ref_path_for(revision)
+
+    async def local_head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float] | None:
+        """The cache's ``refs/<revision>``: (commit, seconds since it was written)."""
         try:
-            commit = (self.cache_dir / folder / ref_path_for(revision)).read_text().strip()
+            path = self._ref_file(repo_type, repo_id, revision)
+            commit = (await asyncio.to_thread(path.read_text)).strip()
+            age = time.time() - path.stat().st_mtime
         except (OSError, SwarmhubError):
             return None
-        return commit if is_commit(commit) else None
+        return (commit, max(0.0, age)) if is_commit(commit) else None
+
+    async def record_head(self, repo_type: RepoType, repo_id: str, revision: str, commit: str) -> None:
+        """The upstream says ``revision`` is at ``commit``: ``refs/<revision>`` says so when the node holds that
+        release (as huggingface_hub writes it), for the next time the upstream cannot be asked."""
+        ref = RepoRef(repo_type, repo_id, commit)
+        release = self._releases.get(ref)
+        if release is None or not release.confirmed:
+            return
+        try:
+            path = self._ref_file(repo_type, repo_id, revision)
+            current = await asyncio.to_thread(path.read_text) if path.exists() else None
+            if current is None or current.strip() != commit:
+                await asyncio.to_thread(atomic_text, path, commit)
+            else:
+                await asyncio.to_thread(os.utime, path)
+        except (OSError, SwarmhubError) as exc:
+            log.warning("could not record refs/%s of %s: %s", revision, repo_id, exc)
 
     # ------------------------------------------------------------------------------------------ pulling
 

@@ -3,7 +3,11 @@
 - ``Upstream.send``: one request to the upstream (``base`` + the request's raw path and query, nothing else
   can name a host), streamed; connection failures retried once after a short pause when the request has no
   body, 5xx too when asked (not a read timeout: waiting twice would outlast the client's own timeout).
-  ``UpstreamUnreachable`` when no answer came.
+  ``UpstreamUnreachable`` when no answer came. A 429 or 503 naming when to come back (``Retry-After``, or the
+  ``t=`` of a ``RateLimit`` header) is waited out and asked again while the request's ``wait`` budget lasts;
+  past it the answer goes to the client with its ``Retry-After``, so the client backs off. Every attempt is
+  counted by kind (``revision``, ``resolve``, ``api``, ``relay``) and outcome (``ok``, ``4xx``, ``429``,
+  ``5xx``, ``unreachable``) in ``Upstream.requests``.
 - ``relay``: an upstream answer as the client's answer, streamed: hop-by-hop headers dropped, Xet markers
   stripped (``hub.answers``), the upstream's own URLs in ``Location``/``Link`` rewritten to the node's (so a
   paginated listing or a redirect on the upstream's host comes back through the node; redirects to other
@@ -20,8 +24,13 @@ is streamed both ways: an LFS file may be GBs.
 
 from __future__ import annotations
 
+import collections
+import email.utils
 import http.cookiejar
+import json
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from urllib.parse import urljoin, urlsplit
 
@@ -34,7 +43,16 @@ from swarmhub.errors import OriginUnavailable
 from swarmhub.hub.answers import split_link_header, strip_xet_headers, strip_xet_json_bytes
 from swarmhub.origin.credentials import same_origin, shown_url
 
-__all__ = ["HOP_BY_HOP", "Upstream", "UpstreamUnreachable", "forward_headers", "relay", "relay_headers"]
+__all__ = [
+    "HOP_BY_HOP",
+    "Upstream",
+    "UpstreamUnreachable",
+    "come_back_after",
+    "forward_headers",
+    "outcome_of",
+    "relay",
+    "relay_headers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +82,35 @@ class UpstreamUnreachable(OriginUnavailable):
     def __init__(self, message: str, *, url: str, timed_out: bool = False, status: int | None = None) -> None:
         super().__init__(message, url=url, status=status)
         self.timed_out = timed_out
+
+
+_RATELIMIT_RESET = re.compile(r"(?:^|[;,\s])t=(\d+)")
+
+
+def come_back_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds a 429/503 answer asks the client to wait: ``Retry-After`` (seconds or an HTTP date), else the
+    reset (``t=``) of an IETF ``RateLimit`` header (the Hub sends ``RateLimit: "api";r=0;t=55``); None: unsaid."""
+    value = headers.get("retry-after")
+    if value is not None:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        if when is not None:
+            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    m = _RATELIMIT_RESET.search(headers.get("ratelimit", ""))
+    return float(m[1]) if m else None
+
+
+def outcome_of(status: int | None) -> str:
+    """How an upstream request ended, for the counters: ok, 4xx, 429, 5xx or unreachable (no status)."""
+    if status is None:
+        return "unreachable"
+    if status == 429:
+        return "429"
+    if status >= 500:
+        return "5xx"
+    return "4xx" if status >= 400 else "ok"
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
@@ -110,6 +157,7 @@ class Upstream:
         self.read_timeout = read_timeout
         self.retries = retries
         self.retry_pause = retry_pause
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()  # (kind, outcome) -> count
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             cookies=_no_cookies(),
@@ -139,36 +187,54 @@ class Upstream:
         *,
         timeout: float | None = None,
         retry_5xx: bool = False,
+        kind: str = "relay",
+        wait: float = 0.0,
     ) -> httpx.Response:
         """The upstream's answer, body unread (the caller closes it). ``timeout``: seconds for every phase of
         one attempt (default: the connect timeout is ``connect_timeout``, each read ``read_timeout``).
+        ``wait``: seconds of ``Retry-After`` this request may wait out in all; ``kind``: what it is counted as.
 
         Only requests without a body are retried: the client's body cannot be sent twice.
         """
         if not self.owns(url):
             raise ValueError("not an upstream URL")  # defence in depth: nothing else is ever contacted
-        attempts = 1 + self.retries if body is None and method.upper() in _SAFE_METHODS else 1
+        repeatable = body is None and method.upper() in _SAFE_METHODS
+        attempts = 1 + self.retries if repeatable else 1
         limits = httpx.Timeout(timeout) if timeout is not None else self._client.timeout
         headers = list(headers)
         problem: UpstreamUnreachable | None = None
-        for attempt in range(attempts):
+        attempt = 0
+        while attempt < attempts:
             if attempt:
                 await anyio.sleep(self.retry_pause)
+            attempt += 1
             request = self._client.build_request(method, url, headers=headers, content=body, timeout=limits)
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.TimeoutException as exc:
+                self.requests[kind, "unreachable"] += 1
                 problem = UpstreamUnreachable(f"timed out ({type(exc).__name__})", url=url, timed_out=True)
                 if isinstance(exc, httpx.ConnectTimeout):
                     continue
                 break  # a host that accepted and then stayed silent: a second wait would only double the client's
             except httpx.TransportError as exc:
+                self.requests[kind, "unreachable"] += 1
                 problem = UpstreamUnreachable(f"{type(exc).__name__}: {exc}", url=url)
                 continue
-            if not (retry_5xx and response.status_code >= 500):
+            status = response.status_code
+            self.requests[kind, outcome_of(status)] += 1
+            pause = come_back_after(response.headers) if status in (429, 503) and repeatable else None
+            if pause is not None and max(pause, 0.1) <= wait:
+                pause = max(pause, 0.1)  # a "come back at once" still spends the budget: no endless loop
+                await response.aclose()
+                wait -= pause
+                await anyio.sleep(pause)
+                attempt -= 1  # waiting as told is not a failed attempt
+                continue
+            if not (retry_5xx and status >= 500):
                 return response
             await response.aclose()
-            problem = UpstreamUnreachable(f"answered {response.status_code}", url=url, status=response.status_code)
+            problem = UpstreamUnreachable(f"answered {status}", url=url, status=status)
         assert problem is not None
         raise problem
 
@@ -252,6 +318,10 @@ async def relay(
     if _is_api_json(response) and (length is None or (length.isdigit() and int(length) <= MAX_JSON_BODY)):
         try:
             body = strip_xet_json_bytes(await response.aread())  # decoded, whatever Content-Encoding came
+        except httpx.HTTPError as exc:  # reset or timed out mid-answer: the client gets a whole error
+            message = f"the upstream broke off its answer ({type(exc).__name__})"
+            headers = [("x-error-message", message), ("content-type", "application/json")]
+            return _raw_response(502, headers, json.dumps({"error": message}).encode())
         finally:
             await response.aclose()
         headers = [(k, v) for k, v in headers if k not in ("content-length", "content-encoding")]

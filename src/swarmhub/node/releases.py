@@ -8,8 +8,14 @@ without the other: the endpoint against an in-memory ``ReleaseSource``, the node
   (a torrent in the node's store or the registry's catalog) and the upstream does not contradict it, else None —
   the endpoint then passes the request to the upstream. ``authorization`` is the program's own credential,
   which the Hub just accepted for this repo: a gated release the node cannot confirm alone is confirmed with it.
-- ``ReleaseSource.local_commit(repo_type, repo_id, revision)``: a branch or tag resolved without the upstream
-  (the node cache's ``refs/<revision>``), for when the upstream cannot be reached.
+- ``ReleaseSource.knows(repo_type, repo_id)``: whether the swarm may hold a release of the repo (else the
+  endpoint does not look its branches up: it relays).
+- ``ReleaseSource.local_head(repo_type, repo_id, revision)``: a branch or tag resolved without the upstream
+  (the node cache's ``refs/<revision>``) and how old that is, for when the upstream cannot be asked;
+  ``record_head`` writes what the upstream said there.
+- ``KnownRelease.confirmed``: the upstream confirmed its file list (``node.confirmation``): the endpoint answers
+  it without asking the upstream about its files. ``whole``: it lists every file of the commit (so a path it
+  lacks is not in the commit). ``public_at``: when (``time.time()``) the repo answered an anonymous request.
 - ``KnownRelease.stream(path, start, end)``: bytes ``[start, end)`` of one file, in order, as soon as they
   are there — from the landed blob, or from pieces still arriving (the reader's position sets the pieces'
   deadlines). Raises ``SwarmhubError`` (e.g. ``StalledError``) when the bytes cannot come.
@@ -32,6 +38,10 @@ class KnownRelease(Protocol):
     @property
     def files(self) -> Sequence[RepoFile]: ...
 
+    confirmed: bool
+    whole: bool
+    public_at: float | None
+
     def stream(self, path: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of ``path`` (a file of ``files``), in order, as they arrive."""
         ...
@@ -42,4 +52,8 @@ class ReleaseSource(Protocol):
         self, repo_type: RepoType, repo_id: str, commit: str, *, authorization: str | None = None
     ) -> KnownRelease | None: ...
 
-    async def local_commit(self, repo_type: RepoType, repo_id: str, revision: str) -> str | None: ...
+    async def knows(self, repo_type: RepoType, repo_id: str) -> bool: ...
+
+    async def local_head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float] | None: ...
+
+    async def record_head(self, repo_type: RepoType, repo_id: str, revision: str, commit: str) -> None: ...
