@@ -8,6 +8,7 @@ hashes are computed here with hashlib, not with swarmhub's helpers.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -255,6 +256,119 @@ def tiny(source: FakeSource) -> FakeRelease:
 def upstream_file_reads(hub: DevHub) -> list[str]:
     """Requests that moved file bytes from the upstream: GETs of resolve-cache (regular) and the CDN (LFS)."""
     return [e.path for e in hub.log.entries(method="GET") if e.server == "cdn" or "/resolve-cache/" in e.path]
+
+
+# ------------------------------------------------------------------------ confirmed releases, no upstream
+
+
+@pytest.fixture
+def confirmed(running_hub: DevHub, source: FakeSource, hub: DevHub) -> Iterator[tuple[Node, FakeRelease]]:
+    """A fresh endpoint (empty caches) over the tiny release, confirmed whole and public."""
+    source.reset()
+    release = tiny(source)
+    release.confirmed, release.whole, release.public_at = True, True, time.time()
+    with Node(source, running_hub.endpoint) as node:
+        yield node, release
+    source.reset()
+
+
+def test_a_confirmed_release_is_answered_without_the_upstream(
+    confirmed: tuple[Node, FakeRelease], hub: DevHub, tmp_path: Path
+) -> None:
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    node, release = confirmed
+    commit = release.ref.commit
+    path = snapshot_download("org/tiny", revision=commit, endpoint=node.url, cache_dir=tmp_path / "a", token=False)
+    got = {p.relative_to(path).as_posix(): sha256(p.read_bytes()) for p in Path(path).rglob("*") if p.is_file()}
+    assert got == {k: sha256(v) for k, v in FILES.items()}
+    api = HfApi(endpoint=node.url, token=False)
+    assert api.model_info("org/tiny", revision=commit, files_metadata=True).sha == commit
+    tree = api.list_repo_tree("org/tiny", revision=commit, recursive=True)
+    assert sorted(f.path for f in tree if type(f).__name__ == "RepoFile") == sorted(FILES)
+    infos = api.get_paths_info("org/tiny", ["config.json", "weights.bin", "absent.txt"], revision=commit)
+    assert [(i.path, i.size) for i in infos] == [("config.json", len(FILES["config.json"])), ("weights.bin", 300_000)]
+    with pytest.raises(EntryNotFoundError):  # the torrent is the whole commit: no such file, said at once
+        hf_hub_download("org/tiny", "absent.txt", revision=commit, endpoint=node.url, cache_dir=tmp_path, token=False)
+    assert hub.log.entries() == []
+    assert node.app is not None
+    stats = node.app.counters()
+    assert stats["endpoint_metadata_answers"] >= 3 and stats["endpoint_missing_answers"] == 1
+
+
+def test_a_branch_is_looked_up_once_however_many_ask(confirmed: tuple[Node, FakeRelease], hub: DevHub) -> None:
+    node, release = confirmed
+
+    async def ask() -> list[httpx.Response]:
+        async with httpx.AsyncClient() as client:
+            return list(
+                await asyncio.gather(*(client.head(f"{node.url}/org/tiny/resolve/main/{f}") for f in list(FILES) * 4))
+            )
+
+    answers = asyncio.run(ask())
+    assert {(a.status_code, a.headers["x-repo-commit"]) for a in answers} == {(200, release.ref.commit)}
+    assert [e.path for e in hub.log.entries()] == ["/api/models/org/tiny/revision/main"]
+
+
+def test_a_partial_release_asks_the_upstream_for_what_it_lacks(
+    confirmed: tuple[Node, FakeRelease], hub: DevHub, tmp_path: Path
+) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    node, release = confirmed
+    release.whole = False  # made with --include: the commit may hold more
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download("org/tiny", "absent.txt", revision=release.ref.commit, endpoint=node.url, cache_dir=tmp_path)
+    assert [e.path for e in hub.log.entries()] == ["/org/tiny/resolve/" + release.ref.commit + "/absent.txt"]
+    answer = httpx.get(f"{node.url}/api/models/org/tiny/revision/{release.ref.commit}")
+    assert answer.status_code == 200 and len(hub.log.entries()) == 2  # its repo info is the Hub's, not a guess
+
+
+def test_a_confirmed_gated_release_goes_by_the_hubs_decisions(
+    running_hub: DevHub, source: FakeSource, hub: DevHub, tmp_path: Path
+) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
+
+    source.reset()
+    gated = next(r for r in source.releases.values() if r.ref.repo_id == "org/gated")
+    gated.confirmed, gated.whole = True, True  # confirmed with a token: not public
+    commit = gated.ref.commit
+    try:
+        with Node(source, running_hub.endpoint) as node:
+            for _ in range(2):  # refused by the Hub, then by its remembered refusal
+                with pytest.raises(GatedRepoError):
+                    hf_hub_download("org/gated", "secret.bin", revision=commit, endpoint=node.url, token=False)
+            assert [(e.method, e.status) for e in hub.log.entries()] == [("HEAD", 401)]
+            for n in range(2):  # allowed by the Hub, then by its remembered yes
+                got = hf_hub_download(
+                    "org/gated",
+                    "secret.bin",
+                    revision=commit,
+                    endpoint=node.url,
+                    token=TOKEN,
+                    cache_dir=tmp_path / f"{n}",
+                )
+                assert Path(got).read_bytes() == GATED["secret.bin"]
+            assert [(e.method, e.token, e.status) for e in hub.log.entries()][1:] == [
+                ("HEAD", TOKEN, 302)
+            ]  # the CDN redirect: a yes
+            hub.faults.respond("*", 503)  # the Hub down: the remembered yes holds, nobody else gets in
+            got = hf_hub_download(
+                "org/gated", "secret.bin", revision=commit, endpoint=node.url, token=TOKEN, cache_dir=tmp_path / "c"
+            )
+            assert Path(got).read_bytes() == GATED["secret.bin"]
+            refused = httpx.get(
+                f"{node.url}/org/gated/resolve/{commit}/secret.bin", headers={"Authorization": "Bearer x"}
+            )
+            assert refused.status_code == 503 and "cannot be confirmed" in refused.headers["x-error-message"]
+            assert refused.content != GATED["secret.bin"]
+            with pytest.raises((HfHubHTTPError, LocalEntryNotFoundError)):  # 2.x reads a 5xx HEAD as "offline"
+                hf_hub_download("org/gated", "secret.bin", revision=commit, endpoint=node.url, token="hf_other")
+    finally:
+        source.reset()
 
 
 # --------------------------------------------------------------------------------- real clients, online
