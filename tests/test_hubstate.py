@@ -74,3 +74,13 @@ def test_the_tables_are_bounded() -> None:
     for i in range(10):
         heads.record(("model", f"org/r{i}"), "main", f"{i:040x}")
     assert heads.last(("model", "org/r0"), "main") is None and heads.last(("model", "org/r9"), "main") is not None
+
+
+def test_when_to_come_back_and_how_a_request_ended() -> None:
+    from swarmhub.node.passthrough import come_back_after, outcome_of
+
+    assert come_back_after({"retry-after": "7"}) == 7.0
+    assert come_back_after({"retry-after": "Wed, 02 Dec 2026 10:00:30 GMT"}, now=1796205600.0) == 30.0
+    assert come_back_after({"ratelimit": '"api";r=0;t=55'}) == 55.0  # the Hub's IETF RateLimit header
+    assert come_back_after({"retry-after": "soon"}) is None and come_back_after({}) is None
+    assert [outcome_of(s) for s in (200, 302, 404, 429, 503, None)] == ["ok", "ok", "4xx", "429", "5xx", "unreachable"]

@@ -372,8 +372,7 @@ class Library:
         """The upstream says ``revision`` is at ``commit``: ``refs/<revision>`` says so when the node holds that
         release (as huggingface_hub writes it), for the next time the upstream cannot be asked."""
         ref = RepoRef(repo_type, repo_id, commit)
-        release = self._releases.get(ref)
-        if release is None or not release.confirmed:
+        if ref not in self._releases and not await asyncio.to_thread(self.store.find, repo_type, repo_id, commit):
             return
         try:
             path = self._ref_file(repo_type, repo_id, revision)

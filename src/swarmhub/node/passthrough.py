@@ -95,7 +95,10 @@ def come_back_after(headers: Mapping[str, str], now: float | None = None) -> flo
         value = value.strip()
         if value.isdigit():
             return float(value)
-        when = email.utils.parsedate_to_datetime(value) if value else None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
         if when is not None:
             return max(0.0, when.timestamp() - (time.time() if now is None else now))
     m = _RATELIMIT_RESET.search(headers.get("ratelimit", ""))
