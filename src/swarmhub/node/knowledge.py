@@ -9,6 +9,9 @@ The rules of what is remembered and for how long are ``node.hubstate``'s; this m
   When the upstream answers 429 or 5xx, times out or cannot be reached, the last head known answers
   (remembered, then the cache's ``refs/`` through ``ReleaseSource.local_head``) with its age: stale-if-error.
   A 4xx other than 429 is the Hub's word (no such repo or revision, no access): passed on, never outlived.
+  A failed question is not asked again for the ``Retry-After`` the Hub named (else ``QUIET`` seconds), and with
+  a coordinator its answer is taken as it is (fresh, or stale when its own lookup failed): the node asks the
+  Hub itself only when the coordinator cannot tell (it is down, or the repo is private).
 - **Access** (``Knowledge.access``). A release's confirmation record says when the repo last answered an
   anonymous request (``KnownRelease.public_at``): that is a public decision from the start. Else one ``HEAD`` of
   the file's resolve URL with the program's credential, the Hub's answer remembered (allowed for
@@ -33,7 +36,7 @@ import httpx
 from swarmhub.hub.answers import ERROR_CODES, ErrorCode, HubError
 from swarmhub.hub.repo import RepoType, api_repo_path, is_commit, resolve_path
 from swarmhub.node.hubstate import ANONYMOUS, AccessCache, BranchHeads, Decision, RepoKey, credential_key
-from swarmhub.node.passthrough import Upstream, UpstreamUnreachable
+from swarmhub.node.passthrough import Upstream, UpstreamUnreachable, come_back_after
 from swarmhub.node.releases import KnownRelease, ReleaseSource
 
 __all__ = ["Head", "HeadSource", "Knowledge", "SingleFlight"]
@@ -41,6 +44,10 @@ __all__ = ["Head", "HeadSource", "Knowledge", "SingleFlight"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+QUIET = 10.0  # seconds a failed question is not asked again, when the Hub named no Retry-After (at most the TTL)
+MAX_QUIET = 300.0  # the longest Retry-After followed
+MAX_QUIET_ENTRIES = 10_000
 
 
 class SingleFlight:
@@ -105,6 +112,7 @@ class Knowledge:
         self.timeout = timeout
         self._flights = SingleFlight()
         self._seeded: set[RepoKey] = set()
+        self._quiet: dict[tuple[str, ...], tuple[float, HubError, str]] = {}  # question -> (until, failure, why)
 
     # ------------------------------------------------------------------------------------------ branches
 
@@ -124,17 +132,23 @@ class Knowledge:
         self, repo_type: RepoType, repo_id: str, revision: str, authorization: str | None
     ) -> Head | HubError:
         repo = (repo_type, repo_id)
-        why = ""
-        if self.coordinator is not None:
+        if self.coordinator is not None:  # the cluster's one asker: its word, fresh or stale, is the answer
             told = await self.coordinator.head(repo_type, repo_id, revision)
-            if told is not None and not told[2]:
-                commit, age, _ = told
+            if told is not None:
+                commit, age, stale = told
+                if stale:
+                    self.heads.stats.stale += 1
+                    return Head(commit, age, "could not be asked by the coordinator")
                 self.heads.record(repo, revision, commit, age=age)
                 await self.source.record_head(repo_type, repo_id, revision, commit)
                 return Head(commit)
+        quiet = self._quiet.get(("head", *repo, revision))
+        if quiet is not None and self.heads.clock() < quiet[0]:  # it failed a moment ago: not asked again yet
+            return await self._stale(repo_type, repo_id, revision, quiet[2]) or quiet[1]
         path = f"{api_repo_path(repo_type, repo_id)}/revision/{quote(revision, safe='')}"
         url = self.upstream.url(path, "expand=sha")
         headers = [("authorization", authorization)] if authorization else []
+        pause: float | None = None
         try:
             response = await self.upstream.send("GET", url, headers, timeout=self.timeout, kind="revision")
         except UpstreamUnreachable as exc:
@@ -145,21 +159,32 @@ class Knowledge:
                 if response.status_code < 300:
                     try:
                         named = _commit_of(await response.aread())
+                        why = "named no commit"
                     except httpx.HTTPError as exc:  # reset or timed out mid-answer
                         named, why = None, f"broke off its answer ({type(exc).__name__})"
                     if named is not None:
+                        self._quiet.pop(("head", *repo, revision), None)
                         self.heads.record(repo, revision, named)
                         await self.source.record_head(repo_type, repo_id, revision, named)
                         return Head(named)
-                    why = why or "named no commit"
                     failure = HubError(502, f"the upstream {why} for {repo_id}@{revision}")
                 elif response.status_code == 429 or response.status_code >= 500:
                     failure, why = _hub_error(response, f"{repo_id}@{revision}"), f"answered {response.status_code}"
+                    pause = come_back_after(response.headers)
                 else:
                     return _hub_error(response, f"{repo_id}@{revision}")  # the Hub's word: no stale answer
             finally:
                 await response.aclose()
+        self._be_quiet(("head", *repo, revision), pause, failure, why)
         return await self._stale(repo_type, repo_id, revision, why) or failure
+
+    def _be_quiet(self, key: tuple[str, ...], pause: float | None, failure: HubError, why: str) -> None:
+        """After a failure, that question is not asked again for the ``Retry-After`` the Hub named (at most
+        ``MAX_QUIET``), else ``QUIET`` seconds: a rate-limited Hub gets no more of our requests meanwhile."""
+        seconds = min(MAX_QUIET, pause) if pause is not None else min(QUIET, self.heads.ttl)
+        self._quiet[key] = (self.heads.clock() + seconds, failure, why)
+        while len(self._quiet) > MAX_QUIET_ENTRIES:
+            self._quiet.pop(next(iter(self._quiet)))
 
     async def _stale(self, repo_type: RepoType, repo_id: str, revision: str, why: str) -> Head | None:
         repo = (repo_type, repo_id)
@@ -167,11 +192,6 @@ class Knowledge:
         if last is not None:
             self.heads.stats.stale += 1
             return Head(last.commit, last.age(self.heads.clock()), why)
-        if self.coordinator is not None:
-            told = await self.coordinator.head(repo_type, repo_id, revision)
-            if told is not None:
-                self.heads.stats.stale += 1
-                return Head(told[0], told[1], why)
         local = await self.source.local_head(repo_type, repo_id, revision)
         if local is not None:
             self.heads.stats.stale += 1
@@ -202,14 +222,20 @@ class Knowledge:
         credential = credential_key(authorization)
         url = self.upstream.url(resolve_path(ref.repo_type, ref.repo_id, ref.commit, path))
         headers = [("accept-encoding", "identity")] + ([("authorization", authorization)] if authorization else [])
+        quiet = self._quiet.get(("access", *repo))
+        if quiet is not None and self.heads.clock() < quiet[0]:
+            return self.access_cache.when_unreachable(repo, credential)
         try:
             response = await self.upstream.send("HEAD", url, headers, timeout=self.timeout, kind="resolve")
-        except UpstreamUnreachable:
+        except UpstreamUnreachable as exc:
+            self._be_quiet(("access", *repo), None, HubError(502, exc.message), "is unreachable")
             return self.access_cache.when_unreachable(repo, credential)
         await response.aclose()
         status = response.status_code
         if status == 429 or status >= 500:
+            self._be_quiet(("access", *repo), come_back_after(response.headers), _hub_error(response, ""), "")
             return self.access_cache.when_unreachable(repo, credential)
+        self._quiet.pop(("access", *repo), None)
         problem = _hub_error(response, ref.repo_id)
         if status < 400 or problem.code in ("EntryNotFound", "RevisionNotFound"):  # the repo is readable
             return self.access_cache.record(repo, credential, True)
