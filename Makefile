@@ -57,6 +57,7 @@ bench: setup system-deps
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/endpoint.py
 	$(BIN)/python bench/tracker.py
+	$(BIN)/python bench/hubload.py
 
 lock:
 	$(BIN)/python -m pip install --quiet uv

@@ -10,8 +10,9 @@
 - ``GET /cluster/revision?type=model&repo=ORG/NAME&rev=main``  which commit a branch or tag is at, looked up
   on the upstream (anonymously) at most once per TTL for the whole cluster (``node.knowledge``): ``{"commit",
   "age", "stale"}`` (``stale``: the upstream failed and the last head known answers); the upstream's error
-  status otherwise (a private repo: the node asks with its program's credential itself). With a token, only
-  for those who send it (each lookup costs the Hub a request).
+  status otherwise, with ``"failing": true`` when the upstream fails (a node then goes by the heads it knows)
+  and not for a repo it may not see (a private repo: the node asks with its program's credential itself).
+  With a token, only for those who send it (each lookup costs the Hub a request).
 - ``GET /cluster/status``  nodes, what each holds, bytes from the origin and from peers per release (JSON);
   ``GET /`` the same as a page that refreshes itself.
 - ``PUT /shards/manifests/NAME``  a shard set's manifest (``swarmhub-shards/1`` JSON), kept under its name
@@ -138,8 +139,8 @@ class Coordinator:
             self._knowledge = Knowledge(Upstream(self.upstream), _NoReleases(), heads=BranchHeads(ttl=self.branch_ttl))
         heads = self._knowledge.heads
         head = await self._knowledge.head(repo_type, repo_id, revision, None)
-        if isinstance(head, HubError):
-            return head.status, {"error": head.message}
+        if isinstance(head, HubError):  # failing: the upstream failed and no head is known (nodes then go by theirs)
+            return head.status, {"error": head.message, "failing": head.status == 429 or head.status >= 500}
         if head.stale is not None:
             return 200, {"commit": head.commit, "age": head.stale, "stale": True}
         last = heads.last((repo_type, repo_id), revision)

@@ -20,6 +20,7 @@ import httpx
 from swarmhub.cluster.brain import decode_pieces
 from swarmhub.errors import ClusterError, SwarmhubError
 from swarmhub.hub.repo import RepoType, is_commit
+from swarmhub.node.knowledge import Told
 from swarmhub.node.library import Library
 
 __all__ = ["ClusterClient", "CoordinatorHeads"]
@@ -96,17 +97,17 @@ class CoordinatorHeads:
         self.token = token
         self.timeout = timeout
 
-    async def head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float, bool] | None:
+    async def head(self, repo_type: RepoType, repo_id: str, revision: str) -> Told | None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         params = {"type": repo_type, "repo": repo_id, "rev": revision}
         try:
             async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
                 reply = await client.get(f"{self.url}/cluster/revision", params=params, headers=headers)
-            if reply.status_code != 200:
-                return None
             body = reply.json()
+            if reply.status_code != 200:
+                return Told(None) if body.get("failing") is True else None
             commit, age, stale = body["commit"], float(body["age"]), bool(body.get("stale"))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.debug("coordinator %s could not say where %s@%s is: %s", self.url, repo_id, revision, exc)
             return None
-        return (commit, max(0.0, age), stale) if isinstance(commit, str) and is_commit(commit) else None
+        return Told(commit, max(0.0, age), stale) if isinstance(commit, str) and is_commit(commit) else None

@@ -39,7 +39,7 @@ from swarmhub.node.hubstate import ANONYMOUS, AccessCache, BranchHeads, Decision
 from swarmhub.node.passthrough import Upstream, UpstreamUnreachable, come_back_after
 from swarmhub.node.releases import KnownRelease, ReleaseSource
 
-__all__ = ["Head", "HeadSource", "Knowledge", "SingleFlight"]
+__all__ = ["Head", "HeadSource", "Knowledge", "SingleFlight", "Told"]
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,21 @@ class Head:
     why: str = ""  # what the upstream did, when stale
 
 
-class HeadSource(Protocol):
-    """Someone who looks branches up for several nodes (a coordinator): (commit, age in seconds, stale) or None
-    when it cannot tell (then the node asks the upstream itself)."""
+@dataclass(frozen=True)
+class Told:
+    """A coordinator's answer: the commit (None: its upstream fails and it knows no head), how old, whether its
+    own lookup failed and an old head answered."""
 
-    async def head(self, repo_type: RepoType, repo_id: str, revision: str) -> tuple[str, float, bool] | None: ...
+    commit: str | None
+    age: float = 0.0
+    stale: bool = False
+
+
+class HeadSource(Protocol):
+    """Someone who looks branches up for several nodes (a coordinator); None when it cannot tell (it is down, or
+    the repo is not one it may see): then the node asks the upstream itself."""
+
+    async def head(self, repo_type: RepoType, repo_id: str, revision: str) -> Told | None: ...
 
 
 def _hub_error(response: httpx.Response, what: str) -> HubError:
@@ -134,14 +144,17 @@ class Knowledge:
         repo = (repo_type, repo_id)
         if self.coordinator is not None:  # the cluster's one asker: its word, fresh or stale, is the answer
             told = await self.coordinator.head(repo_type, repo_id, revision)
-            if told is not None:
-                commit, age, stale = told
-                if stale:
-                    self.heads.stats.stale += 1
-                    return Head(commit, age, "could not be asked by the coordinator")
-                self.heads.record(repo, revision, commit, age=age)
-                await self.source.record_head(repo_type, repo_id, revision, commit)
-                return Head(commit)
+            if told is not None and told.commit is None:  # the Hub fails the coordinator: it would fail us too
+                stale = await self._stale(repo_type, repo_id, revision, "could not be asked by the coordinator")
+                if stale is not None:
+                    return stale
+            elif told is not None and told.commit is not None and told.stale:
+                self.heads.stats.stale += 1
+                return Head(told.commit, told.age, "could not be asked by the coordinator")
+            elif told is not None and told.commit is not None:
+                self.heads.record(repo, revision, told.commit, age=told.age)
+                await self.source.record_head(repo_type, repo_id, revision, told.commit)
+                return Head(told.commit)
         quiet = self._quiet.get(("head", *repo, revision))
         if quiet is not None and self.heads.clock() < quiet[0]:  # it failed a moment ago: not asked again yet
             return await self._stale(repo_type, repo_id, revision, quiet[2]) or quiet[1]
