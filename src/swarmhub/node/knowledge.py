@@ -220,7 +220,7 @@ class Knowledge:
         if repo not in self._seeded:
             self._seeded.add(repo)
             public_at = release.public_at
-            if public_at is not None and time.time() - public_at < self.access_cache.allow_ttl:
+            if public_at is not None:  # however old: while the Hub cannot be asked, once public stays public
                 self.access_cache.record(repo, ANONYMOUS, True, age=max(0.0, time.time() - public_at))
         credential = credential_key(authorization)
         decided = self.access_cache.decided(repo, credential)
