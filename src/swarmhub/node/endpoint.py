@@ -3,26 +3,29 @@ the files of releases the swarm knows from the swarm, and everything else from t
 
 Routes the endpoint answers itself (everything else is relayed, ``passthrough``):
 
-- ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (``/datasets/{repo}/...`` for datasets). A HEAD to the
-  upstream's same URL first, with the client's ``Authorization`` (same-host redirects followed, a CDN never
-  contacted): the upstream decides access and names the commit (``X-Repo-Commit``). Its errors (401/403
-  ``GatedRepo``, 404 ``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) go to the client with their
-  ``X-Error-Code``/``X-Error-Message``.
-  When ``source.release(type, repo, commit)`` knows the release (the source answers only releases whose
-  torrent the upstream's tree does not contradict, ``node.confirmation``) and lists the file with the etag
-  and size the upstream names (``_Probe``: an answer that names no etag is relayed), the answer is 200/206
-  straight from ``KnownRelease.stream``, never a redirect; otherwise the request is relayed,
-  ``X-Linked-Size``/``X-Linked-Etag`` of the HEAD added to a redirect that lacks them (huggingface_hub
-  0.36/1.0 save a 0-byte file without ``X-Linked-Size``).
-- ``GET /api/{models|datasets}/{repo}[/revision/{rev}]`` and ``/api/.../tree/{rev}[/{path}]``: relayed, the
-  upstream's JSON stripped of ``xetHash``.
+- **From a confirmed release, with no upstream request** (``_held``): ``HEAD``/``GET /{repo}/resolve/{rev}/{path}``
+  (``/datasets/{repo}/...`` for datasets), ``GET /api/{models|datasets}/{repo}[/revision/{rev}]``,
+  ``/api/.../tree/{rev}[/{path}]`` and ``POST /api/.../paths-info/{rev}``, when the source knows the release
+  and the upstream confirmed its file list (``KnownRelease.confirmed``, ``node.confirmation``). A branch or tag
+  is resolved by ``node.knowledge`` (one lookup per TTL, a coordinator first, stale-if-error with
+  ``X-Swarmhub-Stale``), and the Hub's access decision for the program's credential comes from the same place
+  (asked once per TTL; refusals answered in the Hub's error shape). Listings need the release to be the whole
+  commit (``whole``); so does ``EntryNotFound`` for a path it lacks — else the upstream is asked.
+- **A known release not confirmed yet**: a HEAD to the upstream's same URL first, with the client's
+  ``Authorization`` (same-host redirects followed, a CDN never contacted): the upstream decides access and
+  names the commit (``X-Repo-Commit``); its errors (401/403 ``GatedRepo``, 404 ``RepoNotFound``,
+  ``RevisionNotFound``, ``EntryNotFound``) go to the client with their ``X-Error-Code``/``X-Error-Message``.
+  When the release lists the file with the etag and size the upstream names (``_Probe``: an answer that names no
+  etag is relayed), the answer is 200/206 straight from ``KnownRelease.stream``, never a redirect; otherwise the
+  request is relayed, ``X-Linked-Size``/``X-Linked-Etag`` of the HEAD added to a redirect that lacks them
+  (huggingface_hub 0.36/1.0 save a 0-byte file without ``X-Linked-Size``).
+- Relayed ``/api/`` JSON is stripped of ``xetHash``; a 429/503 naming a ``Retry-After`` within ``relay_wait``
+  seconds is waited out, a longer one passed on with its ``Retry-After``.
 
-When the upstream cannot be reached (refused, reset, timed out, or 5xx after one retry), a branch is resolved
-by ``source.local_commit`` (a 40-hex revision is a commit already) and a known release is answered from the
-swarm alone, its repo info and tree made from its files (``hub.answers``) — the node is the user's own
-machine, as ``HF_HUB_OFFLINE`` with a filled cache. Anything else is 502 (504 after a timeout) with an
-``X-Error-Message`` that says the upstream is unreachable. Files a release does not list get that answer too
-rather than ``EntryNotFound``: a release may hold only some of the commit's files.
+When the upstream cannot be reached (refused, reset, timed out, or 5xx after one retry), a known release is
+answered from the swarm alone (a branch by ``source.local_head``), its repo info and tree made from its files
+(``hub.answers``). Anything else is 502 (504 after a timeout) with an ``X-Error-Message`` that says the upstream
+is unreachable.
 
 Not an open proxy: the upstream URL is ``upstream`` + the request's raw path and query, and paths with dot
 segments (also percent-encoded, once or twice), empty segments, backslashes or NUL are refused with 400.
