@@ -341,3 +341,32 @@ def test_rate_meter_spans_its_window() -> None:
     for t in range(11, 15):
         meter.add(float(t), 10_000_000)  # the bytes stop
     assert meter.rate() == 0.0  # only the last 3 s count
+
+
+def test_a_piece_whose_v1_and_v2_hashes_disagree_stops_the_pull_and_says_where(
+    release: Release, tmp_path: Path
+) -> None:
+    """libtorrent's error 217 (issue 15): a hybrid whose v2 root of config.json is wrong while its v1 piece hash is
+    right. The origin's bytes pass swarmhub's SHA-1 check, libtorrent finds the two trees disagree: the pull ends
+    with a clear error, names the file and what it fed there, and nothing lands as config.json."""
+    from swarmhub.bt.bencode import decode, encode
+
+    torrent = decode(release.hybrid.read_bytes())
+    node = torrent[b"info"][b"file tree"][b"config.json"][b""]
+    root = bytearray(node[b"pieces root"])
+    root[0] ^= 0xFF
+    node[b"pieces root"] = bytes(root)
+    bad = tmp_path / "inconsistent.torrent"
+    bad.write_bytes(encode(torrent))
+    cache = tmp_path / "hub"
+    done = subprocess.run(
+        swarmhub(
+            "pull", f"{REPO_ID}@{release.commit}", "--torrent", bad, "--endpoint", release.hub.endpoint,
+            "--cache-dir", cache, "--origin-after", "0", "--json",
+        ),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "whose v1 and v2 hashes disagree (error 217)" in done.stderr and "get the torrent again" in done.stderr
+    assert "(files [" in done.stderr and "'config.json'" in done.stderr.split("(files [", 1)[1].split("]")[0]
+    assert not list(cache.glob("*/snapshots/*/config.json"))

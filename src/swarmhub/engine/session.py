@@ -35,6 +35,7 @@ from swarmhub import __version__
 from swarmhub.errors import ConfigError, MetainfoError, SwarmhubError
 
 __all__ = [
+    "INCONSISTENT_HASHES",
     "Engine",
     "Event",
     "FileRenamed",
@@ -182,9 +183,13 @@ class TorrentFinished(Event):
     pass
 
 
+INCONSISTENT_HASHES = 217  # libtorrent: "v1 and v2 hashes do not describe the same data" (a hybrid's piece)
+
+
 @dataclass(frozen=True)
 class TorrentError(Event):
     message: str
+    code: int | None = None  # libtorrent's own error value (e.g. INCONSISTENT_HASHES); None for other categories
 
 
 @dataclass(frozen=True)
@@ -326,7 +331,9 @@ def _translate(alert: Any) -> Event | None:
     if isinstance(alert, lt.torrent_finished_alert):
         return TorrentFinished(key)
     if isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
-        return TorrentError(key, alert.message())
+        error = alert.error
+        code = int(error.value()) if error.category().name() == "libtorrent" else None
+        return TorrentError(key, alert.message(), code)
     if isinstance(alert, lt.file_renamed_alert):
         return FileRenamed(key, int(alert.index), None)
     if isinstance(alert, lt.file_rename_failed_alert):

@@ -37,6 +37,7 @@ from pathlib import Path
 from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import Torrent
 from swarmhub.engine.session import (
+    INCONSISTENT_HASHES,
     Engine,
     FileRenamed,
     Flushed,
@@ -163,6 +164,7 @@ class Pull:
         self._origin_wrong = 0  # origin pieces whose bytes did not match the torrent
         self._last_run_bytes = 0  # the run size the origin's last measured rate gave
         self._claimed: dict[int, float] = {}  # origin pieces in flight or awaiting libtorrent's verdict
+        self._fed: set[int] = set()  # pieces handed to libtorrent with add_piece (origin bytes)
         self.resume_file = resume_dir / f"{torrent.key}.pieces" if resume_dir is not None else None
         self.peer_grace = peer_grace
         self.stall_timeout = stall_timeout
@@ -477,9 +479,43 @@ class Pull:
                 log.warning("banned peer %s: it sent data that failed the piece hashes", event.peer)
                 state.banned.append(event.peer)
             elif isinstance(event, TorrentError):
-                state.error = self._storage_error(event.message)
+                if event.code == INCONSISTENT_HASHES:
+                    self._log_inconsistent(event)
+                    state.error = StorageError(
+                        f"libtorrent found a piece of {self.ref.repo_id} whose v1 and v2 hashes disagree (error 217):"
+                        " the torrent's two hash trees describe different bytes, or a piece was written twice",
+                        hint="run the same command again (verified pieces are kept); if it repeats, get the torrent "
+                        "again or make it: swarmhub create",
+                    )
+                else:
+                    state.error = self._storage_error(event.message)
                 state.checked.set()
             state.changed.set()
+
+    def _log_inconsistent(self, event: TorrentError) -> None:
+        """What a hybrid's pieces whose v1 and v2 hashes disagreed had been through (issue 15: the cause is open):
+        the pieces awaiting libtorrent's verdict and their files, how many this pull fed from the origin, the
+        hash failures seen. libtorrent names no piece (and forgets every piece it had: it rechecks)."""
+        size = self.layout.piece_size
+        waiting = sorted(p for p in self._claimed if p not in self._state.have)
+        files = sorted(
+            {
+                f.path
+                for f in self.layout.files
+                if not f.pad and any(f.offset < (p + 1) * size and p * size < f.offset + f.size for p in waiting)
+            }
+        )
+        log.error(
+            "%s@%s: libtorrent found v1 and v2 hashes disagreeing (error 217) in one of the pieces awaiting its "
+            "verdict %s (files %s); %d pieces fed from the origin, hash failures %s, %d peers banned",
+            self.ref.repo_id,
+            self.ref.commit[:12],
+            waiting[:50],
+            files[:20],
+            len(self._fed),
+            dict(sorted(self._state.hash_failures.items())[:50]),
+            len(self._state.banned),
+        )
 
     def _storage_error(self, message: str) -> StorageError:
         """libtorrent's storage error, named plainly when the disk is full: a failed write can surface as
@@ -787,6 +823,7 @@ class Pull:
                 continue
             if piece not in self._state.have:
                 self.engine.add_piece(self.key, piece, data)
+                self._fed.add(piece)
             else:
                 late += 1
             claimed[piece] = time.monotonic()
