@@ -19,7 +19,9 @@ loopback in tests).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import functools
 import logging
 import os
 import queue
@@ -277,11 +279,19 @@ class StorageLayout:
     def segments_between(self, start: int, end: int) -> list[tuple[StorageFile, int, int]]:
         """(file, offset in file, length) for each run of bytes in ``[start, end)`` of the piece stream."""
         out: list[tuple[StorageFile, int, int]] = []
-        for f in self.files:  # a release has few files; a bisect is not worth it
+        files, offsets = self.files, self._offsets
+        i = max(0, bisect.bisect_right(offsets, start) - 1)  # a dataset of 100,000 files: no walk over them all
+        while i < len(files) and files[i].offset < end:
+            f = files[i]
             lo, hi = max(start, f.offset), min(end, f.end)
             if lo < hi:
                 out.append((f, lo - f.offset, hi - lo))
+            i += 1
         return out
+
+    @functools.cached_property
+    def _offsets(self) -> list[int]:
+        return [f.offset for f in self.files]  # in storage order: ascending
 
 
 def _torrent_info(torrent: bytes) -> Any:

@@ -182,6 +182,9 @@ class Pull:
         self.wanted = [f for f in every if path_selected(f.path, include, exclude)]
         self.layout: StorageLayout = storage_layout(torrent_bytes)
         self._files = self._map_files(every)
+        self._twins: dict[str, list[_File]] = {}  # etag -> the files of it (a release may hold one blob twice)
+        for f in self._files:
+            self._twins.setdefault(f.placement.file.etag, []).append(f)
         self._origin_failed: str | None = None if origin is not None else "not used"
         self._origin_start = 0
         self._origin_hint: str | None = None
@@ -215,6 +218,8 @@ class Pull:
             storage = next(s for s in self.layout.files if not s.pad and s.path == placement.file.path)
             added.append(_File(placement, storage, self.layout.pieces_of(storage), self.dest.landed(placement)))
         self._files += added
+        for f in added:
+            self._twins.setdefault(f.placement.file.etag, []).append(f)
         self._state.wanted_at = time.monotonic()
         if self.key:
             self._plan_added(added)
@@ -233,7 +238,7 @@ class Pull:
 
     def _twin_landed(self, f: _File) -> bool:
         return not f.placement.primary and any(
-            t.landed and t.placement.primary and t.placement.file.etag == f.placement.file.etag for t in self._files
+            t.landed and t.placement.primary for t in self._twins.get(f.placement.file.etag, ())
         )
 
     def wants(self, path: str) -> bool:
@@ -662,7 +667,7 @@ class Pull:
                 f"lists ({exc}); the torrent does not match {self.ref.repo_id}@{self.ref.commit[:12]}",
                 path=p.file.path,
             ) from exc
-        twins = [t for t in self._files if t.placement.file.etag == p.file.etag]
+        twins = list(self._twins.get(p.file.etag, ()))
         waiters = {}
         for t in twins:  # the primary moves the file; the twins only follow the name
             waiter = asyncio.get_running_loop().create_future()

@@ -50,7 +50,11 @@ def seed_plan(torrent: Torrent, data: bytes, cache_dir: Path) -> tuple[CacheDest
     present = {s.index: dest.landed(p) for s, p in zip(real, placements, strict=True)}
     renamed = {s.index: str(p.final) for s, p in zip(real, placements, strict=True)}
     priorities = [1 if present.get(f.index, False) else 0 for f in layout.files]
-    have = [all(s.pad or present[s.index] for s, _, _ in layout.segments(piece)) for piece in range(layout.num_pieces)]
+    have = [True] * layout.num_pieces  # a piece is had when every byte of it is in a landed file or a pad
+    for f in real:
+        if not present[f.index]:
+            for piece in layout.pieces_of(f):
+                have[piece] = False
     return dest, SeedPlan(
         renamed=renamed,
         have=have,
