@@ -484,7 +484,10 @@ class Pull:
                 log.warning("banned peer %s: it sent data that failed the piece hashes", event.peer)
                 state.banned.append(event.peer)
             elif isinstance(event, TorrentError):
-                if event.code == INCONSISTENT_HASHES:
+                full = self._disk_full(event.message)
+                if full is not None:  # a failed write surfaces as ENOSPC, or (hybrids) as error 217 too
+                    state.error = full
+                elif event.code == INCONSISTENT_HASHES:
                     self._log_inconsistent(event)
                     state.error = StorageError(
                         f"libtorrent found a piece of {self.ref.repo_id} whose v1 and v2 hashes disagree (error 217):"
@@ -523,22 +526,26 @@ class Pull:
         )
 
     def _storage_error(self, message: str) -> StorageError:
-        """libtorrent's storage error, named plainly when the disk is full: a failed write can surface as
-        ENOSPC, or (hybrids) as v1 and v2 hashes disagreeing about a half-written piece."""
+        """libtorrent's storage error, named plainly when the disk is full."""
         hint = "free some disk space (or fix permissions) and run the same command again: verified pieces are kept"
+        return self._disk_full(message) or StorageError(f"cannot write {self.ref.repo_id}: {message}", hint=hint)
+
+    def _disk_full(self, message: str) -> StorageError | None:
+        """ENOSPC said plainly when the cache's disk has less room than the pull still needs: a failed write can
+        surface as ENOSPC, or (hybrids) as v1 and v2 hashes disagreeing about a half-written piece."""
         try:
             free = shutil.disk_usage(self.dest.root).free
             status = self.engine.status(self.key)
             needed = status.total_wanted - status.total_wanted_done
         except (OSError, SwarmhubError):
-            return StorageError(f"cannot write {self.ref.repo_id}: {message}", hint=hint)
-        if free < needed + DISK_MARGIN:
-            return StorageError(
-                f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
-                f"{self.dest.root}, {needed >> 20} MiB still to download; libtorrent: {message})",
-                hint=hint,
-            )
-        return StorageError(f"cannot write {self.ref.repo_id}: {message}", hint=hint)
+            return None
+        if free >= needed + DISK_MARGIN:
+            return None
+        return StorageError(
+            f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
+            f"{self.dest.root}, {needed >> 20} MiB still to download; libtorrent: {message})",
+            hint="free some disk space and run the same command again: verified pieces are kept",
+        )
 
     # -------------------------------------------------------------------------------------------- resume
 
