@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-pytest_plugins = ("support.pulled",)  # the pull tests' release and seeded cache, for test_pull and test_node
+pytest_plugins = (
+    "support.pulled",  # the pull tests' release and seeded cache, for test_pull and test_node
+    "support.old_hub",  # old_client: huggingface_hub 0.36 in its own venv
+)
 
 # Set before anything imports huggingface_hub (it reads these at import time) and inherited by the
 # `swarmhub` subprocesses the tests start.

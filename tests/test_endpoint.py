@@ -26,7 +26,6 @@ import anyio
 import httpx
 import pytest
 
-from support.old_hub import old_hub
 from swarmhub.devhub import DevHub, DevHubSettings
 from swarmhub.errors import StalledError
 from swarmhub.hub.answers import (
@@ -782,14 +781,6 @@ def test_upstream_timeout_falls_back_to_the_swarm(running_hub: DevHub, hub: DevH
 
 
 # --------------------------------------------------------------------------------------- old client
-
-
-@pytest.fixture(scope="session")
-def old_client() -> Any:
-    client, why = old_hub()
-    if client is None:
-        pytest.skip(f"no old huggingface_hub: {why}")
-    return client
 
 
 OLD_SCRIPT = """

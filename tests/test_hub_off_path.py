@@ -26,7 +26,6 @@ import httpx
 import pytest
 
 from support.cli import run_cli
-from support.old_hub import old_hub
 from support.swarm import pull, sha256, snapshot_files, swarmhub
 from swarmhub.devhub import DevHub
 from swarmhub.node.daemon import Node
@@ -276,14 +275,6 @@ for name, revision in json.loads(os.environ["REVISIONS"]).items():
     out[name] = {"commit": folder.name, "files": files}
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def old_client() -> Any:
-    client, why = old_hub()
-    if client is None:
-        pytest.skip(f"no old huggingface_hub: {why}")
-    return client
 
 
 def test_old_huggingface_hub_by_commit_and_branch(world: World, hub: DevHub, old_client: Any) -> None:

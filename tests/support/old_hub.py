@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OLD_SPEC", "OldHub", "old_hub"]
+import pytest
+
+__all__ = ["OLD_SPEC", "OldHub", "old_client", "old_hub"]
 
 OLD_SPEC = "huggingface_hub==0.36.*"
 
@@ -78,3 +80,12 @@ def old_hub(spec: str = OLD_SPEC, root: Path | None = None) -> tuple[OldHub | No
             if version is None:
                 return None, f"{spec} installed but does not import"
     return OldHub(python, version), ""
+
+
+@pytest.fixture(scope="session")
+def old_client() -> OldHub:
+    """The old huggingface_hub, for any test module (a pytest plugin: ``tests/conftest.py`` loads it)."""
+    client, why = old_hub()
+    if client is None:
+        pytest.skip(f"no old huggingface_hub: {why}")
+    return client

@@ -147,11 +147,7 @@ class Coordinator:
         return 200, {"commit": head.commit, "age": 0.0 if last is None else last.age(heads.clock()), "stale": False}
 
     def hub_requests(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        if self._knowledge is not None:
-            for (kind, outcome), n in sorted(self._knowledge.upstream.requests.items()):
-                out.setdefault(kind, {})[outcome] = n
-        return out
+        return self._knowledge.upstream.requests_by_kind() if self._knowledge is not None else {}
 
     def preheat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
@@ -142,6 +142,7 @@ _TREE = re.compile(rf"/api/{_TYPE}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?
 _REVISION = re.compile(rf"/api/{_TYPE}/{_REPO}/revision/(?P<rev>[^/]+)")
 _INFO = re.compile(rf"/api/{_TYPE}/{_REPO}")
 _PATHS_INFO = re.compile(rf"/api/{_TYPE}/{_REPO}/paths-info/(?P<rev>[^/]+)")
+_RESOLVE = re.compile(rf"/(?:(?P<type>datasets)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,6 @@ class _Held:
     release: KnownRelease
     head: Head
     decision: Decision
-
-
-_RESOLVE = re.compile(rf"/(?:(?P<type>datasets)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)")
 
 
 def _repo_type(value: str | None) -> RepoType:
@@ -243,10 +241,7 @@ class HubEndpoint:
 
     def hub_requests(self) -> dict[str, dict[str, int]]:
         """Requests the upstream got, by kind (revision, resolve, api, relay) and outcome."""
-        out: dict[str, dict[str, int]] = {}
-        for (kind, outcome), n in sorted(self.upstream.requests.items()):
-            out.setdefault(kind, {})[outcome] = n
-        return out
+        return self.upstream.requests_by_kind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -516,10 +511,17 @@ class HubEndpoint:
         if isinstance(held, HubError):
             return _error(held)
         if held is not None and held.decision.allowed and held.release.whole:
-            answer = self._api_answer(request, held.release, params)
-            if answer is not None:
-                self.stats.metadata_answers += 1
-                return self._stale(answer, held)
+            ref = held.release.ref
+            answer = self._api_answer(
+                request,
+                held.release,
+                params,
+                lambda folder: HubError(
+                    404, f"{folder} is not a folder of {ref.repo_id}@{ref.commit}", "EntryNotFound", ref.commit
+                ),
+            )
+            self.stats.metadata_answers += 1
+            return self._stale(answer, held)
         elif held is not None and held.decision.status == 503:  # neither the Hub nor a decision to go by
             return self._refusal(held.decision, head=False)
         url = self._upstream_url(request, raw)
@@ -538,15 +540,21 @@ class HubEndpoint:
         self.stats.relayed += 1
         return await relay(response, self.upstream, self._our_base(request), head=False)
 
-    def _api_answer(self, request: Request, release: KnownRelease, params: dict[str, str | None]) -> Response | None:
-        """Repo info or a tree page of a whole release, as the Hub answers them."""
+    def _api_answer(
+        self,
+        request: Request,
+        release: KnownRelease,
+        params: dict[str, str | None],
+        no_folder: Callable[[str], HubError],
+    ) -> Response:
+        """Repo info or a tree page of a release's files, as the Hub answers them (``no_folder``: the error for
+        a folder the release does not have)."""
         if "path" not in params:  # repo info
             return _json(repo_info(release.ref, release.files, blobs=_truthy(request.query_params.get("blobs"))))
         folder = unquote(params["path"] or "")
         entries = tree_entries(release.files, folder, recursive=_truthy(request.query_params.get("recursive")))
         if entries is None:
-            message = f"{folder} is not a folder of {release.ref.repo_id}@{release.ref.commit}"
-            return _error(HubError(404, message, "EntryNotFound", release.ref.commit))
+            return _error(no_folder(folder))
         page = tree_page(entries, request.query_params.get("cursor"), self.page_size)
         if page is None:
             return _error(HubError(400, "Invalid cursor"))
@@ -588,22 +596,15 @@ class HubEndpoint:
         release = await self._offline_release(repo_type, repo_id, revision)
         if release is None:
             return _error(self._unreachable(exc, f"the swarm has no release of {repo_type} {repo_id} at {revision}"))
-        if "path" not in params:  # repo info
-            info = repo_info(release.ref, release.files, blobs=_truthy(request.query_params.get("blobs")))
+        answer = self._api_answer(
+            request,
+            release,
+            params,
+            lambda folder: self._unreachable(exc, f"the release of {repo_id} has no folder {folder}"),
+        )
+        if answer.status_code == 200:
             self.stats.offline_answers += 1
-            return _json(info)
-        folder = unquote(params["path"] or "")
-        entries = tree_entries(release.files, folder, recursive=_truthy(request.query_params.get("recursive")))
-        if entries is None:
-            return _error(self._unreachable(exc, f"the release of {repo_id} has no folder {folder}"))
-        page = tree_page(entries, request.query_params.get("cursor"), self.page_size)
-        if page is None:
-            return _error(HubError(400, "Invalid cursor"))
-        headers = {}
-        if page.next_cursor is not None:
-            headers["Link"] = next_link_header(str(request.url.include_query_params(cursor=page.next_cursor)))
-        self.stats.offline_answers += 1
-        return _json(page.entries, headers)
+        return answer
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

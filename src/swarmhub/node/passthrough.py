@@ -171,6 +171,13 @@ class Upstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    def requests_by_kind(self) -> dict[str, dict[str, int]]:
+        """``requests`` as {kind: {outcome: count}}, for /metrics and status."""
+        out: dict[str, dict[str, int]] = {}
+        for (kind, outcome), n in sorted(self.requests.items()):
+            out.setdefault(kind, {})[outcome] = n
+        return out
+
     def owns(self, url: str) -> bool:
         """May ``url`` be asked, with the client's headers? Only on the upstream's origin, under its base path."""
         return same_origin(url, self.base) and urlsplit(url).path.startswith(self.prefix + "/")

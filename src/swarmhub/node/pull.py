@@ -488,7 +488,7 @@ class Pull:
                 if full is not None:  # a failed write surfaces as ENOSPC, or (hybrids) as error 217 too
                     state.error = full
                 elif event.code == INCONSISTENT_HASHES:
-                    self._log_inconsistent(event)
+                    self._log_inconsistent()
                     state.error = StorageError(
                         f"libtorrent found a piece of {self.ref.repo_id} whose v1 and v2 hashes disagree (error 217):"
                         " the torrent's two hash trees describe different bytes, or a piece was written twice",
@@ -500,7 +500,7 @@ class Pull:
                 state.checked.set()
             state.changed.set()
 
-    def _log_inconsistent(self, event: TorrentError) -> None:
+    def _log_inconsistent(self) -> None:
         """What a hybrid's pieces whose v1 and v2 hashes disagreed had been through (issue 15: the cause is open):
         the pieces awaiting libtorrent's verdict and their files, how many this pull fed from the origin, the
         hash failures seen. libtorrent names no piece (and forgets every piece it had: it rechecks)."""
