@@ -8,7 +8,10 @@ One process, one event loop, three kinds of answers:
   LFS resolves redirect): what ``huggingface_hub`` talks to;
 - ``/ws/<torrent name>/<path>``: the release's files as a web seed (BEP 19: url-list + name + "/" + path),
   ranges answered 206 straight from the repo folder, no redirect (libtorrent closes the connection on each);
-- ``GET /_bench/bytes``: body bytes sent so far, per app: ``{"origin": n, "cdn": n, "webseed": n, "total": n}``.
+- ``GET /_bench/bytes``: body bytes sent so far, per app: ``{"origin": n, "cdn": n, "webseed": n, "total": n}``;
+- ``PUT /_bench/faults``: the dev hub's fault rules (``swarmhub.devhub.faults.rules_from_json``: 429s, 5xx,
+  resets mid-body, ...) for every app, the web seed included, replacing those before; ``[]`` clears them
+  (bench/chaos.py's origin faults).
 
 Prints one JSON line once it serves: ``{"endpoint": URL, "cdn": URL, "webseed": URL}``.
 """
@@ -27,7 +30,9 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from swarmhub.devhub.app import DevHubSettings, DevHubState, cdn_app, origin_app
+from swarmhub.devhub.faults import FaultInjection, Faults, rules_from_json
 from swarmhub.devhub.repos import RepoStore
+from swarmhub.errors import ConfigError
 from swarmhub.serving import UvicornThread, bind, run_until_interrupted, url_host
 
 
@@ -75,11 +80,14 @@ class Metered:
 class Front:
     """The origin port: web seed and counters here, everything else to the dev hub's origin app."""
 
-    def __init__(self, hub: ASGIApp, repo: Path, counts: dict[str, int], bucket: TokenBucket | None) -> None:
+    def __init__(
+        self, hub: ASGIApp, repo: Path, counts: dict[str, int], bucket: TokenBucket | None, faults: Faults
+    ) -> None:
         self.hub = Metered(hub, counts, "origin", bucket)
-        self.webseed = Metered(self._webseed, counts, "webseed", bucket)
+        self.webseed = Metered(FaultInjection(self._webseed, faults), counts, "webseed", bucket)
         self.repo = repo.resolve()
         self.counts = counts
+        self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -88,8 +96,22 @@ class Front:
         elif path == "/_bench/bytes":
             counts = dict(self.counts)
             await JSONResponse({**counts, "total": sum(counts.values())})(scope, receive, send)
+        elif path == "/_bench/faults":
+            await (await self._set_faults(Request(scope, receive)))(scope, receive, send)
         else:
             await self.hub(scope, receive, send)
+
+    async def _set_faults(self, request: Request) -> Response:
+        if request.method != "PUT":
+            return PlainTextResponse("PUT a JSON list of fault rules", 405, headers={"Allow": "PUT"})
+        try:
+            rules = rules_from_json((await request.body()).decode())
+        except (ConfigError, UnicodeDecodeError) as exc:
+            return PlainTextResponse(str(exc), 400)
+        self.faults.clear()
+        for rule in rules:
+            self.faults.add(rule)
+        return JSONResponse({"rules": len(rules)})
 
     async def _webseed(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._file(Request(scope, receive))(scope, receive, send)
@@ -122,7 +144,7 @@ def main() -> int:
     bucket = TokenBucket(args.rate, max(args.rate * 0.1, 1 << 20)) if args.rate else None
     counts: dict[str, int] = {}
     apps: list[ASGIApp] = [
-        Front(origin_app(state), args.root / "models" / args.repo, counts, bucket),
+        Front(origin_app(state), args.root / "models" / args.repo, counts, bucket, state.faults),
         Metered(cdn_app(state), counts, "cdn", bucket),
     ]
     server = UvicornThread("cluster-origin", apps, sockets)

@@ -26,7 +26,7 @@ from support.swarm import REPO_ID, snapshot_files
 from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.cli.main import main
-from swarmhub.cluster.brain import Brain
+from swarmhub.cluster.brain import Brain, encode_bitfield
 from swarmhub.cluster.coordinator import Coordinator, CoordinatorServer, coordinator_app
 from swarmhub.cluster.pki import ClusterIdentity
 from swarmhub.engine.session import Engine, TlsIdentity
@@ -365,3 +365,26 @@ def test_the_coordinator_looks_a_branch_up_once_per_ttl_for_the_cluster(release:
         missing = httpx.get(url, params={**params, "repo": "org/absent"}, headers=auth)
         assert missing.status_code == 404  # the Hub's word: no such repo
         assert coordinator.coordinator.status()["hub_requests"]["revision"]["429"] == 1
+
+
+def test_a_restarted_coordinator_still_asks_for_its_preheats(release: Release, tmp_path: Path) -> None:
+    """A chaos run: the coordinator was killed after a preheat and started again; it had forgotten the preheat,
+    and a node that had not started the release (or was restarted too) never got it. Preheats are kept on disk."""
+    clock = [0.0]
+    data = release.hybrid.read_bytes()
+    first = Coordinator(Brain(), clock=lambda: clock[0], state_dir=tmp_path)
+    for node in ("a", "b"):
+        first.report(_node_report(node), "127.0.0.1")
+    key = first.preheat({"torrent": base64.b64encode(data).decode(), "nodes": "all"})["key"]
+    num_pieces = parse_torrent(data).num_pieces
+    whole = {"key": key, "num_pieces": num_pieces, "have": encode_bitfield((1 << num_pieces) - 1, num_pieces)}
+    first.report({**_node_report("a"), "releases": [whole]}, "127.0.0.1")  # a is done before the kill
+    (tmp_path / "preheats" / "junk.json").write_text("{not json")  # a record half-written by someone else
+
+    again = Coordinator(Brain(), clock=lambda: clock[0], state_dir=tmp_path)  # killed and started again
+    assert again.status()["preheats"][key]["done"] == ["a"]
+    asked = again.report(_node_report("b"), "127.0.0.1")["pull"]
+    assert [base64.b64decode(t) for t in asked] == [data]  # b, which never held it, is asked again
+    assert again.report({**_node_report("a"), "releases": [whole]}, "127.0.0.1")["pull"] == []
+    assert not (tmp_path / "preheats" / "junk.json").exists()
+    assert Coordinator(Brain()).preheats == {}  # without a folder nothing is kept

@@ -7,8 +7,10 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from huggingface_hub import snapshot_download
 
 from support.cli import run_cli
@@ -17,6 +19,8 @@ from support.swarm import REPO_ID, pull, seeding, sha256, snapshot_files
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.devhub import DevHub
 from swarmhub.engine.session import Engine
+from swarmhub.errors import StorageError
+from swarmhub.node import library as library_module
 from swarmhub.node.confirmation import Confirmations
 from swarmhub.node.daemon import Node
 from swarmhub.node.library import Library
@@ -184,3 +188,62 @@ def test_a_stopped_node_records_verified_pieces_and_the_next_one_trusts_them(
         peer_bytes = node.library.stats().peer_bytes
     assert body == want
     assert peer_bytes <= len(want) - pieces * 64 * 1024 + 1_000_000  # the recorded pieces did not move again
+
+
+def _on_loop(node: Node, coroutine: Any) -> Any:
+    assert node._uvicorn is not None and node._uvicorn.loop is not None
+    return asyncio.run_coroutine_threadsafe(coroutine, node._uvicorn.loop).result(30)
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.2)
+
+
+def test_a_preheat_outlives_a_restart_of_the_node(release: Release, seeded_cache: Path, tmp_path: Path) -> None:
+    """A chaos run: a node killed mid-preheat, after the coordinator that asked had been restarted too, never
+    finished (nobody asked it again). The node keeps its preheats and resumes them when it starts."""
+    data = release.hybrid.read_bytes()
+    record = tmp_path / "node" / "swarmhub" / "preheats" / f"{parse_torrent(data).key}.torrent"
+    snapshot = tmp_path / "node" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+    with seeding(seeded_cache, "--upload-limit", "128K") as slow:  # ~50 s for the release: stopped midway
+        node = _node(release, tmp_path / "node", peers=[("127.0.0.1", slow.port)], peer_grace=60).start()
+        try:
+            assert node.library is not None
+            _on_loop(node, node.library.preheat(data))
+            _wait(lambda: node.library is not None and node.library.stats().peer_bytes > 200_000, 30, "first bytes")
+        finally:
+            node.stop()
+    assert record.is_file()  # the stop kept the preheat
+    assert snapshot_files(snapshot) != release.files
+    with seeding(seeded_cache) as seeder, _node(release, tmp_path / "node", peers=[("127.0.0.1", seeder.port)]):
+        _wait(lambda: snapshot_files(snapshot) == release.files, 60, "the resumed preheat")  # nobody asked again
+        _wait(lambda: not record.exists(), 10, "the record of a finished preheat removed")
+
+
+def test_a_failed_preheat_is_tried_again(
+    release: Release, seeded_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preheat whose pull failed (a full disk, the origin down) was dropped, and the coordinator never asked
+    again: the node reports the release as held (seeding what it had). Now it tries again, waiting longer."""
+    monkeypatch.setattr(library_module, "PREHEAT_RETRY", (0.1, 0.2))
+    real = Library.pull_release
+    failures = []
+
+    async def flaky(self: Library, *args: Any, **kwargs: Any) -> Any:
+        if len(failures) < 2:
+            failures.append(time.monotonic())
+            raise StorageError("cannot write model.safetensors: No space left on device")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Library, "pull_release", flaky)
+    data = release.hybrid.read_bytes()
+    snapshot = tmp_path / "node" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+    with seeding(seeded_cache) as seeder, _node(release, tmp_path / "node", peers=[("127.0.0.1", seeder.port)]) as node:
+        assert node.library is not None
+        _on_loop(node, node.library.preheat(data))
+        _wait(lambda: snapshot_files(snapshot) == release.files, 60, "the preheat, at its third try")
+        assert len(failures) == 2 and node.library.errors >= 2
+    assert not list((tmp_path / "node" / "swarmhub" / "preheats").glob("*.torrent"))

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import json
 import random
 import re
 import signal
@@ -701,7 +702,9 @@ ANNOUNCE_HEAD = b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: t\r\nUser-Age
 
 def test_parse_head() -> None:
     head = parse_head(ANNOUNCE_HEAD)
-    assert head == RequestHead("GET", b"/announce?" + query(), "/announce", query(), False, True)
+    assert head == RequestHead("GET", b"/announce?" + query(), "/announce", query(), False, True, host="t")
+    assert parse_head(b"GET / HTTP/1.1\r\nhOsT:  [::1]:6969 ").host == "[::1]:6969"
+    assert parse_head(b"GET / HTTP/1.0").host is None
     assert parse_head(b"GET /scrape HTTP/1.1\r\nConnection: Close").keep_alive is False
     assert parse_head(b"GET /scrape HTTP/1.1\r\nconnection: TE, close").keep_alive is False
     assert parse_head(b"GET /scrape HTTP/1.0").keep_alive is False
@@ -732,6 +735,7 @@ def test_parse_head() -> None:
         (b"GET / HTTP/1.1\r\nHost : t", 400),  # RFC 9112 5.1: no whitespace before the colon
         (b"GET / HTTP/1.1\r\nHost: t\r\n folded", 400),  # RFC 9112 5.2: obsolete line folding
         (b"GET / HTTP/1.1\r\n: t", 400),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: attacker.example", 400),  # RFC 9112 3.2: which one is checked?
         (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2", 400),
         (b"POST / HTTP/1.1\r\nContent-Length: -1", 400),
         (b"POST / HTTP/1.1\r\nContent-Length: 1e3", 400),
@@ -829,7 +833,8 @@ def _connect(tracker: TrackerServer) -> socket.socket:
 
 def test_server_keeps_the_connection_alive_and_answers_pipelined_requests_in_order(tracker: TrackerServer) -> None:
     requests = [
-        b"GET /announce?" + query(peer_id=peer_id(n), port=7000 + n) + b" HTTP/1.1\r\nHost: t\r\n\r\n" for n in range(3)
+        b"GET /announce?" + query(peer_id=peer_id(n), port=7000 + n) + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        for n in range(3)
     ]
     with _connect(tracker) as sock:
         buffer = bytearray()
@@ -837,7 +842,11 @@ def test_server_keeps_the_connection_alive_and_answers_pipelined_requests_in_ord
         first = _read_answer(sock, buffer)
         sock.sendall(requests[1] + requests[2])  # pipelined, in one segment
         second, third = _read_answer(sock, buffer), _read_answer(sock, buffer)
-        sock.sendall(b"GET /scrape?info_hash=" + quote_from_bytes(HASH, safe="").encode() + b" HTTP/1.1\r\n\r\n")
+        sock.sendall(
+            b"GET /scrape?info_hash="
+            + quote_from_bytes(HASH, safe="").encode()
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
         scraped = _read_answer(sock, buffer)
     assert [a[0] for a in (first, second, third, scraped)] == [200] * 4
     assert [decode(a[2])[b"incomplete"] for a in (first, second, third)] == [1, 2, 3]
@@ -849,7 +858,7 @@ def test_server_keeps_the_connection_alive_and_answers_pipelined_requests_in_ord
 
 def test_server_request_in_one_byte_pieces(tracker: TrackerServer) -> None:
     with _connect(tracker) as sock:
-        for byte in b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n":
+        for byte in b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n":
             sock.send(bytes([byte]))
         status, headers, body = _read_answer(sock, bytearray())
         assert (status, headers["connection"], decode(body)[b"incomplete"]) == (200, "close", 1)
@@ -858,16 +867,16 @@ def test_server_request_in_one_byte_pieces(tracker: TrackerServer) -> None:
 
 def test_server_closes_after_connection_close_and_after_http10(tracker: TrackerServer) -> None:
     for request in (
-        b"GET /announce?" + query() + b" HTTP/1.1\r\nConnection: close\r\n\r\n",
-        b"GET /announce?" + query() + b" HTTP/1.0\r\n\r\n",
+        b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /announce?" + query() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
     ):
         with _connect(tracker) as sock:
-            sock.sendall(request + b"GET /announce HTTP/1.1\r\n\r\n")  # never answered
+            sock.sendall(request + b"GET /announce HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # never answered
             buffer = bytearray()
             assert _read_answer(sock, buffer)[1]["connection"] == "close"
             assert _closed(sock) and not buffer
     with _connect(tracker) as sock:
-        sock.sendall(b"GET /announce?" + query() + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        sock.sendall(b"GET /announce?" + query() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n")
         assert _read_answer(sock, bytearray())[1]["connection"] == "keep-alive"
         assert not _closed(sock, timeout=0.2)
 
@@ -875,15 +884,19 @@ def test_server_closes_after_connection_close_and_after_http10(tracker: TrackerS
 def test_server_head_404_405_and_a_body_skipped(tracker: TrackerServer) -> None:
     with _connect(tracker) as sock:
         buffer = bytearray()
-        sock.sendall(b"HEAD /announce?" + query() + b" HTTP/1.1\r\n\r\n")
+        sock.sendall(b"HEAD /announce?" + query() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         status, headers, body = _read_answer(sock, buffer, head_only=True)
         assert (status, body) == (200, b"") and int(headers["content-length"]) > 0
-        sock.sendall(b"GET /announces HTTP/1.1\r\n\r\n")
+        sock.sendall(b"GET /announces HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert _read_answer(sock, buffer)[::2] == (404, b"Not Found")
-        sock.sendall(b"POST /announce HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+        sock.sendall(b"POST /announce HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello")
         status, headers, _ = _read_answer(sock, buffer)
         assert (status, headers["allow"]) == (405, "GET, HEAD")
-        sock.sendall(b"GET /scrape?info_hash=" + quote_from_bytes(HASH, safe="").encode() + b" HTTP/1.1\r\n\r\n")
+        sock.sendall(
+            b"GET /scrape?info_hash="
+            + quote_from_bytes(HASH, safe="").encode()
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
         assert decode(_read_answer(sock, buffer)[2])[b"files"][HASH][b"incomplete"] == 1  # the HEAD announced
 
 
@@ -893,9 +906,15 @@ def test_server_head_404_405_and_a_body_skipped(tracker: TrackerServer) -> None:
         (b"GET /announce HTTP/1.1\r\nHost : t\r\n\r\n", 400),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS to a plain-HTTP port
         (b"GET /announce HTTP/3\r\n\r\n", 505),
-        (b"POST /announce HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
-        (b"GET /announce?" + b"x" * MAX_HEAD + b" HTTP/1.1\r\n", 431),  # no end in sight
-        (b"POST /announce HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", 405),  # a body not worth reading past
+        (
+            b"POST /announce HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            501,
+        ),
+        (b"GET /announce?" + b"x" * MAX_HEAD + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n", 431),  # no end in sight
+        (
+            b"POST /announce HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n",
+            405,
+        ),  # a body not worth reading past
     ],
 )
 def test_server_answers_a_bad_request_and_closes(tracker: TrackerServer, request_bytes: bytes, status: int) -> None:
@@ -911,7 +930,7 @@ def test_server_answers_a_bad_request_and_closes(tracker: TrackerServer, request
 def test_server_closes_idle_connections(tracker: TrackerServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(protocol, "KEEP_ALIVE", 1)
     with _connect(tracker) as sock:
-        sock.sendall(b"GET /announce?" + query() + b" HTTP/1.1\r\n\r\n")
+        sock.sendall(b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert _read_answer(sock, bytearray())[0] == 200
         started = time.monotonic()
         assert _closed(sock, timeout=5)
@@ -930,7 +949,7 @@ def test_server_drops_a_client_that_never_reads(tracker: TrackerServer, monkeypa
         sock.settimeout(0.5)
         with contextlib.suppress(TimeoutError):  # until the server stops reading: its answers have backed up
             while True:
-                sock.sendall((b"GET /announce?" + query() + b" HTTP/1.1\r\n\r\n") * 100)
+                sock.sendall((b"GET /announce?" + query() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") * 100)
         assert len(live) == 1
         deadline = time.monotonic() + 10
         while live:
@@ -940,9 +959,64 @@ def test_server_drops_a_client_that_never_reads(tracker: TrackerServer, monkeypa
 
 def test_server_lists_the_client_behind_a_loopback_proxy(tracker: TrackerServer) -> None:
     with _connect(tracker) as sock:
-        sock.sendall(b"GET /announce?" + query(left=0) + b" HTTP/1.1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+        sock.sendall(
+            b"GET /announce?" + query(left=0) + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+        )
         assert _read_answer(sock, bytearray())[0] == 200
     assert tracker.swarms.peers(HASH) == (SwarmPeer(PEER, ipaddress.ip_address("203.0.113.9"), 6881),)
+
+
+def test_a_rebinding_page_can_neither_announce_nor_read_peers(tracker: TrackerServer) -> None:
+    """A page at attacker.example rebinds its name to 127.0.0.1 and fetches its own
+    ``http://attacker.example:PORT/announce?...`` (and ``/scrape``): the browser sends ``Host:
+    attacker.example:PORT``. Refused with the guard's 403 before anything is announced, and so is a request
+    naming no Host; the loopback names BitTorrent clients send (the announce URL's ``host:port``) are answered."""
+    port = tracker.port
+    scrape = b"GET /scrape?info_hash=" + quote_from_bytes(HASH, safe="").encode()
+    refusals = []
+    for request in (
+        b"GET /announce?" + query(left=0) + b" HTTP/1.1\r\nHost: attacker.example:%d\r\n\r\n" % port,
+        scrape + b" HTTP/1.1\r\nHost: attacker.example:%d\r\n\r\n" % port,
+        b"GET /announce?" + query(left=0) + b" HTTP/1.1\r\nHost: 127.0.0.1.attacker.example\r\n\r\n",
+        b"GET /announce?" + query(left=0) + b" HTTP/1.0\r\n\r\n",  # no Host: the guard refuses it too
+    ):
+        with _connect(tracker) as sock:
+            sock.sendall(request)
+            status, headers, body = _read_answer(sock, bytearray())
+            assert (status, headers["content-type"], headers["connection"]) == (403, "application/json", "close")
+            refusals.append(json.loads(body))
+            assert _closed(sock)
+    assert [r["error"].rpartition(" ")[2] for r in refusals] == [
+        "'attacker.example'", "'attacker.example'", "'127.0.0.1.attacker.example'", "'(none)'"
+    ]  # fmt: skip
+    assert all("--allow-host" in r["hint"] for r in refusals)
+    assert tracker.swarms.peers(HASH) == ()
+    names = [b"127.0.0.1:%d" % port, b"localhost:%d" % port, b"[::1]:%d" % port, b"LocalHost", b"127.0.0.1"]
+    with _connect(tracker) as sock:
+        buffer = bytearray()
+        for n, name in enumerate(names):
+            sock.sendall(b"GET /announce?" + query(peer_id=peer_id(n)) + b" HTTP/1.1\r\nHost: " + name + b"\r\n\r\n")
+            assert decode(_read_answer(sock, buffer)[2])[b"incomplete"] == n + 1
+        sock.sendall(scrape + b" HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % port)
+        assert decode(_read_answer(sock, buffer)[2])[b"files"][HASH][b"incomplete"] == len(names)
+
+
+def test_a_name_given_with_allow_host_is_answered_and_others_still_refused() -> None:
+    with TrackerServer(allow_hosts=["tracker.lan"]) as tracker:
+        answered = httpx.get(
+            tracker.announce_url + "?" + query().decode(),
+            headers={"Host": f"Tracker.LAN:{tracker.port}"},
+            trust_env=False,
+        )
+        refused = httpx.get(
+            tracker.announce_url + "?" + query().decode(), headers={"Host": "attacker.example"}, trust_env=False
+        )
+    assert decode(answered.content)[b"incomplete"] == 1
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "the tracker does not answer to the host name 'attacker.example'"
+    assert refused.headers["x-error-message"] == refused.json()["error"]
+    args = build_parser().parse_args(["tracker", "serve", "--allow-host", "a.lan", "--allow-host", "b.lan"])
+    assert args.allow_host == ["a.lan", "b.lan"]
 
 
 def test_server_access_log(caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,8 @@ listens on localhost, and with a rebound name it can read the answers too. So, i
 1. **Host** (DNS rebinding). A service bound to a loopback address answers only requests whose ``Host`` is
    ``127.0.0.1``, ``localhost``, ``[::1]`` (any port) or a name it was told to answer to (``--allow-host``);
    anything else is ``403``. Bound to another address the service is meant to be reached by any name, so no
-   Host check unless names were given (then those, the loopback names and the bound address).
+   Host check unless names were given (then those, the loopback names and the bound address). ``host_refused``
+   is this rule alone, for the one server that is not ASGI (``tracker serve``'s own, ``tracker.protocol``).
 2. **Browsers** on mutating calls. A request that may change something (any method but GET, HEAD, OPTIONS)
    carrying an ``Origin`` header comes from a page's script: ``403``, whatever the origin. Programs
    (huggingface_hub, the CLI, curl) send none.
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from swarmhub.errors import ConfigError
 
 __all__ = [
+    "HOST_HINT",
     "LOOPBACK_NAMES",
     "SAFE_METHODS",
     "Guard",
@@ -44,14 +46,17 @@ __all__ = [
     "bearer_ok",
     "bearer_token",
     "host_name",
+    "host_refused",
     "is_loopback",
     "new_secret",
     "read_secret_file",
+    "refusal_body",
     "write_secret_file",
 ]
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HOST_HINT = "use http://127.0.0.1:<port>, or start it with --allow-host NAME"
 
 
 def is_loopback(host: str) -> bool:
@@ -82,6 +87,22 @@ def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str] |
         return None
     wildcard = bind_host in ("", "0.0.0.0", "::")
     return LOOPBACK_NAMES | names | (frozenset() if wildcard else {host_name(bind_host)})
+
+
+def host_refused(hosts: frozenset[str] | None, host: str | None, service: str) -> str | None:
+    """Why a request whose ``Host`` is ``host`` (None: it sent none) is refused by a service answering ``hosts``
+    (``allowed_hosts``; None: any), or None when it is answered. The answer is ``403`` with ``HOST_HINT``."""
+    if hosts is None:
+        return None
+    name = host_name(host or "")
+    if name in hosts:
+        return None
+    return f"{service} does not answer to the host name {name[:100] or '(none)'!r}"
+
+
+def refusal_body(message: str, hint: str) -> bytes:
+    """A refusal's body, as every service words it: one line of JSON the CLI prints as any other error."""
+    return json.dumps({"error": message, "hint": hint}).encode()
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -131,15 +152,9 @@ class Guard:
         """Why a request is refused (status, message, hint, extra headers), or None."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         rules = self.rules
-        if rules.hosts is not None:
-            host = host_name(headers.get("host", ""))
-            if host not in rules.hosts:
-                return (
-                    403,
-                    f"{rules.service} does not answer to the host name {host or '(none)'!r}",
-                    "use http://127.0.0.1:<port>, or start it with --allow-host NAME",
-                    {},
-                )
+        refused = host_refused(rules.hosts, headers.get("host"), rules.service)
+        if refused is not None:
+            return 403, refused, HOST_HINT, {}
         method = scope.get("method", "GET")
         if method in SAFE_METHODS:
             return None
@@ -172,7 +187,7 @@ class Guard:
 
 
 async def _refuse(send: Send, status: int, message: str, hint: str, extra: dict[str, str]) -> None:
-    body = json.dumps({"error": message, "hint": hint}).encode()
+    body = refusal_body(message, hint)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

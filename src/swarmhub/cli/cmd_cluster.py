@@ -66,6 +66,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(default: $HF_ENDPOINT, huggingface.co)",
     )
     serve.add_argument("--no-upstream", action="store_true", help="look no branch up: every node asks the Hub itself")
+    serve.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="where preheats are kept, so a restarted coordinator still asks for them "
+        "(default: <swarmhub home>/coordinator)",
+    )
     serve.add_argument("--json", action="store_true", help="print one JSON line when ready")
     serve.set_defaults(func=_serve)
 
@@ -128,6 +135,7 @@ def _serve(args: argparse.Namespace) -> int:
         allow_hosts=args.allow_host,
         upstream=upstream,
         branch_ttl=settings.branch_ttl,
+        state_dir=args.state or settings.state_dir / "coordinator",
     )
 
     def ready() -> None:

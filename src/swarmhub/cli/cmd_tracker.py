@@ -1,7 +1,8 @@
 """``swarmhub tracker serve``: a BitTorrent HTTP tracker (announce and scrape), peers kept in memory.
 
 Prints one line with the announce URL once the tracker accepts connections (scripts wait for it), then
-serves until Ctrl-C. Binds 127.0.0.1 unless ``--host`` says otherwise.
+serves until Ctrl-C. Binds 127.0.0.1 unless ``--host`` says otherwise; bound to loopback it answers only the
+``Host`` names ``127.0.0.1``, ``localhost``, ``[::1]`` and ``--allow-host`` ones (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="name each peer's peer id in non-compact answers (compact=0); off by default",
     )
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to answer besides the loopback ones and the bound address (repeatable)",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn access log)")
     serve.set_defaults(func=run)
 
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         max_swarm_peers=args.max_swarm_peers,
         max_address_peers=args.max_address_peers,
         publish_peer_ids=args.publish_peer_ids,
+        allow_hosts=args.allow_host,
         access_log=args.access_log,
         ready=_announce,
     )

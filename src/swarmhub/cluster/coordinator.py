@@ -20,6 +20,11 @@
   ``GET /shards/manifests/NAME`` gives it back, ``GET /shards/manifests`` lists the names. Kept in memory:
   nodes that have a manifest put it again when they start.
 
+Preheats outlive the coordinator: with ``state_dir`` each is kept in ``<state_dir>/preheats/<key>.json`` (the
+torrent, who is asked, who is done), written when it is made and when a node finishes, and read at start. A
+coordinator killed and started again still asks the nodes that have not started the release (a node that has
+keeps its own record, ``node.library``). A new preheat of a release replaces the old one.
+
 Who may drive it (``guard.Guard``, before any handler): the mutating calls (``POST``, ``PUT``) take
 ``Content-Type: application/json`` only and no ``Origin`` (so no web page can send them), and with ``token``
 ``Authorization: Bearer <token>``; bound to loopback it answers loopback ``Host`` names only (DNS rebinding).
@@ -34,6 +39,7 @@ costs ~30 KB), a preheat at ``MAX_PREHEAT_BYTES``, a manifest at ``MAX_MANIFEST_
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import json
@@ -42,6 +48,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -60,6 +67,7 @@ from swarmhub.hub.answers import HubError
 from swarmhub.hub.repo import RepoType, validate_repo_id
 from swarmhub.node.hubstate import BranchHeads
 from swarmhub.node.knowledge import Knowledge
+from swarmhub.node.landing import atomic_bytes
 from swarmhub.node.passthrough import Upstream
 from swarmhub.serving import BackgroundServer, read_capped
 from swarmhub.shards.manifest import Manifest, shard_set_name
@@ -96,6 +104,7 @@ class Coordinator:
         clock: Callable[[], float] = time.monotonic,
         upstream: str | None = None,
         branch_ttl: float = 30.0,
+        state_dir: Path | None = None,
     ) -> None:
         self.brain = brain
         self.upstream = upstream
@@ -108,6 +117,8 @@ class Coordinator:
         self.tracker = TrackerApp(swarms, clock=clock, admit=self._admit, order_peers=self._order_peers)
         self.preheats: dict[str, _Preheat] = {}
         self.shard_manifests: dict[str, bytes] = {}  # shard set name -> its manifest, as Manifest.to_json writes it
+        self.preheat_dir = None if state_dir is None else state_dir / "preheats"
+        self._load_preheats()
 
     def report(self, body: Mapping[str, Any], client_host: str) -> dict[str, Any]:
         now = self.clock()
@@ -122,8 +133,9 @@ class Coordinator:
                 pulls.append(base64.b64encode(preheat.data).decode())
             elif node_id in preheat.nodes:
                 done = next((r for r in reports if r.key in _key_variants(preheat.torrent)), None)
-                if done is not None and done.complete:
+                if done is not None and done.complete and node_id not in preheat.done:
                     preheat.done.add(node_id)
+                    self._save_preheat(key, preheat)
         sizes = {r.key: r.num_pieces for r in reports}
         return {
             "assignments": {key: encode_bitfield(p, sizes[key]) for key, p in assigned.items()},
@@ -149,7 +161,9 @@ class Coordinator:
     def hub_requests(self) -> dict[str, dict[str, int]]:
         return self._knowledge.upstream.requests_by_kind() if self._knowledge is not None else {}
 
-    def preheat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    def torrent_of(self, body: Mapping[str, Any]) -> tuple[bytes, Torrent]:
+        """The torrent a preheat's body names (as the nodes will get it), parsed; touches no state, so it may
+        run off the event loop (a 16 MiB torrent takes a while)."""
         try:
             data = base64.b64decode(str(body["torrent"]), validate=True)
         except (KeyError, ValueError) as exc:
@@ -159,13 +173,52 @@ class Coordinator:
         torrent = parse_torrent(data)
         if torrent.repo is None:
             raise ClusterError("not a swarmhub release torrent (no Hub identity in info.hf)")
+        return data, torrent
+
+    def preheat(self, body: Mapping[str, Any], parsed: tuple[bytes, Torrent] | None = None) -> dict[str, Any]:
+        """Ask the nodes ``body["nodes"]`` chooses to fetch the release; ``parsed``: ``torrent_of(body)``."""
+        data, torrent = self.torrent_of(body) if parsed is None else parsed
+        assert torrent.repo is not None
         now = self.clock()
         alive = [n for n in self.brain.nodes(now) if n.alive]
         chosen = select_nodes(alive, body.get("nodes", "all"))
         if not chosen:
             raise ClusterError(f"no live node matches {body.get('nodes', 'all')!r}")
-        self.preheats[torrent.key] = _Preheat(torrent, data, set(chosen), now)
+        self.preheats[torrent.key] = preheat = _Preheat(torrent, data, set(chosen), now)
+        self._save_preheat(torrent.key, preheat)
         return {"key": torrent.key, "repo_id": torrent.repo.repo_id, "commit": torrent.repo.commit, "nodes": chosen}
+
+    def _save_preheat(self, key: str, preheat: _Preheat) -> None:
+        if self.preheat_dir is None:
+            return
+        record = {
+            "torrent": base64.b64encode(preheat.data).decode(),
+            "nodes": sorted(preheat.nodes),
+            "done": sorted(preheat.done),
+        }
+        try:
+            atomic_bytes(self.preheat_dir / f"{key}.json", json.dumps(record).encode())
+        except OSError as exc:  # the preheat still runs; only a restart would forget it
+            log.warning("preheat of %s not kept on disk (%s): a restart forgets it", key[:12], exc.strerror or exc)
+
+    def _load_preheats(self) -> None:
+        if self.preheat_dir is None or not self.preheat_dir.is_dir():
+            return
+        now = self.clock()
+        for path in sorted(self.preheat_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_bytes())
+                data = base64.b64decode(record["torrent"], validate=True)
+                torrent = parse_torrent(data)
+                nodes = {str(n) for n in record["nodes"]}
+                done = {str(n) for n in record["done"]} & nodes
+            except (OSError, ValueError, KeyError, TypeError, SwarmhubError) as exc:
+                log.warning("preheat record %s unreadable (%s): removed", path.name, exc)
+                path.unlink(missing_ok=True)
+                continue
+            self.preheats[torrent.key] = _Preheat(torrent, data, nodes, now, done)
+        if self.preheats:
+            log.info("%d preheat(s) resumed from %s", len(self.preheats), self.preheat_dir)
 
     def put_manifest(self, name: str, data: bytes) -> dict[str, Any]:
         """Keep a shard set's manifest under ``name``, which must be its own; the same one again changes nothing."""
@@ -345,7 +398,8 @@ def coordinator_app(coordinator: Coordinator, *, hosts: frozenset[str] | None = 
         if isinstance(body, Response):
             return body
         try:
-            return JSONResponse(coordinator.preheat(body))
+            parsed = await asyncio.to_thread(coordinator.torrent_of, body)
+            return JSONResponse(coordinator.preheat(body, parsed))
         except (SwarmhubError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -477,6 +531,7 @@ class CoordinatorServer(BackgroundServer):
         allow_hosts: Sequence[str] = (),
         upstream: str | None = None,
         branch_ttl: float = 30.0,
+        state_dir: Path | None = None,
     ) -> None:
         if token is None and not is_loopback(host):
             raise ConfigError(
@@ -486,7 +541,12 @@ class CoordinatorServer(BackgroundServer):
             )
         super().__init__(host, [port])
         self.coordinator = Coordinator(
-            Brain(fetchers=fetchers), token=token, ca_pem=ca_pem, upstream=upstream, branch_ttl=branch_ttl
+            Brain(fetchers=fetchers),
+            token=token,
+            ca_pem=ca_pem,
+            upstream=upstream,
+            branch_ttl=branch_ttl,
+            state_dir=state_dir,
         )
         self.hosts = allowed_hosts(host, allow_hosts)
 

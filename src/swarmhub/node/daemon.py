@@ -141,6 +141,8 @@ class Node(BackgroundServer):
             if self.seed_all:
                 self.seeded = self.library.seed_all()
             super().start()
+            assert self._uvicorn is not None and self._uvicorn.loop is not None
+            asyncio.run_coroutine_threadsafe(self.library.resume_preheats(), self._uvicorn.loop)
             if self.coordinator is not None:
                 self._join_cluster(self.coordinator)
         except BaseException:

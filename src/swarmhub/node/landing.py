@@ -21,6 +21,7 @@ which names, verifies the bytes, and makes everything that points at a landed fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -40,6 +41,7 @@ __all__ = [
     "Destination",
     "LocalDirDestination",
     "Placement",
+    "atomic_bytes",
     "atomic_text",
     "verify_etag",
 ]
@@ -54,11 +56,21 @@ class Placement:
 
 
 def atomic_text(path: Path, text: str) -> None:
+    atomic_bytes(path, text.encode())
+
+
+def atomic_bytes(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before, never part of it (a temporary file renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _atomic_symlink(link: Path, target: str) -> None:

@@ -6,6 +6,12 @@ catalog (fetched once, then stored). For each known release the library holds at
     seeding (upload only, the landed files)  --a program wants a file not landed-->  pulling (linger)
     pulling  --the pull fails or the node stops-->  gone (seeded again at the next start)
 
+A preheat (a coordinator asking for a whole release) is the node's job until done: its torrent is kept in
+``<state>/preheats/`` from the moment it is taken, a preheat whose pull fails (a full disk, an origin down, a
+stall) is tried again after 5 s, doubling up to 5 min, and a node that starts resumes the preheats it had not
+finished (from their verified pieces) whatever the coordinator remembers. Only a torrent the upstream
+contradicts ends a preheat for good.
+
 A file that has landed is read from its blob; one that has not is read piece by piece from the running pull
 as pieces arrive (the reader's next pieces get deadlines, so peers and the origin send them first) while the
 pull lands the whole file in the cache as ``swarmhub pull`` would.
@@ -38,7 +44,7 @@ from swarmhub.errors import MetainfoError, SwarmhubError, TorrentMismatch
 from swarmhub.hub.cache import ref_path_for
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
 from swarmhub.node.confirmation import Confirmations
-from swarmhub.node.landing import CacheDestination, atomic_text
+from swarmhub.node.landing import CacheDestination, atomic_bytes, atomic_text
 from swarmhub.node.pull import Pull, PullProgress, release_files
 from swarmhub.node.seeding import seed_release
 from swarmhub.node.sources import HubSource
@@ -58,6 +64,7 @@ READ_AHEAD = 32 * 1024 * 1024  # bytes of pieces asked for ahead of a reader (at
 READ_AHEAD_START = 2
 DEADLINE_STEP_MS = 20  # each piece further ahead is wanted this much later
 REGISTRY_MISS_TTL = 30.0  # seconds a "registry does not have it" answer is believed
+PREHEAT_RETRY = (5.0, 300.0)  # a failed preheat is tried again after 5 s, doubling up to 5 min
 MAX_PULLS = 8  # releases pulled at once; each holds a libtorrent torrent, its part files and readers
 
 
@@ -193,6 +200,7 @@ class Library:
         self.max_pulls = max_pulls
         self.parts = state_dir / "parts"
         self.resume_dir = state_dir / "resume"
+        self.preheat_dir = state_dir / "preheats"
         self.upstream = upstream
         self.registry = registry
         self.peers = tuple(peers)
@@ -208,6 +216,7 @@ class Library:
         self._registry_misses: dict[RepoRef, float] = {}
         self._refused: set[RepoRef] = set()  # releases whose stored or registry torrent the upstream contradicts
         self._lock = asyncio.Lock()
+        self._closing = False
         self.errors = 0
         self._done_bytes = {"peer": 0, "origin": 0}  # of pulls that ended
 
@@ -488,6 +497,7 @@ class Library:
     async def close(self, grace: float = 10.0) -> None:
         """End the pulls: files whose pieces are all in land first (up to ``grace`` seconds), then the
         verified pieces of the others are recorded (the next start trusts them without a check)."""
+        self._closing = True
         running = list(self._pulls.values())
         for pull, _ in running:
             pull.close()
@@ -536,22 +546,59 @@ class Library:
             pull.assigned = None if assignments is None else assignments.get(pull.torrent.key, frozenset())
 
     async def preheat(self, data: bytes) -> None:
-        """Fetch a whole release in the background (a coordinator's preheat); once per release. A torrent the
-        upstream contradicts raises ``TorrentMismatch``."""
+        """Fetch a whole release in the background (a coordinator's preheat), until it is all in: kept in
+        ``preheat_dir`` meanwhile, tried again when its pull fails, resumed by ``resume_preheats`` at the next
+        start. Once per release at a time. A torrent the upstream contradicts raises ``TorrentMismatch``."""
         torrent = await asyncio.to_thread(parse_torrent, data)
         release = await self.adopt(torrent, data)
         running = self._preheats.get(release.ref)
         if running is not None and not running.done():
             return
-        paths = [f.path for f in release.files]
-        task: asyncio.Task[object] = asyncio.create_task(self.pull_release(release, paths, lambda _: None))
-        task.add_done_callback(functools.partial(self._preheat_ended, release.ref))
+        await asyncio.to_thread(atomic_bytes, self._preheat_file(torrent), data)
+        task: asyncio.Task[object] = asyncio.create_task(self._preheat(release))
+        task.add_done_callback(functools.partial(self._preheat_ended, release))
         self._preheats[release.ref] = task
 
-    def _preheat_ended(self, ref: RepoRef, task: asyncio.Task[object]) -> None:
-        if not task.cancelled() and task.exception() is not None:
+    async def resume_preheats(self) -> int:
+        """Take up again the preheats a previous run of the node had not finished; returns how many."""
+        resumed = 0
+        for path in sorted(self.preheat_dir.glob("*.torrent")):
+            try:
+                await self.preheat(await asyncio.to_thread(path.read_bytes))
+                resumed += 1
+            except (SwarmhubError, OSError) as exc:
+                log.warning("not resuming the preheat %s: %s", path.name, exc)
+                if isinstance(exc, (TorrentMismatch, MetainfoError)):
+                    path.unlink(missing_ok=True)
+        return resumed
+
+    def _preheat_file(self, torrent: Torrent) -> Path:
+        return self.preheat_dir / f"{torrent.key}.torrent"
+
+    async def _preheat(self, release: SwarmRelease) -> None:
+        paths = [f.path for f in release.files]
+        wait = PREHEAT_RETRY[0]
+        while True:
+            try:
+                await self.pull_release(release, paths, lambda _: None)
+                return
+            except SwarmhubError as exc:
+                if self._closing or isinstance(exc, TorrentMismatch) or release.ref in self._refused:
+                    raise
+                self.errors += 1
+                ref = release.ref
+                log.warning("preheat of %s@%s failed: %s; again in %.0f s", ref.repo_id, ref.commit[:12], exc, wait)
+            await asyncio.sleep(wait)
+            wait = min(PREHEAT_RETRY[1], wait * 2)
+
+    def _preheat_ended(self, release: SwarmRelease, task: asyncio.Task[object]) -> None:
+        ref = release.ref
+        if task.cancelled() or self._closing:
+            return  # the node stops: the preheat stays recorded, and resumes at the next start
+        if task.exception() is not None:
             self.errors += 1
-            log.warning("preheat of %s@%s failed: %s", ref.repo_id, ref.commit[:12], task.exception())
+            log.warning("preheat of %s@%s failed for good: %s", ref.repo_id, ref.commit[:12], task.exception())
+        self._preheat_file(release.torrent).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------------------ stats
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 from swarmhub.bt.metainfo import Torrent, parse_torrent
 from swarmhub.errors import SwarmhubError
 from swarmhub.hub.repo import RepoRef, RepoType, is_commit_prefix
+from swarmhub.node.landing import atomic_bytes
 
 __all__ = ["StoredTorrent", "TorrentStore"]
 
@@ -49,11 +48,7 @@ class TorrentStore:
         path = self.path_for(torrent)
         if path.exists() and path.read_bytes() == data:
             return path
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomic_bytes(path, data)
         return path
 
     def remove(self, torrent: Torrent) -> None:

@@ -9,6 +9,8 @@ is all there is to read, and only the fields that change what we do are looked a
 - ``Content-Length``: a body is skipped, unread (``content_length``); ``Transfer-Encoding`` is not
   implemented (``501``, then the connection closes), and never comes with ``Content-Length`` (RFC 9112 §6.3).
 - ``X-Forwarded-For``: believed from a loopback proxy only (``client_host``), as uvicorn's proxy headers are.
+- ``Host``: kept as sent (``host``), for the server's DNS-rebinding check (``guard.host_refused``); more than
+  one is ``400`` (RFC 9112 §3.2), so no two parsers can disagree on which one was checked.
 
 Anything malformed raises ``HTTPError`` with the status to answer before closing: a field name with
 whitespace before its colon or a folded line (RFC 9112 §5.1, §5.2), a request line that is not three words,
@@ -29,6 +31,7 @@ TRUSTED_PROXY = "127.0.0.1"  # uvicorn's default for --forwarded-allow-ips
 _REASONS = {
     200: b"OK",
     400: b"Bad Request",
+    403: b"Forbidden",
     404: b"Not Found",
     405: b"Method Not Allowed",
     431: b"Request Header Fields Too Large",
@@ -59,6 +62,7 @@ class RequestHead:
     keep_alive: bool
     content_length: int = 0
     forwarded_for: str | None = None  # the X-Forwarded-For fields, joined with ", "
+    host: str | None = None  # the Host field as sent (None: none)
 
 
 def parse_head(head: bytes) -> RequestHead:
@@ -79,6 +83,7 @@ def parse_head(head: bytes) -> RequestHead:
     connection: list[bytes] = []
     lengths: set[bytes] = set()
     forwarded: list[bytes] = []
+    host: bytes | None = None
     chunked = False
     for field in fields:
         name, colon, value = field.partition(b":")
@@ -93,6 +98,10 @@ def parse_head(head: bytes) -> RequestHead:
             chunked = True
         elif name == b"x-forwarded-for":
             forwarded.append(value.strip(b" \t"))
+        elif name == b"host":
+            if host is not None:
+                raise HTTPError(400, "more than one Host field")
+            host = value.strip(b" \t")
     if chunked:
         raise HTTPError(400 if lengths else 501, "request bodies in Transfer-Encoding are not supported")
     if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
@@ -108,6 +117,7 @@ def parse_head(head: bytes) -> RequestHead:
         keep_alive=b"keep-alive" in connection if http10 else b"close" not in connection,
         content_length=int(next(iter(lengths))) if lengths else 0,
         forwarded_for=b", ".join(forwarded).decode("latin-1") if forwarded else None,
+        host=None if host is None else host.decode("latin-1"),
     )
 
 

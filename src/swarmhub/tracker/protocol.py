@@ -10,6 +10,10 @@ answer goes out in one write. Pipelined requests are answered in order, in one w
   by a once-a-second tick that also renews the ``date`` every answer carries; if its client reads nothing,
   so that the answers cannot all be sent, it is dropped ``KEEP_ALIVE`` seconds later.
 - A head longer than ``http.MAX_HEAD`` is ``431``; a malformed one ``400``; either closes the connection.
+- ``Host`` is checked as every service checks it (``guard``, rule 1: DNS rebinding), before anything is
+  answered: bound to loopback, only ``127.0.0.1``, ``localhost``, ``[::1]`` and the names given (``hosts``)
+  are answered, BitTorrent clients sending the announce URL's ``host:port``; anything else, or no ``Host``,
+  is ``403`` with the guard's JSON, and the connection closes. One set lookup per request.
   A request body is skipped unread, or if longer than ``MAX_HEAD`` the connection closes after the answer.
 - A client that sends faster than it reads is paused until its answers drain (``pause_writing``).
 - The loop is uvloop's when uvloop is installed, asyncio's otherwise.
@@ -26,6 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import cast
 
+from swarmhub.guard import HOST_HINT, host_refused, refusal_body
 from swarmhub.serving import new_event_loop
 from swarmhub.tracker.app import HEADERS, TrackerApp
 from swarmhub.tracker.http import MAX_HEAD, HTTPError, RequestHead, client_host, parse_head, render
@@ -38,6 +43,7 @@ _READY_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
 _FIELDS = {status: b"".join(b"%s: %s\r\n" % field for field in fields) for status, fields in HEADERS.items()}
 _ERROR_FIELDS = b"content-type: text/plain; charset=utf-8\r\n"
+_SERVICE = "the tracker"
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("swarmhub.tracker.access")
@@ -48,10 +54,12 @@ def _http_date() -> bytes:
 
 
 class _Connections:
-    """What every connection shares: the app, the current ``date``, and the set of live connections."""
+    """What every connection shares: the app, the Host names answered (None: any), the current ``date``, and
+    the set of live connections."""
 
-    def __init__(self, app: TrackerApp, access_log: bool) -> None:
+    def __init__(self, app: TrackerApp, access_log: bool, hosts: frozenset[str] | None = None) -> None:
         self.app = app
+        self.hosts = hosts
         self.access_log = access_log
         self.date = _http_date()
         self.live: set[_Connection] = set()
@@ -131,6 +139,8 @@ class _Connection(asyncio.Protocol):
         except HTTPError as error:
             return self._refuse(error), False
         shared = self.shared
+        if shared.hosts is not None and (refused := host_refused(shared.hosts, head.host, _SERVICE)) is not None:
+            return self._refuse_host(head, refused), False
         try:
             host = client_host(self.peer, head.forwarded_for)
             status, body = shared.app.answer(head.method, head.path, head.query, host)
@@ -153,6 +163,13 @@ class _Connection(asyncio.Protocol):
         body = error.message.encode("ascii") + b"\n"
         return render(error.status, _ERROR_FIELDS, body, date=self.shared.date, keep_alive=False)
 
+    def _refuse_host(self, head: RequestHead, message: str) -> bytes:
+        """``guard``'s 403 for a Host name not answered (``message`` names it, ``repr``-escaped: no CR or LF)."""
+        if self.shared.access_log:
+            self._log(head, self.peer, 403)
+        fields = b"content-type: application/json\r\nx-error-message: %s\r\n" % message.encode("ascii", "replace")
+        return render(403, fields, refusal_body(message, HOST_HINT), date=self.shared.date, keep_alive=False)
+
     def _log(self, head: RequestHead | None, host: str, status: int) -> None:
         request = (
             "-" if head is None else f"{head.method} {head.target.decode('latin-1')} HTTP/1.{0 if head.http10 else 1}"
@@ -162,14 +179,23 @@ class _Connection(asyncio.Protocol):
 
 class TrackerThread:
     """``app`` served on the listening-ready ``sock`` from a daemon thread; ``stop()`` closes the socket.
+    ``hosts``: the ``Host`` names answered (``guard.allowed_hosts``; None: any).
 
     The same lifecycle as ``serving.UvicornThread``: ``start()`` returns once connections are accepted.
     """
 
-    def __init__(self, name: str, app: TrackerApp, sock: socket.socket, *, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        app: TrackerApp,
+        sock: socket.socket,
+        *,
+        access_log: bool = False,
+        hosts: frozenset[str] | None = None,
+    ) -> None:
         self.name = name
         self._sock = sock
-        self._shared = _Connections(app, access_log)
+        self._shared = _Connections(app, access_log, hosts)
         self._loop = new_event_loop()
         self._ready = threading.Event()
         self._ticking: asyncio.TimerHandle | None = None
