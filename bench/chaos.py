@@ -219,11 +219,19 @@ class ChaosRun:
             self.nodes.append(Node(host, folder, self.start_node(None, host), tmpfs=i in disk_full))
         self._wait_ready()
         before = origin_bytes(self.cluster)
+        clients_before = _by_client(self.cluster)
         self.start = time.monotonic()
         body = json.dumps({"torrent": _b64(release.torrent.read_bytes())}).encode()
         self.key = get_json(f"{self.run.extra['url']}/cluster/preheat", body, self.run.extra["token"])["key"]
         failure = self._drive()
         served = origin_bytes(self.cluster) - before
+        clients = _by_client(self.cluster)
+        names = {n.host.address: n.host.name for n in self.nodes}
+        by_node = {
+            names.get(a, a): round((b - clients_before.get(a, 0)) / release.size, 3)
+            for a, b in sorted(clients.items())
+            if b > clients_before.get(a, 0)
+        }
         seconds = max((n.done_at or 0.0) for n in self.nodes) - self.start if failure is None else None
         if failure is None:
             failure = self._check_all()
@@ -235,6 +243,7 @@ class ChaosRun:
             "t_min_seconds": round(self.bound, 1),
             "t_over_t_min": None if seconds is None else round(seconds / self.bound, 2),
             "origin_ratio": round(served / release.size, 4),
+            "origin_ratio_by_node": by_node,
             "restarts": [dict(node=n.host.name, **r) for n in self.nodes for r in n.restarts],
             "failure": failure,
         }
@@ -501,6 +510,10 @@ def _put_faults(endpoint: str, rules: list[dict[str, Any]]) -> None:
         answer.read()
 
 
+def _by_client(cluster: Cluster) -> dict[str, int]:
+    return {str(a): int(n) for a, n in get_json(f"{cluster.endpoint}/_bench/bytes").get("by_client", {}).items()}
+
+
 def _b64(data: bytes) -> str:
     import base64
 
@@ -518,6 +531,8 @@ def print_run(k: int, seed: str, row: dict[str, Any], out: Callable[[str], None]
     for r in row["restarts"]:
         after = r.get("held_after", "?")
         out(f"          {r['node']} ({r['kind']}): held {r['held_before']} pieces when killed, {after} after restart")
+    if row.get("origin_ratio_by_node") and row["origin_ratio"] > 1.05:
+        out("          origin/F by node: " + ", ".join(f"{n} {r}" for n, r in row["origin_ratio_by_node"].items()))
     if row["failure"] is not None:
         out("          " + row["failure"].replace("\n", "\n          "))
         out("          events: " + "; ".join(row["events"]))

@@ -8,7 +8,8 @@ One process, one event loop, three kinds of answers:
   LFS resolves redirect): what ``huggingface_hub`` talks to;
 - ``/ws/<torrent name>/<path>``: the release's files as a web seed (BEP 19: url-list + name + "/" + path),
   ranges answered 206 straight from the repo folder, no redirect (libtorrent closes the connection on each);
-- ``GET /_bench/bytes``: body bytes sent so far, per app: ``{"origin": n, "cdn": n, "webseed": n, "total": n}``;
+- ``GET /_bench/bytes``: body bytes sent so far, per app: ``{"origin": n, "cdn": n, "webseed": n, "total": n}``,
+  and by the client's address (``"by_client": {address: n}``);
 - ``PUT /_bench/faults``: the dev hub's fault rules (``swarmhub.devhub.faults.rules_from_json``: 429s, 5xx,
   resets mid-body, ...) for every app, the web seed included, replacing those before; ``[]`` clears them
   (bench/chaos.py's origin faults).
@@ -57,8 +58,16 @@ class TokenBucket:
 class Metered:
     """Counts (and throttles, with a bucket) the body bytes ``app`` sends, under ``key`` in ``counts``."""
 
-    def __init__(self, app: ASGIApp, counts: dict[str, int], key: str, bucket: TokenBucket | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        counts: dict[str, int],
+        key: str,
+        bucket: TokenBucket | None,
+        by_client: dict[str, int] | None = None,
+    ) -> None:
         self.app, self.counts, self.key, self.bucket = app, counts, key, bucket
+        self.by_client = {} if by_client is None else by_client
         counts.setdefault(key, 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -66,12 +75,15 @@ class Metered:
             await self.app(scope, receive, send)
             return
 
+        client = (scope.get("client") or ("?", 0))[0]
+
         async def metered(message: Message) -> None:
             if message["type"] == "http.response.body":
                 n = len(message.get("body", b""))
                 if n and self.bucket is not None:
                     await self.bucket.take(n)
                 self.counts[self.key] += n
+                self.by_client[client] = self.by_client.get(client, 0) + n
             await send(message)
 
         await self.app(scope, receive, metered)
@@ -83,8 +95,9 @@ class Front:
     def __init__(
         self, hub: ASGIApp, repo: Path, counts: dict[str, int], bucket: TokenBucket | None, faults: Faults
     ) -> None:
-        self.hub = Metered(hub, counts, "origin", bucket)
-        self.webseed = Metered(FaultInjection(self._webseed, faults), counts, "webseed", bucket)
+        self.by_client: dict[str, int] = {}  # body bytes by the client's address, every app together
+        self.hub = Metered(hub, counts, "origin", bucket, self.by_client)
+        self.webseed = Metered(FaultInjection(self._webseed, faults), counts, "webseed", bucket, self.by_client)
         self.repo = repo.resolve()
         self.counts = counts
         self.faults = faults
@@ -95,7 +108,8 @@ class Front:
             await self.webseed(scope, receive, send)
         elif path == "/_bench/bytes":
             counts = dict(self.counts)
-            await JSONResponse({**counts, "total": sum(counts.values())})(scope, receive, send)
+            answer = {**counts, "total": sum(counts.values()), "by_client": dict(self.by_client)}
+            await JSONResponse(answer)(scope, receive, send)
         elif path == "/_bench/faults":
             await (await self._set_faults(Request(scope, receive)))(scope, receive, send)
         else:
@@ -143,10 +157,8 @@ def main() -> int:
     # A bucket of 0.1 s: small enough that the rate holds over any second, large enough for a few chunks.
     bucket = TokenBucket(args.rate, max(args.rate * 0.1, 1 << 20)) if args.rate else None
     counts: dict[str, int] = {}
-    apps: list[ASGIApp] = [
-        Front(origin_app(state), args.root / "models" / args.repo, counts, bucket, state.faults),
-        Metered(cdn_app(state), counts, "cdn", bucket),
-    ]
+    front = Front(origin_app(state), args.root / "models" / args.repo, counts, bucket, state.faults)
+    apps: list[ASGIApp] = [front, Metered(cdn_app(state), counts, "cdn", bucket, front.by_client)]
     server = UvicornThread("cluster-origin", apps, sockets)
     base = f"http://{url_host(args.host)}"
     info: dict[str, Any] = {

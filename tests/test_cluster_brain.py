@@ -94,6 +94,40 @@ def test_a_stalled_fetcher_loses_its_share_and_is_benched() -> None:
     assert "c" in {n for n, s in shares.items() if s}  # the third node took over
 
 
+def test_a_coordinator_started_again_leaves_the_runs_under_way_where_they_are() -> None:
+    """A chaos run: the coordinator restarted mid-preheat dealt the pieces afresh, and the runs the fetchers
+    had under way were fetched a second time by the nodes they were dealt to (origin/F 1.25)."""
+    brain = Brain(fetchers=3)  # the new one: it knows no shares
+    under_way = {"a": set(range(0, 10)), "b": set(range(40, 52)), "c": set()}
+    for now in (0.0, 0.5, 1.5):  # in the first second it deals nothing new, but keeps what is under way
+        for i, (node, fetching) in enumerate(under_way.items()):
+            report = ReleaseReport(KEY, PIECES, 0, fetching=bits_of(fetching))
+            brain.report(node, {}, ("198.18.0.1", 6881 + i), [report], now)
+        shares = {n: set(pieces_of(bits)) for n, bits in brain.assignments(KEY).items()}
+        assert shares["a"] >= under_way["a"] and shares["b"] >= under_way["b"], now
+    _disjoint_cover({n: frozenset(s) for n, s in shares.items()}, set(range(PIECES)))
+
+
+def test_a_stalled_fetcher_gets_no_share_back_for_the_runs_it_still_has_under_way() -> None:
+    """A fetcher waiting out an origin's 429s says its whole share is under way: the share still goes to the
+    others (it drops those runs), and is not handed back to it because it says so."""
+    brain = Brain(fetchers=2, dead_after=100, stall_after=5)
+    nodes: dict[str, set[int]] = {"a": set(), "b": set(), "c": set()}
+    _round(brain, nodes, 0.0)
+    shares = _round(brain, nodes, 1.0)
+    slow, quick = (n for n, s in shares.items() if s)
+    under_way = set(shares[slow])
+    for t in range(2, 12):
+        nodes[quick] |= set(sorted(shares[quick])[: t * 5])
+        for i, (node, have) in enumerate(nodes.items()):
+            fetching = bits_of(under_way) if node == slow else 0
+            brain.report(node, {}, ("198.18.0.1", 6881 + i), [ReleaseReport(KEY, PIECES, bits_of(have), fetching=fetching)],
+                         float(t))  # fmt: skip
+        shares = {n: frozenset(pieces_of(brain.assignments(KEY).get(n, 0))) for n in nodes}
+    assert not shares[slow], "the stalled fetcher got its share back"
+    _disjoint_cover(shares, set(range(PIECES)) - nodes[quick])
+
+
 def test_fetchers_spread_over_racks_and_peers_come_rack_first() -> None:
     labels = {
         "a1": {"zone": "z1", "rack": "r1"},

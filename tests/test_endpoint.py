@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from swarmhub.devhub import DevHub, DevHubSettings
+from swarmhub.devhub.faults import FaultRule, Respond
 from swarmhub.errors import StalledError
 from swarmhub.hub.answers import (
     decode_cursor,
@@ -586,6 +587,34 @@ def test_a_planted_regular_file_is_not_served(node: Node, hub: DevHub, source: F
     path = hf_hub_download("org/tiny", "config.json", cache_dir=tmp_path, endpoint=node.url)
     assert Path(path).read_bytes() == FILES["config.json"]
     assert tiny(source).calls == []
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "headers"),
+    [
+        ("config.json", 200, {}),  # a regular file answered in place, its ETag left out
+        ("weights.bin", 302, {"Location": "https://cdn.example/lfs/weights.bin"}),  # an LFS 302 without X-Linked-*
+    ],
+)
+def test_an_upstream_that_names_no_etag_is_relayed_not_answered_from_the_swarm(
+    node: Node, hub: DevHub, source: FakeSource, path: str, status: int, headers: dict[str, str]
+):
+    """The upstream answers the resolve HEAD and names the commit the node holds, but no etag at all (no
+    ``X-Linked-Etag``, no ``ETag``): nothing says the node's bytes are the upstream's, so its answer is
+    relayed, whatever the release lists, and not one byte comes from the swarm."""
+    commit = tiny(source).ref.commit
+    answer = Respond(status, headers={"X-Repo-Commit": commit, **headers}, body="the upstream's own bytes")
+    hub.faults.add(FaultRule(f"/org/tiny/resolve/main/{path}", answer))
+    url = f"{node.url}/org/tiny/resolve/main/{path}"
+    head = httpx.head(url)
+    assert (head.status_code, head.headers["x-repo-commit"]) == (status, commit)
+    assert "etag" not in head.headers and "x-linked-etag" not in head.headers
+    got = httpx.get(url)
+    assert got.status_code == status
+    assert got.content == b"the upstream's own bytes"
+    assert got.headers.get("location") == headers.get("Location")
+    assert tiny(source).calls == []
+    assert [e.method for e in hub.log.entries() if e.path.endswith(path)] == ["HEAD", "HEAD", "GET"]
 
 
 def test_relayed_redirects_keep_linked_headers(node: Node, hub: DevHub):

@@ -2,7 +2,7 @@
 
 - a gated repo's files through the gateway, asked anonymously of a registry whose operator has ``HF_TOKEN``
   set (`registry serve`, the real process): refused; served only with ``SWARMHUB_GATEWAY_TOKEN``;
-- publishing a gated repo: refused, by `swarmhub publish` before streaming and by the registry;
+- publishing a gated repo: refused, by `swarmhub publish` before streaming, by the registry and by its follower;
 - a squatted commit: a publish token posts torrents naming the real ``repo@commit`` whose ``config.json``
   has other bytes (same size, other etag): refused naming the file; the honest publish then goes through;
   stored while the upstream was down it is unverified, shown so, and the honest publish replaces it;
@@ -35,10 +35,11 @@ from support.swarm import REPO_ID, make_release, swarmhub
 from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.devhub import DevHub, DevHubSettings
+from swarmhub.devhub.faults import FaultRule, Respond
 from swarmhub.gateway import webseed_url
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.api import MAX_TORRENT
-from swarmhub.registry.catalog import Catalog
+from swarmhub.registry.catalog import Catalog, Release
 from swarmhub.registry.client import RegistryClient, RegistryError
 from swarmhub.registry.follower import Follower
 from swarmhub.registry.server import RegistryServer, registry_app
@@ -251,6 +252,35 @@ def test_publishing_a_gated_repo_is_refused(origin: Origin, tmp_path: Path) -> N
         refused = _refusal(registry, token, origin.gated)
         assert refused.status == 403 and f"{GATED} is gated or private" in str(refused)
         assert registry.catalog.releases_of("model", GATED) == []
+
+
+def test_the_follower_refuses_a_gated_repo(origin: Origin, tmp_path: Path) -> None:
+    """The operator follows a gated repo (their own token has access): the follower asks anonymously, as anyone
+    would, and publishes nothing. First with the whole repo gated; then as the Hub answers a gated repo, its
+    commit named to anyone and only its files gated: refused by the files' check, before a byte is streamed."""
+
+    async def one_round(catalog: Catalog) -> list[Release]:
+        async with OriginClient(origin.hub.endpoint, retries=2) as client:  # anonymous, as the registry builds it
+            return await Follower(catalog, client, "http://registry.test", interval=0).check_all()
+
+    catalog = Catalog(tmp_path / "registry.db")
+    try:
+        catalog.follow("model", GATED)
+        origin.hub.log.clear()
+        assert asyncio.run(one_round(catalog)) == []
+        (follow,) = catalog.follows()
+        assert follow.last_commit is None and "restricted" in (follow.last_error or "")
+        revision = json.dumps({"id": GATED, "sha": origin.gated_commit})  # the Hub's public repo info
+        origin.hub.faults.add(FaultRule(f"/api/models/{GATED}/revision/main", Respond(200, body=revision)))
+        assert asyncio.run(one_round(catalog)) == []
+        (follow,) = catalog.follows()
+        assert f"{GATED} is gated or private" in (follow.last_error or "")
+        assert "only public repos are published" in (follow.last_error or "")
+        assert catalog.releases_of("model", GATED) == []
+        assert origin.hub.log.entries(f"/{GATED}/resolve/*", method="GET") == []
+    finally:
+        origin.hub.faults.clear()
+        catalog.close()
 
 
 @dataclass

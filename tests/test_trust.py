@@ -1,6 +1,7 @@
 """Issue 13, the node's side: only whom it should can change what a node holds, and what it serves agrees with
 the Hub. Each test does what the attacker did: a web page's text/plain POST, a rebinding Host, a forged torrent
-naming the real commit with another config.json, a 32 MB body, a flood of stored torrents."""
+naming the real commit with another config.json (through /pull, a preheat, the store, a registry), a 32 MB body,
+a flood of stored torrents."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import psutil
 import pytest
 from huggingface_hub import hf_hub_download
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from support.cli import run_cli
 from support.pulled import Release
@@ -33,6 +35,7 @@ from swarmhub.node.library import Library, TooManyPulls
 from swarmhub.node.pull import release_files
 from swarmhub.node.store import TorrentStore
 from swarmhub.origin.client import OriginClient
+from swarmhub.serving import BackgroundServer
 from swarmhub.settings import Settings
 
 PLANTED = b'{"model_type": "llama", "auto_map": {"AutoModel": "evil.Model"}}\n'
@@ -163,6 +166,61 @@ def test_the_node_refuses_a_forged_torrent_from_its_control_api(node: Node, rele
         client.pull(forged.read_bytes(), None, None, timeout=30, on_progress=lambda _: None)
     assert not _snapshot(node.settings.hub_cache.parent, release.commit).exists()
     assert not list((node.settings.state_dir / "torrents").glob("*.torrent"))
+
+
+def test_a_forged_torrent_handed_over_as_a_preheat_is_refused(node: Node, release: Release, forged: Path) -> None:
+    """What an open coordinator's ``POST /cluster/preheat`` made a cluster node run: ``Library.preheat`` of the
+    forged torrent. Refused with the first differing file named; nothing landed, stored or kept to resume."""
+    assert node.library is not None and node._uvicorn is not None and node._uvicorn.loop is not None
+    loop = node._uvicorn.loop
+    preheat = asyncio.run_coroutine_threadsafe(node.library.preheat(forged.read_bytes()), loop)
+    with pytest.raises(TorrentMismatch, match=r"config\.json has etag"):
+        preheat.result(30)
+    assert (
+        asyncio.run_coroutine_threadsafe(node.library.release("model", REPO_ID, release.commit), loop).result(30)
+        is None
+    )
+    assert not _snapshot(node.settings.hub_cache.parent, release.commit).exists()
+    assert not list((node.settings.state_dir / "torrents").glob("*.torrent"))
+    assert not list(node.library.preheat_dir.glob("*.torrent"))  # not resumed at the next start either
+
+
+class ForgingRegistry(BackgroundServer):
+    """A registry that answers every release's torrent with the forged one (a squatted or compromised one)."""
+
+    name = "registry"
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__("127.0.0.1", (0,))
+        self.data = data
+        self.asked: list[str] = []
+
+    def _apps(self) -> list[ASGIApp]:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            assert scope["type"] == "http"
+            self.asked.append(scope["path"])
+            found = scope["path"].endswith("/torrent")
+            await send({"type": "http.response.start", "status": 200 if found else 404, "headers": []})
+            await send({"type": "http.response.body", "body": self.data if found else b""})
+
+        return [app]
+
+
+def test_a_forged_torrent_from_the_registry_is_never_served(release: Release, forged: Path, tmp_path: Path) -> None:
+    """The node runs with ``--registry``, and the registry hands it the forged torrent for the real commit: the
+    upstream's tree contradicts it, so the Hub's own config.json is relayed and the release refused."""
+    settings = _settings(tmp_path)
+    with ForgingRegistry(forged.read_bytes()) as registry:
+        with Node(settings, port=0, upstream=release.hub.endpoint, registry=registry.url) as node:
+            path = hf_hub_download(REPO_ID, "config.json", cache_dir=tmp_path / "client", endpoint=node.url)
+            assert node.endpoint is not None and node.endpoint.stats.swarm_answers == 0
+            assert node.library is not None and node._uvicorn is not None and node._uvicorn.loop is not None
+            lookup = node.library.release("model", REPO_ID, release.commit)
+            assert asyncio.run_coroutine_threadsafe(lookup, node._uvicorn.loop).result(30) is None
+        assert f"/api/releases/model/{REPO_ID}/{release.commit}/torrent" in registry.asked  # it was handed over
+    assert Path(path).read_bytes() == release.files["config.json"]
+    assert not _snapshot(tmp_path, release.commit).exists()
+    assert not list((settings.state_dir / "torrents").glob("*.torrent"))
 
 
 def test_a_forged_torrent_in_the_store_is_never_served(release: Release, forged: Path, tmp_path: Path) -> None:

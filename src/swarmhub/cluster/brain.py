@@ -17,7 +17,11 @@ origin. The rules, all here:
   ``fetchers`` nodes fetch (those that want the release; different racks first, then different zones), each a
   contiguous share — long runs make cheap ranged GETs.
 - A fetcher that dies, or whose share does not shrink for ``stall_after`` seconds, loses its unfinished
-  pieces to the others (or to a new fetcher) and is not chosen again for ``stall_after`` seconds.
+  pieces to the others (or to a new fetcher) and is not chosen again for ``stall_after`` seconds. A node
+  drops the origin runs whose pieces are no longer its share (``node.pull``): they are fetched once.
+- Pieces a node says are on their way to it from the origin (``fetching``) and nobody's share become its
+  share, unless it is benched: a coordinator that starts again (it knows no shares) leaves runs under way
+  where they are instead of dealing them to others, who would fetch them a second time.
 - Peers for a node come ordered: same rack, then same zone, then the rest.
 """
 
@@ -245,6 +249,7 @@ class Brain:
         fetched = {n.node_id: n.releases[key].origin_bytes for n in wanting}
         every = (1 << release.num_pieces) - 1
         self._settle(release, fetched, held | (every & ~needed), now)
+        self._adopt_in_flight(release, key, wanting, needed & ~held, now)
         if now - release.first_seen < self.gather:
             return  # the nodes a preheat started report within a heartbeat: choose among all of them
         taken = 0
@@ -260,6 +265,22 @@ class Brain:
         unassigned |= self._take_back_excess(release, fetchers, in_flight)
         self._deal(release, fetchers, unassigned, now)
         self._to_those_who_need(release, key, wanting, now)
+
+    def _adopt_in_flight(self, release: _Release, key: str, wanting: list[_Node], missing: int, now: float) -> None:
+        """Pieces on their way to a node from the origin that are nobody's share become its own (not a benched
+        node's: its share was just taken back, and it drops those runs)."""
+        taken = 0
+        for bits in release.assigned.values():
+            taken |= bits
+        for n in wanting:
+            if n.node_id in release.benched:
+                continue
+            adopted = n.releases[key].fetching & missing & ~taken
+            if adopted:
+                _give(release, n.node_id, adopted, now)
+                taken |= adopted
+                log.debug("fetcher %s: %d pieces under way kept (%s)", n.node_id, adopted.bit_count(), _span(adopted))
+        release.shares = _shares(release)
 
     def _deal(self, release: _Release, fetchers: list[str], pieces: int, now: float) -> None:
         """``pieces`` in contiguous runs, lowest first, filling the smallest shares up to an even split."""

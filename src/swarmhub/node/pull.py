@@ -30,7 +30,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -715,7 +715,7 @@ class Pull:
         """
         if self.origin is None:
             return
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight: dict[asyncio.Task[None], list[int]] = {}  # each run under way, and its pieces
         claimed = self._claimed  # piece -> when it was handed to libtorrent (inf while fetching)
         failures_seen: dict[int, int] = {}  # piece -> its hash failures when we claimed it
         limit = max(1, self.origin.client.connections)
@@ -728,7 +728,7 @@ class Pull:
 
     async def _fetch_loop(
         self,
-        in_flight: set[asyncio.Task[None]],
+        in_flight: dict[asyncio.Task[None], list[int]],
         claimed: dict[int, float],
         failures_seen: dict[int, int],
         limit: int,
@@ -742,7 +742,12 @@ class Pull:
         while self._origin_failed is None:
             rate.add(time.monotonic(), self.origin.client.bytes_received)
             for task in [t for t in in_flight if t.done()]:
-                in_flight.discard(task)
+                run = in_flight.pop(task)
+                if task.cancelled():  # withdrawn (below): nothing of it reached libtorrent
+                    for piece in run:
+                        if claimed.get(piece) == math.inf:
+                            del claimed[piece]
+                    continue
                 exc = task.exception()
                 if isinstance(exc, OriginError):
                     self._origin_failed = str(exc)
@@ -768,6 +773,7 @@ class Pull:
                 last_peer_bytes, last_peer_progress = peer_bytes, now
             if not self._wanted_pieces() - state.have:  # nothing to wait for: peers idle, not stalled, and a
                 started = last_peer_progress = now  # file wanted later gets its own grace (the node)
+            self._withdraw(in_flight)
             if len(in_flight) < limit:
                 eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress)
                 run_bytes = origin_run_bytes(rate.rate() if in_flight else None, limit, self._last_run_bytes)
@@ -776,11 +782,22 @@ class Pull:
                     for piece in run:
                         claimed[piece] = math.inf
                         failures_seen[piece] = state.hash_failures.get(piece, 0)
-                    in_flight.add(asyncio.create_task(self._fetch_run(run, claimed)))
+                    in_flight[asyncio.create_task(self._fetch_run(run, claimed))] = run
             if in_flight:
                 await asyncio.wait(in_flight, timeout=0.1, return_when=asyncio.FIRST_COMPLETED)
             else:
                 await asyncio.sleep(0.1)
+
+    def _withdraw(self, in_flight: Mapping[asyncio.Task[None], list[int]]) -> None:
+        """Cancel the runs none of whose pieces the coordinator still assigns to this node: it dealt them to
+        another fetcher (this one seemed stalled, waited out a 429, or was cut off), who fetches them now. Left
+        to go on, both would take them from the origin once it answers again."""
+        if self.assigned is None:
+            return
+        for task, run in in_flight.items():
+            if not task.done() and not task.cancelling() and self.assigned.isdisjoint(run):
+                log.info("origin run of pieces %d-%d withdrawn: dealt to another node", run[0], run[-1])
+                task.cancel()
 
     def _origin_pieces(self, claimed: dict[int, float], waited: float, peers_quiet: float) -> list[int]:
         """The pieces to fetch from the origin now, readers' first: those the coordinator assigned (at once),
