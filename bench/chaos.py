@@ -165,7 +165,7 @@ class ChaosRun:
     def start_coordinator(self) -> None:
         origin = self.cluster.lab.origin
         self.coordinator_starts += 1
-        argv = [*SWARMHUB, "-v", "coordinator", "serve", "--host", origin.address, "--port", COORDINATOR_PORT]
+        argv = [*SWARMHUB, "-vv", "coordinator", "serve", "--host", origin.address, "--port", COORDINATOR_PORT]
         argv += ["--upstream", self.cluster.endpoint, "--state", str(self.folder / "coordinator"), "--json"]
         env = clean_env(SWARMHUB_CLUSTER_TOKEN=self.run.extra["token"])
         name = f"{self.folder.name}-coordinator-{self.coordinator_starts}"

@@ -121,8 +121,8 @@ def test_a_stalled_fetcher_gets_no_share_back_for_the_runs_it_still_has_under_wa
         nodes[quick] |= set(sorted(shares[quick])[: t * 5])
         for i, (node, have) in enumerate(nodes.items()):
             fetching = bits_of(under_way) if node == slow else 0
-            brain.report(node, {}, ("198.18.0.1", 6881 + i), [ReleaseReport(KEY, PIECES, bits_of(have), fetching=fetching)],
-                         float(t))  # fmt: skip
+            report = ReleaseReport(KEY, PIECES, bits_of(have), fetching=fetching)
+            brain.report(node, {}, ("198.18.0.1", 6881 + i), [report], float(t))
         shares = {n: frozenset(pieces_of(brain.assignments(KEY).get(n, 0))) for n in nodes}
     assert not shares[slow], "the stalled fetcher got its share back"
     _disjoint_cover(shares, set(range(PIECES)) - nodes[quick])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -367,3 +369,55 @@ def test_ctrl_c_stops_at_once_and_writes_nothing(hub: DevHub, tmp_path: Path) ->
     assert proc.returncode == 130 and err.strip() == "swarmhub: interrupted"
     assert list(out_dir.iterdir()) == []
     hub.faults.clear()
+
+
+def test_a_slow_reads_bytes_count_as_they_arrive() -> None:
+    """A chaos run: over a slow origin a fetcher's 1 MiB runs showed no bytes until each was whole (a buffered
+    socket's readinto fills the whole view), so the coordinator took fetchers that were receiving for stalled,
+    dealt their pieces again, and the origin sent them twice."""
+    size, first = 1 << 20, 256 << 10  # the origin sends the first 256 KiB, then pauses
+    body = os.urandom(size)
+    go_on = threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(206)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Content-Range", f"bytes 0-{size - 1}/{size}")
+            self.end_headers()
+            self.wfile.write(body[:first])
+            self.wfile.flush()
+            go_on.wait(10)
+            self.wfile.write(body[first:])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/org/demo/resolve/main/model.safetensors"
+
+    async def read() -> tuple[bytes, list[int]]:
+        client = OriginClient(url.split("/org/", 1)[0], retries=0)
+        view = memoryview(bytearray(size))
+        task = asyncio.create_task(client.read_url_range_into(url, 0, view, what="reading", repo_id="org/demo"))
+        seen = []
+        for _ in range(100):  # while the origin holds back the rest
+            await asyncio.sleep(0.05)
+            seen.append(client.bytes_received)
+            if seen[-1] >= first:
+                break
+        go_on.set()
+        await task
+        await client.aclose()
+        return bytes(view), seen
+
+    try:
+        got, seen = asyncio.run(read())
+    finally:
+        go_on.set()
+        server.shutdown()
+    assert got == body
+    assert seen[-1] == first, f"bytes received while the origin paused: {seen[-5:]}"

@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    stamp = "%(asctime)s.%(msecs)03d " if args.verbose else ""  # -v, -vv: when, to the millisecond
+    logging.basicConfig(level=level, format=stamp + "%(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return int(args.func(args))
     except SwarmhubError as error:

@@ -91,7 +91,7 @@ class OriginClient:
         self.endpoint = endpoint.rstrip("/")
         self._shown = shown_url(self.endpoint)
         self._token = token
-        self.retries = retries
+        self.retries = max(1, retries)  # attempts in all: one at least (SWARMHUB_RETRIES=0 meant none)
         self.backoff_base = backoff_base
         self._bytes_done = 0  # bytes of ended reads
         self._reading: dict[int, tuple[BulkAttempt, int]] = {}  # reads under way: their attempt, its bytes before

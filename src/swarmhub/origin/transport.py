@@ -44,6 +44,8 @@ MAX_REDIRECTS = 5
 MAX_API_BODY = 64 * 1024 * 1024  # a JSON listing page or error body; more is not an answer we want
 REDIRECT_MAX_AGE = 300.0  # seconds we reuse a redirect target that does not say when it expires
 REDIRECTS_KEPT = 4096  # files whose redirect target is kept (a signed URL is ~1 KiB)
+READ_CHUNK = 64 * 1024  # a body is read this much at a time: its progress shows as it arrives (readinto of a
+# buffered socket returns only once the whole view is full; over a slow origin that was seconds of no progress)
 
 
 class RedirectCache:
@@ -352,7 +354,7 @@ def _read_body(
             skip -= len(dropped)
             attempt.received += len(dropped)
         while attempt.done < len(attempt.view):
-            n = response.readinto(attempt.view[attempt.done :])
+            n = response.readinto(attempt.view[attempt.done : attempt.done + READ_CHUNK])
             if not n:
                 raise RetryableError(f"body ended after {attempt.done} of {len(attempt.view)} bytes")
             attempt.done += n
