@@ -153,7 +153,9 @@ async def _fill_connection(port: int, peers: list[Peer]) -> int:
     try:
         for start in range(0, len(peers), 200):
             batch = peers[start : start + 200]
-            writer.write(b"".join(f"GET {p.target('started')} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in batch))
+            writer.write(
+                b"".join(f"GET {p.target('started')} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in batch)
+            )
             for _ in batch:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next(int(ln[15:]) for ln in head.split(b"\r\n") if ln[:15].lower() == b"content-length:")

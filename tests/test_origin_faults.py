@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -371,53 +372,90 @@ def test_ctrl_c_stops_at_once_and_writes_nothing(hub: DevHub, tmp_path: Path) ->
     hub.faults.clear()
 
 
+@contextlib.contextmanager
+def _pausing_origin(body: bytes, first: int) -> Iterator[tuple[str, threading.Event]]:
+    """An origin that sends the first ``first`` bytes of a ranged answer, then waits for the event."""
+    go_on = threading.Event()
+
+    class Pausing(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+            self.end_headers()
+            self.wfile.write(body[:first])
+            self.wfile.flush()
+            go_on.wait(10)
+            with contextlib.suppress(OSError):
+                self.wfile.write(body[first:])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pausing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/org/demo/resolve/main/model.safetensors", go_on
+    finally:
+        go_on.set()
+        server.shutdown()
+
+
+async def _until_received(client: OriginClient, at_least: int) -> list[int]:
+    seen = []
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        seen.append(client.bytes_received)
+        if seen[-1] >= at_least:
+            break
+    return seen
+
+
 def test_a_slow_reads_bytes_count_as_they_arrive() -> None:
     """A chaos run: over a slow origin a fetcher's 1 MiB runs showed no bytes until each was whole (a buffered
     socket's readinto fills the whole view), so the coordinator took fetchers that were receiving for stalled,
     dealt their pieces again, and the origin sent them twice."""
     size, first = 1 << 20, 256 << 10  # the origin sends the first 256 KiB, then pauses
     body = os.urandom(size)
-    go_on = threading.Event()
 
-    class Slow(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self.send_response(206)
-            self.send_header("Content-Length", str(size))
-            self.send_header("Content-Range", f"bytes 0-{size - 1}/{size}")
-            self.end_headers()
-            self.wfile.write(body[:first])
-            self.wfile.flush()
-            go_on.wait(10)
-            self.wfile.write(body[first:])
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/org/demo/resolve/main/model.safetensors"
-
-    async def read() -> tuple[bytes, list[int]]:
-        client = OriginClient(url.split("/org/", 1)[0], retries=0)
+    async def read(url: str, go_on: threading.Event) -> tuple[bytes, list[int]]:
+        client = OriginClient(url.split("/org/", 1)[0], retries=1)
         view = memoryview(bytearray(size))
         task = asyncio.create_task(client.read_url_range_into(url, 0, view, what="reading", repo_id="org/demo"))
-        seen = []
-        for _ in range(100):  # while the origin holds back the rest
-            await asyncio.sleep(0.05)
-            seen.append(client.bytes_received)
-            if seen[-1] >= first:
-                break
+        seen = await _until_received(client, first)  # while the origin holds back the rest
         go_on.set()
         await task
         await client.aclose()
         return bytes(view), seen
 
-    try:
-        got, seen = asyncio.run(read())
-    finally:
-        go_on.set()
-        server.shutdown()
+    with _pausing_origin(body, first) as (url, go_on):
+        got, seen = asyncio.run(read(url, go_on))
     assert got == body
     assert seen[-1] == first, f"bytes received while the origin paused: {seen[-5:]}"
+
+
+def test_a_cancelled_read_stops_taking_the_body() -> None:
+    """A run the coordinator dealt to another node is cancelled; its thread read on to the end of the body
+    anyway, so the origin sent those bytes to both nodes."""
+    size, first = 8 << 20, 256 << 10
+    body = os.urandom(size)
+
+    async def cancel(url: str, go_on: threading.Event) -> int:
+        client = OriginClient(url.split("/org/", 1)[0], retries=1)
+        view = memoryview(bytearray(size))
+        task = asyncio.create_task(client.read_url_range_into(url, 0, view, what="reading", repo_id="org/demo"))
+        await _until_received(client, first)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        go_on.set()  # the origin sends the rest: the reading thread takes one more chunk and hangs up
+        await asyncio.sleep(1.0)
+        received = client.bytes_received
+        await client.aclose()
+        return received
+
+    with _pausing_origin(body, first) as (url, go_on):
+        received = asyncio.run(cancel(url, go_on))
+    assert first <= received <= first + (1 << 20), f"{received} bytes taken after the cancel"

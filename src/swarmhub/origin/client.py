@@ -315,4 +315,8 @@ class OriginClient:
         async def once() -> None:
             await asyncio.wrap_future(self._http_pool.submit(once_in_thread))
 
-        await self._with_retries(what, once)
+        try:
+            await self._with_retries(what, once)
+        except asyncio.CancelledError:  # a run withdrawn, a pull closed: the thread must not read on
+            attempt.aborted = True
+            raise

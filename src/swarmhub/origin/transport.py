@@ -132,6 +132,11 @@ class BulkAttempt:
     done: int = 0
     received: int = field(default=0)  # body bytes off the wire, skipped ones included
     ranges_ignored: bool = False  # the origin answered 200 to a Range request
+    aborted: bool = False  # nobody waits for it any more (cancelled): the thread stops at its next chunk
+
+
+class ReadAborted(Exception):
+    """A read whose caller was cancelled, stopped mid-body (its connection is closed, not read to the end)."""
 
 
 class Connections:
@@ -354,6 +359,8 @@ def _read_body(
             skip -= len(dropped)
             attempt.received += len(dropped)
         while attempt.done < len(attempt.view):
+            if attempt.aborted:  # else the origin goes on sending a body nobody takes
+                raise ReadAborted(f"aborted after {attempt.done} bytes")
             n = response.readinto(attempt.view[attempt.done : attempt.done + READ_CHUNK])
             if not n:
                 raise RetryableError(f"body ended after {attempt.done} of {len(attempt.view)} bytes")
