@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock requirements-torch.txt requirements-models.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint bench system-deps lock clean
+.PHONY: setup demo test lint bench chaos system-deps lock clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,9 @@ bench: setup system-deps
 	$(BIN)/python bench/endpoint.py
 	$(BIN)/python bench/tracker.py
 	$(BIN)/python bench/hubload.py
+
+chaos: setup system-deps  # root: network namespaces; ~45 min
+	cd bench && ../$(BIN)/python chaos.py --runs 50 --nodes 8 --size-mb 64
 
 lock:
 	$(BIN)/python -m pip install --quiet uv

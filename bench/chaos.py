@@ -89,10 +89,8 @@ class Fault:
 
     def describe(self) -> str:
         what = f"{self.kind}@{self.at:.1f}s"
-        if self.kind not in ("kill-coordinator", "coordinator-down", "corrupt-peer") and not self.kind.startswith(
-            "origin"
-        ):
-            what += f" node{self.node + 1}" if self.kind != "kill-fetcher" else ""
+        if self.kind in ("cut-link", "disk-full"):  # a kill's victim is chosen when it comes due (victim=)
+            what += f" node{self.node + 1}"
         if self.lasts != float("inf") and self.kind != "corrupt-peer":
             what += f" for {self.lasts:.1f}s"
         extra = ",".join(f"{k}={v}" for k, v in self.detail.items())

@@ -51,6 +51,7 @@ class ClusterClient:
         self.fallback_after = fallback_after
         self.last_answer = time.monotonic()
         self.reports = 0
+        self.joined = asyncio.Event()  # set by the first report answered: the coordinator's tracker admits us
 
     async def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -86,6 +87,7 @@ class ClusterClient:
                 log.warning("coordinator asked for a release this node cannot fetch: %s", exc)
         self.last_answer = time.monotonic()
         self.reports += 1
+        self.joined.set()
 
 
 class CoordinatorHeads:

@@ -64,6 +64,7 @@ DEFAULT_PORT = 8480
 MAX_PULL_BODY = 24 << 20  # a 16 MiB torrent in base64 (4/3 larger) and the JSON around it
 CONTROL_ROUTES = frozenset({"/pull", "/seed"})
 CONFIRM_TIMEOUT = 10.0  # seconds the upstream's tree listing may take when a release is confirmed
+JOIN_WAIT = 10.0  # seconds unfinished preheats wait at start for the coordinator to answer a report
 
 
 class Node(BackgroundServer):
@@ -142,9 +143,9 @@ class Node(BackgroundServer):
                 self.seeded = self.library.seed_all()
             super().start()
             assert self._uvicorn is not None and self._uvicorn.loop is not None
-            asyncio.run_coroutine_threadsafe(self.library.resume_preheats(), self._uvicorn.loop)
             if self.coordinator is not None:
                 self._join_cluster(self.coordinator)
+            asyncio.run_coroutine_threadsafe(self._resume_preheats(), self._uvicorn.loop)
         except BaseException:
             self.stop()
             raise
@@ -173,6 +174,16 @@ class Node(BackgroundServer):
             token=self.cluster_token,
         )
         asyncio.run_coroutine_threadsafe(self.cluster.run(), self._uvicorn.loop)
+
+    async def _resume_preheats(self) -> None:
+        """The preheats the node had not finished, once the coordinator (if any) has heard from it: its tracker
+        answers only nodes that reported, and a refused announce left a restarted node without peers for a
+        minute (libtorrent waits before it asks that tracker again)."""
+        assert self.library is not None
+        if self.cluster is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.cluster.joined.wait(), JOIN_WAIT)
+        await self.library.resume_preheats()
 
     def _server_for(self, sockets: list[socket.socket]) -> Startable:
         server = super()._server_for(sockets)

@@ -216,6 +216,7 @@ class Library:
         self._registry_misses: dict[RepoRef, float] = {}
         self._refused: set[RepoRef] = set()  # releases whose stored or registry torrent the upstream contradicts
         self._lock = asyncio.Lock()
+        self._preheat_lock = asyncio.Lock()
         self._closing = False
         self.errors = 0
         self._done_bytes = {"peer": 0, "origin": 0}  # of pulls that ended
@@ -550,14 +551,15 @@ class Library:
         ``preheat_dir`` meanwhile, tried again when its pull fails, resumed by ``resume_preheats`` at the next
         start. Once per release at a time. A torrent the upstream contradicts raises ``TorrentMismatch``."""
         torrent = await asyncio.to_thread(parse_torrent, data)
-        release = await self.adopt(torrent, data)
-        running = self._preheats.get(release.ref)
-        if running is not None and not running.done():
-            return
-        await asyncio.to_thread(atomic_bytes, self._preheat_file(torrent), data)
-        task: asyncio.Task[object] = asyncio.create_task(self._preheat(release))
-        task.add_done_callback(functools.partial(self._preheat_ended, release))
-        self._preheats[release.ref] = task
+        async with self._preheat_lock:  # the start's resumed preheat and the coordinator's ask came together
+            release = await self.adopt(torrent, data)
+            running = self._preheats.get(release.ref)
+            if running is not None and not running.done():
+                return
+            await asyncio.to_thread(atomic_bytes, self._preheat_file(torrent), data)
+            task: asyncio.Task[object] = asyncio.create_task(self._preheat(release))
+            task.add_done_callback(functools.partial(self._preheat_ended, release))
+            self._preheats[release.ref] = task
 
     async def resume_preheats(self) -> int:
         """Take up again the preheats a previous run of the node had not finished; returns how many."""
