@@ -35,7 +35,7 @@ def _netns_problem() -> str | None:
 def test_three_chaos_runs_end_with_every_node_whole(tmp_path: Path) -> None:
     if (why := _netns_problem()) is not None:
         pytest.skip(f"chaos needs network namespaces: {why}")
-    cmd = [sys.executable, str(BENCH / "chaos.py"), "--runs", "3", "--nodes", "3", "--size-mb", "24"]
+    cmd = [sys.executable, str(BENCH / "chaos.py"), "--runs", "3", "--nodes", "3", "--size-mb", "32"]
     cmd += ["--seed", SEED, "--origin-mbps", "4", "--node-mbps", "8", "--dir", str(tmp_path), "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=BENCH)
     assert done.returncode == 0, done.stderr[-4000:]
