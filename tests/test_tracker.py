@@ -296,6 +296,17 @@ def test_peers_expire_without_a_clock() -> None:
     assert len(swarms) == 0  # idle swarms are dropped
 
 
+def test_a_min_interval_longer_than_the_interval_cannot_expire_live_peers() -> None:
+    """bench/chaos.py's tracker said interval 5, min interval 60: its peers waited the min interval, were
+    forgotten after two intervals, and a node restarted 12 s in got no peer (stalled for 60 s)."""
+    swarms = Swarms(rng=random.Random(0), interval=5, min_interval=60)
+    first = swarms.announce(announce(peer_id=peer_id(1)), V4, now=0)
+    assert first.interval == 5 and first.min_interval <= 5  # a client may come back within the peers' lifetime
+    again = swarms.announce(announce(peer_id=peer_id(1)), V4, now=first.min_interval)  # when it may
+    late = swarms.announce(announce(peer_id=peer_id(2)), V4, now=again.min_interval + 1)
+    assert [p.peer_id for p in late.peers] == [peer_id(1)]
+
+
 def test_sweep_runs_by_itself_every_interval() -> None:
     swarms = Swarms(rng=random.Random(0), interval=10, peer_ttl=5)
     for n in range(50):

@@ -418,7 +418,10 @@ class Swarms:
         max_address_peers: int | None = DEFAULT_MAX_ADDRESS_PEERS,
     ) -> None:
         self.interval = interval
-        self.min_interval = min_interval
+        # never above the interval: clients wait for the larger of the two (libtorrent does), and a peer that
+        # announces every `min interval` would be forgotten after two `interval`s (bench/chaos.py: a tracker
+        # with interval 5 and min interval 60 gave a restarted node no peer: all had expired)
+        self.min_interval = min(min_interval, interval)
         self.peer_ttl = 2.0 * interval if peer_ttl is None else peer_ttl
         self.max_swarm_peers = max_swarm_peers
         self.max_address_peers = max_address_peers
