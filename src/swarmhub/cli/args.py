@@ -56,6 +56,14 @@ def split_repo_revision(value: str, revision: str | None) -> tuple[str, str]:
     return validate_repo_id(repo_id), (inline if at else revision) or "main"
 
 
+ALLOW_HOST_HELP = "a Host name to answer besides the loopback ones and the bound address (repeatable)"
+
+
+def add_allow_host(parser: argparse.ArgumentParser, help: str = ALLOW_HOST_HELP) -> None:
+    """``--allow-host NAME`` (repeatable): the ``Host`` names a service answers beyond ``guard``'s own."""
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME", help=help)
+
+
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include",

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from swarmhub.cli.args import split_repo_revision
+from swarmhub.cli.args import add_allow_host, split_repo_revision
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ClusterError, UsageError
 from swarmhub.hub.repo import parse_repo_type
@@ -52,13 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="a private cluster's CA folder (cluster init): preheats send its TLS-only torrents",
     )
-    serve.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Host name to answer besides the loopback ones and the bound address (repeatable)",
-    )
+    add_allow_host(serve)
     serve.add_argument(
         "--upstream",
         metavar="URL",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from swarmhub.cli.args import parse_address
+from swarmhub.cli.args import add_allow_host, parse_address
 from swarmhub.cli.engineopts import add_engine_options, engine_params
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ConfigError, SwarmhubError
@@ -29,12 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_p = node_sub.add_parser("run", help="run the node until Ctrl-C or SIGTERM")
     run_p.add_argument("--host", default="127.0.0.1", help="address of the endpoint (default: 127.0.0.1)")
     run_p.add_argument("--port", type=int, default=8480, help="port of the endpoint (default: 8480; 0: any free)")
-    run_p.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Host name the node also answers to (it answers 127.0.0.1, localhost and [::1] only: DNS "
+    add_allow_host(
+        run_p,
+        "a Host name the node also answers to (it answers 127.0.0.1, localhost and [::1] only: DNS "
         "rebinding); repeatable",
     )
     run_p.add_argument("--cache-dir", type=Path, metavar="DIR", help="HF cache (default: $HF_HUB_CACHE, $HF_HOME/hub)")

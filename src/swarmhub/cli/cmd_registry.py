@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from swarmhub.cli.args import parse_port
+from swarmhub.cli.args import add_allow_host, parse_port
 from swarmhub.settings import Settings, check_endpoint
 
 __all__ = ["GATEWAY_TOKEN", "register"]
@@ -60,12 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--follow-concurrency", type=int, default=2, metavar="N", help="releases published at once (default: 2)"
     )
-    serve.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Host name to answer besides 127.0.0.1, localhost, [::1] and the public URL's when bound to "
+    add_allow_host(
+        serve,
+        "a Host name to answer besides 127.0.0.1, localhost, [::1] and the public URL's when bound to "
         "loopback (repeatable)",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swarmhub.cli.args import parse_address
+from swarmhub.cli.args import add_allow_host, parse_address
 from swarmhub.cli.engineopts import add_engine_options, engine_params
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ShardError, UsageError
@@ -87,12 +87,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="networks or addresses a LOAD_SHARD may name as peers, besides loopback and the coordinator "
         "(e.g. 10.0.0.0/8,192.168.1.7; repeatable)",
     )
-    serve.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Host name the control API answers besides 127.0.0.1, localhost and [::1] (repeatable)",
+    add_allow_host(
+        serve,
+        "a Host name the control API answers besides 127.0.0.1, localhost and [::1] (repeatable)",
     )
     serve.add_argument("--node-id", help="this node's name in messages (default: host name and BitTorrent port)")
     serve.add_argument(

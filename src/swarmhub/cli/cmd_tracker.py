@@ -11,7 +11,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from swarmhub.bt.tracker import DEFAULT_MAX_ADDRESS_PEERS, DEFAULT_MAX_SWARM_PEERS
-from swarmhub.cli.args import parse_port
+from swarmhub.cli.args import add_allow_host, parse_port
 from swarmhub.errors import UsageError
 
 if TYPE_CHECKING:  # the server stack (uvicorn, starlette) loads only when the command runs
@@ -57,13 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="name each peer's peer id in non-compact answers (compact=0); off by default",
     )
-    serve.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a Host name to answer besides the loopback ones and the bound address (repeatable)",
-    )
+    add_allow_host(serve)
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn access log)")
     serve.set_defaults(func=run)
 

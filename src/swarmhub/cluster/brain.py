@@ -252,9 +252,7 @@ class Brain:
         self._adopt_in_flight(release, key, wanting, needed & ~held, now)
         if now - release.first_seen < self.gather:
             return  # the nodes a preheat started report within a heartbeat: choose among all of them
-        taken = 0
-        for bits in release.assigned.values():
-            taken |= bits
+        taken = _taken(release)
         unassigned = needed & ~held & ~taken
         if not unassigned and not release.assigned:
             return
@@ -269,9 +267,7 @@ class Brain:
     def _adopt_in_flight(self, release: _Release, key: str, wanting: list[_Node], missing: int, now: float) -> None:
         """Pieces on their way to a node from the origin that are nobody's share become its own (not a benched
         node's: its share was just taken back, and it drops those runs)."""
-        taken = 0
-        for bits in release.assigned.values():
-            taken |= bits
+        taken = _taken(release)
         for n in wanting:
             if n.node_id in release.benched:
                 continue
@@ -445,6 +441,14 @@ def _give(release: _Release, fetcher: str, pieces: int, now: float) -> int:
         release.assigned[fetcher] = release.assigned.get(fetcher, 0) | pieces
         release.progress_at.setdefault(fetcher, now)
     return pieces
+
+
+def _taken(release: _Release) -> int:
+    """Every piece some fetcher has in its share."""
+    taken = 0
+    for bits in release.assigned.values():
+        taken |= bits
+    return taken
 
 
 def _shares(release: _Release) -> dict[str, int]:
