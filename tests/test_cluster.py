@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import time
@@ -21,6 +22,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from support.cli import run_cli
+from support.clients import free_port
 from support.pulled import Release, unique_bytes
 from support.swarm import REPO_ID, snapshot_files
 from swarmhub.bt.bencode import decode
@@ -32,6 +34,7 @@ from swarmhub.cluster.pki import ClusterIdentity
 from swarmhub.engine.session import Engine, TlsIdentity
 from swarmhub.errors import ConfigError
 from swarmhub.guard import allowed_hosts
+from swarmhub.node.client import NodeClient
 from swarmhub.node.daemon import Node
 from swarmhub.settings import Settings
 
@@ -388,3 +391,33 @@ def test_a_restarted_coordinator_still_asks_for_its_preheats(release: Release, t
     assert again.report({**_node_report("a"), "releases": [whole]}, "127.0.0.1")["pull"] == []
     assert not (tmp_path / "preheats" / "junk.json").exists()
     assert Coordinator(Brain()).preheats == {}  # without a folder nothing is kept
+
+
+def test_nodes_without_their_coordinator_split_the_origin_s_pieces(release: Release, tmp_path: Path) -> None:
+    """The coordinator is down from the start: each node takes only its rendezvous share of the pieces no peer
+    holds (cluster.split), not every piece nobody holds yet (which made N nodes fetch the release N times)."""
+    release.hub.log.clear()
+    data = release.hybrid.read_bytes()
+    ports = [free_port() for _ in range(3)]
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for i, port in enumerate(ports):
+            settings = Settings.from_env().with_cache(tmp_path / f"node{i}" / "hub")
+            node = Node(
+                settings,
+                port=0,
+                upstream=release.hub.endpoint,
+                coordinator=f"http://127.0.0.1:{free_port()}",  # nobody listens there
+                listen=f"127.0.0.1:{port}",
+                peers=[("127.0.0.1", p) for p in ports if p != port],
+            )
+            nodes.append(stack.enter_context(node))
+        clients = [NodeClient(n.url, n.secret) for n in nodes]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            pulls = [pool.submit(c.pull, data, None, None, timeout=90, on_progress=lambda _: None) for c in clients]
+            results = [p.result() for p in pulls]
+    for i, result in enumerate(results):
+        snapshot = tmp_path / f"node{i}" / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+        assert snapshot_files(snapshot) == release.files, result
+    sent = _origin_bytes(release)
+    assert sent <= 1.3 * unique_bytes(release), f"the origin sent {sent / unique_bytes(release):.2f}x the release"

@@ -25,6 +25,8 @@ import functools
 import logging
 import os
 import queue
+import secrets
+import string
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +59,7 @@ __all__ = [
     "TorrentFinished",
     "TorrentStatus",
     "dht_bootstrap_settings",
+    "new_peer_id",
     "settings_for",
     "storage_layout",
 ]
@@ -93,6 +96,15 @@ def dht_bootstrap_settings(nodes: Sequence[tuple[str, int]]) -> dict[str, Any]:
         # (loopback, measured); a private DHT has few nodes, announces cost it nothing
         "dht_announce_interval": 60,
     }
+
+
+def new_peer_id() -> bytes:
+    """A random peer id in Azureus style (``-SH0100-`` and 12 random characters), for ``Engine(peer_id=...)``."""
+    alphabet = string.ascii_letters + string.digits
+    return (
+        f"-SH{__version__.replace('.', '')[:4]:0<4}-".encode()
+        + "".join(secrets.choice(alphabet) for _ in range(12)).encode()
+    )
 
 
 def settings_for(
@@ -425,10 +437,18 @@ class Engine:
         extra: dict[str, Any] | None = None,
         tls: TlsIdentity | None = None,
         dht_bootstrap: Sequence[tuple[str, int]] | None = None,
+        peer_id: bytes | None = None,
     ) -> None:
         self.profile = profile
         self.tls = tls
         settings = {**settings_for(profile, listen, dht_bootstrap), **(extra or {})}
+        # libtorrent draws a random peer id per torrent, which it does not tell: a cluster node fixes its own
+        # for the session so that it knows how its peers know it (``cluster.split``)
+        self.peer_id = peer_id
+        if peer_id is not None:
+            if len(peer_id) != 20 or not peer_id.isascii():
+                raise ConfigError(f"a peer id is 20 ASCII bytes, not {peer_id!r}")
+            settings["peer_fingerprint"] = peer_id.decode("ascii")  # 20 bytes: the whole id
         if tls is not None:  # SSL torrents' peers connect to a second, TLS, port
             settings["listen_interfaces"] = _with_tls_ports(str(settings["listen_interfaces"]))
         try:
@@ -607,6 +627,17 @@ class Engine:
     def availability(self, key: str) -> list[int]:
         """Per piece: how many connected peers have it."""
         return [int(n) for n in self._handle(key).piece_availability()]
+
+    def peer_ids(self, key: str) -> list[bytes]:
+        """The peer ids of the peers this torrent trades with (handshake done)."""
+        ids = []
+        for peer in self._handle(key).get_peer_info():
+            if peer.flags & (lt.peer_info.connecting | lt.peer_info.handshake):
+                continue
+            pid = bytes(peer.pid.to_bytes())
+            if any(pid):
+                ids.append(pid)
+        return ids
 
     def status(self, key: str) -> TorrentStatus:
         s = self._handle(key).status()

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp
 from swarmhub import __version__
 from swarmhub.bt.metainfo import parse_torrent
 from swarmhub.cluster.pki import ClusterIdentity
-from swarmhub.engine.session import Engine, Profile, TlsIdentity
+from swarmhub.engine.session import Engine, Profile, TlsIdentity, new_peer_id
 from swarmhub.errors import SwarmhubError, TorrentMismatch
 from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret, write_secret_file
 from swarmhub.hub.patterns import path_selected
@@ -121,7 +121,10 @@ class Node(BackgroundServer):
 
     def start(self) -> Node:
         tls = TlsIdentity(self.identity.cert, self.identity.key, self.identity.dh) if self.identity else None
-        self.engine = Engine(**self._engine_args, tls=tls)
+        # a cluster node knows how its peers know it, to split the origin's pieces with them when it has no
+        # coordinator to deal them (``cluster.split``)
+        peer_id = new_peer_id() if self.coordinator else None
+        self.engine = Engine(**self._engine_args, tls=tls, peer_id=peer_id)
         try:
             confirmer = OriginClient(self.upstream_url, self.settings.token, retries=2, timeout=CONFIRM_TIMEOUT)
             self.library = Library(

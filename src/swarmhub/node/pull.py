@@ -8,7 +8,9 @@ The flow of ``Pull.run``:
 2. libtorrent checks what is on disk (this is the resume after a kill: verified pieces are kept).
 3. Peers (trackers in the torrent, ``peers`` given) send pieces. After ``peer_grace`` seconds, any wanted
    piece that no connected peer has (or every missing piece when peers send nothing) is fetched by the node
-   itself from the origin with ranged GETs and handed to libtorrent, which verifies it like a peer's.
+   itself from the origin with ranged GETs and handed to libtorrent, which verifies it like a peer's. In a
+   cluster the coordinator deals these pieces instead (``assigned``); a cluster node without one takes its
+   rendezvous share of them among the nodes it sees (``cluster.split``).
 4. When all pieces of a file are in, its whole content is checked against its etag, libtorrent renames it
    to its final name, and the destination makes it visible (snapshot link / local_dir file).
 5. No progress for ``stall_timeout`` seconds is an error saying what was tried.
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import Torrent
+from swarmhub.cluster.split import Split
 from swarmhub.engine.session import (
     INCONSISTENT_HASHES,
     Engine,
@@ -74,6 +77,7 @@ ORIGIN_RUN_SECONDS = 2.0  # a run is sized to take about this long at the rate t
 FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is known
 FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
+SPLIT_EVERY = 0.5  # seconds between looks at the peers' pieces when deciding alone in a cluster
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
 
@@ -174,6 +178,9 @@ class Pull:
         # A cluster's coordinator says which pieces this node alone fetches from the origin (at once, peers
         # or not); the others come from peers only. None: decide alone (peers first, the origin after a grace).
         self.assigned: frozenset[int] | None = None
+        # deciding alone in a cluster (the engine's peer id is fixed): rendezvous shares over the nodes in sight
+        self._split = Split(engine.peer_id) if engine.peer_id is not None else None
+        self._split_at, self._split_last = -math.inf, set[int]()
         self.closed = False
         assert torrent.repo is not None
         self.ref: RepoRef = torrent.repo
@@ -801,19 +808,42 @@ class Pull:
 
     def _origin_pieces(self, claimed: dict[int, float], waited: float, peers_quiet: float) -> list[int]:
         """The pieces to fetch from the origin now, readers' first: those the coordinator assigned (at once),
-        or, deciding alone, after ``peer_grace``: those no connected peer has, or all while peers send nothing."""
+        or, deciding alone, after ``peer_grace``: in a cluster this node's share of those no connected peer
+        has, elsewhere those no connected peer has, or all while peers send nothing."""
         state = self._state
         missing = self._wanted_pieces() - state.have - set(claimed)
         if self.assigned is not None:
             missing &= self.assigned
         elif waited < self.peer_grace or not missing:
             return []
+        elif self._split is not None:
+            missing &= self._split_share()
         elif peers_quiet < self.peer_grace:
             availability = self.engine.availability(self.key)
             if availability:
                 missing = {p for p in missing if availability[p] == 0}
         urgent = state.readers.keys()
         return sorted(missing, key=lambda p: (p not in urgent, p))
+
+    def _split_share(self) -> set[int]:
+        """This node's share of the pieces no peer holds, among the cluster nodes it sees (``cluster.split``);
+        asked of libtorrent at most every ``SPLIT_EVERY`` seconds."""
+        assert self._split is not None
+        now = time.monotonic()
+        if now - self._split_at > 10 * SPLIT_EVERY:  # a coordinator dealt pieces meanwhile: its clocks are stale
+            self._split = Split(self._split.me)
+        if now - self._split_at >= SPLIT_EVERY:
+            availability = self.engine.availability(self.key)
+            held = self._state.have | {p for p, n in enumerate(availability) if n}
+            share = self._split.share(now, self._wanted_pieces(), held, self.engine.peer_ids(self.key))
+            if share != self._split_last and not share <= self._split_last:
+                log.info(
+                    "deciding alone among %d node(s): %d piece(s) to take from the origin",
+                    len(self._split.live),
+                    len(share),
+                )
+            self._split_at, self._split_last = now, share
+        return self._split_last
 
     def _runs(self, pieces: list[int], connections: int, run_bytes: int = ORIGIN_RUN_BYTES) -> list[list[int]]:
         """Consecutive pieces grouped into runs of at most ``run_bytes`` (one piece at least), and small enough
