@@ -370,3 +370,73 @@ def test_a_piece_whose_v1_and_v2_hashes_disagree_stops_the_pull_and_says_where(
     assert "whose v1 and v2 hashes disagree (error 217)" in done.stderr and "get the torrent again" in done.stderr
     assert "(files [" in done.stderr and "'config.json'" in done.stderr.split("(files [", 1)[1].split("]")[0]
     assert not list(cache.glob("*/snapshots/*/config.json"))
+
+
+def test_an_origin_run_s_pieces_reach_libtorrent_as_they_arrive(release: Release, tmp_path: Path) -> None:
+    """A chaos run: a fetcher killed midway lost every piece of its runs under way (they went to libtorrent
+    only once whole, up to 8 MiB each). Now each piece goes as soon as its bytes are in: with the origin
+    holding back the second half of a 1 MiB run, the pieces of its first half are verified meanwhile."""
+    import asyncio
+
+    from swarmhub.bt.metainfo import parse_torrent
+    from swarmhub.engine.session import Engine, storage_layout
+    from swarmhub.node.landing import CacheDestination
+    from swarmhub.node.pull import Pull
+    from swarmhub.origin.client import OriginClient
+
+    data = release.hybrid.read_bytes()
+    torrent = parse_torrent(data)
+    assert torrent.repo is not None
+    layout = storage_layout(data)
+    files = release.files
+    go_on = asyncio.Event()
+    chunk = 64 << 10
+
+    class HoldingOrigin:  # the release's bytes, 64 KiB at a time; the first read of 1 MiB stops halfway
+        client = OriginClient(release.hub.endpoint, retries=1, connections=1)
+        description = "a holding origin"
+        held: tuple[str, int, int] | None = None
+
+        async def read(self, path: str, offset: int, view: memoryview, progress=None) -> None:  # type: ignore[no-untyped-def]
+            body = files[path][offset : offset + len(view)]
+            for done in range(0, len(view), chunk):
+                view[done : done + chunk] = body[done : done + chunk]
+                if progress is not None:
+                    await asyncio.to_thread(progress, min(len(view), done + chunk))
+                if len(view) >= 1 << 20 and done + chunk == len(view) // 2 and self.held is None:
+                    self.held = (path, offset, len(view))
+                    await go_on.wait()
+
+    async def pull() -> tuple[tuple[str, int, int] | None, list[int]]:
+        origin = HoldingOrigin()
+        with Engine() as engine:
+            job = Pull(engine, torrent, data, CacheDestination(tmp_path / "hub", torrent.repo), origin=origin,
+                       part_file_dir=tmp_path / "parts", peer_grace=0)  # fmt: skip
+            running = asyncio.create_task(job.run())
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if origin.held:
+                    break
+            held = origin.held
+            first_half: list[int] = []
+            if held is not None:
+                storage = next(f for f in layout.files if f.path == held[0])
+                begin = storage.offset + held[1]
+                first_half = [p for p in layout.pieces_of(storage) if begin <= p * layout.piece_size
+                              and (p + 1) * layout.piece_size <= begin + held[2] // 2]  # fmt: skip
+                for _ in range(100):  # libtorrent's verdicts arrive
+                    pieces = engine.status(job.key).pieces
+                    if all(pieces[p] for p in first_half):
+                        break
+                    await asyncio.sleep(0.05)
+                first_half = [p for p in first_half if not engine.status(job.key).pieces[p]]
+            go_on.set()
+            await running
+            await origin.client.aclose()
+            return held, first_half
+
+    held, unverified = asyncio.run(pull())
+    assert held is not None, "no origin read of 1 MiB"
+    assert unverified == [], f"pieces {unverified} of the run's first half not verified while the origin held back"
+    snapshot = tmp_path / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+    assert snapshot_files(snapshot) == files

@@ -22,6 +22,7 @@ arrive (``piece``: a deadline for libtorrent, first in line for the origin fetch
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import concurrent.futures
 import contextlib
@@ -75,6 +76,7 @@ ORIGIN_HASH_FAILURES = 3  # the origin's bytes failed piece hashes this often: i
 ORIGIN_RUN_BYTES = 8 * 1024 * 1024  # at most this many bytes of consecutive pieces in one ranged GET
 ORIGIN_RUN_SECONDS = 2.0  # a run is sized to take about this long at the rate the origin gives
 FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is known
+HAND_BYTES = 256 * 1024  # a run's pieces go to libtorrent as they arrive, at least this many bytes at a time
 FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
 SPLIT_EVERY = 0.5  # seconds between looks at the peers' pieces when deciding alone in a cluster
@@ -859,23 +861,57 @@ class Pull:
         return runs
 
     async def _fetch_run(self, run: list[int], claimed: dict[int, float]) -> None:
+        """One ranged GET per file the run touches; each piece goes to libtorrent as soon as its bytes are in
+        (a fetcher killed, or a run withdrawn, midway loses only the pieces still arriving)."""
         assert self.origin is not None
         size = self.layout.piece_size
         start = run[0] * size
         end = (run[-1] * size) + self.layout.piece_length(run[-1])
-        buf = bytearray(end - start)
+        buf = bytearray(end - start)  # pads stay zeros
         view = memoryview(buf)
-        for storage, offset, length in self.layout.segments_between(start, end):
-            if not storage.pad:
-                at = storage.offset + offset - start
-                chunk = view[at : at + length]
-                await self.origin.read(storage.path, offset, chunk)
-        pieces = {p: bytes(view[p * size - start : p * size - start + self.layout.piece_length(p)]) for p in run}
+        ends = [p * size - start + self.layout.piece_length(p) for p in run]  # run-relative, ascending
+        handed = 0  # run[:handed] went to libtorrent (or failed the check)
+        handing: list[asyncio.Task[None]] = []
+        loop = asyncio.get_running_loop()
+
+        def hand_up_to(filled: int) -> None:  # on the loop: ``buf[:filled]`` is final
+            nonlocal handed
+            ready = bisect.bisect_right(ends, filled, lo=handed)
+            if ready > handed:
+                pieces = {p: bytes(view[p * size - start : p * size - start + self.layout.piece_length(p)])
+                          for p in run[handed:ready]}  # fmt: skip
+                handed = ready
+                handing.append(asyncio.create_task(self._hand(pieces, claimed)))
+
+        def progress_from(at: int) -> Callable[[int], None]:
+            crossing = [bisect.bisect_right(ends, at), at]  # the next piece end to pass; where we last said
+
+            def progress(done: int) -> None:  # in the reading thread
+                filled = at + done
+                if crossing[0] < len(ends) and filled >= ends[crossing[0]] and filled - crossing[1] >= HAND_BYTES:
+                    crossing[:] = [bisect.bisect_right(ends, filled), filled]
+                    loop.call_soon_threadsafe(hand_up_to, filled)
+
+            return progress
+
+        try:
+            for storage, offset, length in self.layout.segments_between(start, end):
+                if not storage.pad:
+                    at = storage.offset + offset - start
+                    hand_up_to(at)  # what lies before, pads included, is in
+                    await self.origin.read(storage.path, offset, view[at : at + length], progress_from(at))
+            hand_up_to(end - start)
+        finally:
+            await asyncio.gather(*handing)
+
+    async def _hand(self, pieces: dict[int, bytes], claimed: dict[int, float]) -> None:
+        """Origin pieces to libtorrent, each checked against the torrent's SHA-1 first: a peer's bad bytes are
+        never blamed on the origin."""
         wrong = await asyncio.to_thread(self._not_matching, pieces)
         late = 0
         for piece, data in pieces.items():
-            if piece in wrong:  # checked before libtorrent sees them: a peer's bad bytes are never blamed here
-                del claimed[piece]
+            if piece in wrong:
+                claimed.pop(piece, None)
                 self._origin_wrong += 1
                 if self._origin_wrong >= ORIGIN_HASH_FAILURES:
                     raise self._origin_mismatch(piece)
@@ -887,7 +923,8 @@ class Pull:
                 late += 1
             claimed[piece] = time.monotonic()
         if late:
-            log.info("origin run of pieces %d-%d: %d had come from peers meanwhile", run[0], run[-1], late)
+            first, last = min(pieces), max(pieces)
+            log.info("origin pieces %d-%d: %d had come from peers meanwhile", first, last, late)
 
     def _not_matching(self, pieces: dict[int, bytes]) -> set[int]:
         """The pieces whose SHA-1 is not the torrent's (v1 and hybrid torrents; a v2-only one: none known)."""

@@ -7,6 +7,7 @@ what a registry puts in its torrents: its gateway streams the Hub's bytes with n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote
 
@@ -22,7 +23,10 @@ class RangeSource(Protocol):
     @property
     def description(self) -> str: ...
 
-    async def read(self, path: str, offset: int, view: memoryview) -> None: ...
+    async def read(
+        self, path: str, offset: int, view: memoryview, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Fill ``view`` from ``offset`` of ``path``; ``progress(done)`` (in a worker thread): ``view[:done]`` is in."""
 
 
 class HubSource:
@@ -34,9 +38,11 @@ class HubSource:
     def description(self) -> str:
         return f"origin {self.client.endpoint}"
 
-    async def read(self, path: str, offset: int, view: memoryview) -> None:
+    async def read(
+        self, path: str, offset: int, view: memoryview, progress: Callable[[int], None] | None = None
+    ) -> None:
         ref = self.ref
-        await self.client.read_range_into(ref.repo_type, ref.repo_id, ref.commit, path, offset, view)
+        await self.client.read_range_into(ref.repo_type, ref.repo_id, ref.commit, path, offset, view, progress)
 
 
 class WebSeedSource:
@@ -52,6 +58,9 @@ class WebSeedSource:
     def description(self) -> str:
         return f"web seed {self.base}"
 
-    async def read(self, path: str, offset: int, view: memoryview) -> None:
+    async def read(
+        self, path: str, offset: int, view: memoryview, progress: Callable[[int], None] | None = None
+    ) -> None:
         url = f"{self.base}{quote(self.name)}/{quote(path)}"
-        await self.client.read_url_range_into(url, offset, view, what=f"downloading {path}", repo_id=self.ref.repo_id)
+        what = f"downloading {path}"
+        await self.client.read_url_range_into(url, offset, view, what=what, repo_id=self.ref.repo_id, progress=progress)

@@ -286,15 +286,32 @@ class OriginClient:
         return self._redirects.fresh_until(self.endpoint + resolve_path(repo_type, repo_id, commit, path))
 
     async def read_range_into(
-        self, repo_type: RepoType, repo_id: str, commit: str, path: str, start: int, view: memoryview
+        self,
+        repo_type: RepoType,
+        repo_id: str,
+        commit: str,
+        path: str,
+        start: int,
+        view: memoryview,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Fill ``view`` with ``path`` from byte ``start``: resumes after resets, re-resolves redirects."""
+        """Fill ``view`` with ``path`` from byte ``start``: resumes after resets, re-resolves redirects.
+        ``progress(done)`` is called in the reading thread as bytes arrive: ``view[:done]`` is final."""
         url = self.endpoint + resolve_path(repo_type, repo_id, commit, path)
-        await self.read_url_range_into(url, start, view, what=f"downloading {path}", repo_id=repo_id)
+        await self.read_url_range_into(url, start, view, what=f"downloading {path}", repo_id=repo_id, progress=progress)
 
-    async def read_url_range_into(self, url: str, start: int, view: memoryview, *, what: str, repo_id: str) -> None:
+    async def read_url_range_into(
+        self,
+        url: str,
+        start: int,
+        view: memoryview,
+        *,
+        what: str,
+        repo_id: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """``read_range_into`` for any URL that serves ranges (a BEP 19 web seed), with the same retries."""
-        attempt = BulkAttempt(url, start, view)
+        attempt = BulkAttempt(url, start, view, progress=progress)
 
         def check(status: int, headers: Mapping[str, str], url: str) -> None:
             self._check_status(status, headers, url, what, repo_id)

@@ -133,6 +133,7 @@ class BulkAttempt:
     received: int = field(default=0)  # body bytes off the wire, skipped ones included
     ranges_ignored: bool = False  # the origin answered 200 to a Range request
     aborted: bool = False  # nobody waits for it any more (cancelled): the thread stops at its next chunk
+    progress: Callable[[int], None] | None = None  # called in the reading thread with ``done`` after each chunk
 
 
 class ReadAborted(Exception):
@@ -366,5 +367,7 @@ def _read_body(
                 raise RetryableError(f"body ended after {attempt.done} of {len(attempt.view)} bytes")
             attempt.done += n
             attempt.received += n
+            if attempt.progress is not None:
+                attempt.progress(attempt.done)
     except (TimeoutError, OSError, http.client.HTTPException) as exc:
         raise RetryableError(f"{type(exc).__name__} after {attempt.done} bytes") from exc
