@@ -244,6 +244,39 @@ def test_big_files_are_lfs_without_gitattributes(tmp_path: Path) -> None:
     assert snap.file("at-limit").etag == hashlib.sha256(bytes(10 * 2**20)).hexdigest()
 
 
+def test_a_big_repo_is_walked_once_and_again_when_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,500 files: a lookup is not a walk of every file (a download asks once per file); a file added or
+    replaced shows once the trusted second is over, a file rewritten in place within ``WALK_AT_LEAST``."""
+    from swarmhub.devhub import repos
+
+    repo = tmp_path / "datasets/org/many"
+    write_repo(repo, {f"part-{i // 500}/row-{i:05d}.jsonl": b'{"x": %d}\n' % i for i in range(2500)})
+    store = RepoStore(tmp_path)
+    walks = []
+    walk = RepoStore._walk
+    monkeypatch.setattr(RepoStore, "_walk", lambda self, *a: walks.append(a) or walk(self, *a))
+    first = store.snapshot("dataset", "org/many")
+    assert all(store.snapshot("dataset", "org/many") is first for _ in range(100)) and len(walks) == 1
+    pages = first.tree(recursive=True)
+    assert first.tree(recursive=True) is pages and len(pages) == 2505  # 2,500 files and their 5 folders
+
+    monkeypatch.setattr(repos, "TRUST_FOR", 0.0)
+    assert store.snapshot("dataset", "org/many") is first and len(walks) == 1  # folders unchanged: no walk
+    write_repo(repo, {"part-9/new.jsonl": b"{}\n"})
+    added = store.snapshot("dataset", "org/many")
+    assert "part-9/new.jsonl" in {f.path for f in added.files} and added.commit != first.commit
+
+    target = repo / "part-0/row-00000.jsonl"
+    target.write_bytes(b'{"x": 7}\n')  # same size, in place: no folder changes
+    os.utime(target, ns=(0, target.stat().st_mtime_ns + 10**9))
+    assert (
+        store.snapshot("dataset", "org/many").file("part-0/row-00000.jsonl").etag
+        == added.file("part-0/row-00000.jsonl").etag
+    )
+    monkeypatch.setattr(repos, "WALK_AT_LEAST", 0.0)
+    assert store.snapshot("dataset", "org/many").file("part-0/row-00000.jsonl").etag == blob_sha1(b'{"x": 7}\n')
+
+
 def test_hashes_cached_per_size_and_mtime(tmp_path: Path) -> None:
     repo = tmp_path / "models/org/live"
     write_repo(repo, {"a.txt": b"aaaa"})

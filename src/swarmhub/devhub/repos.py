@@ -16,7 +16,12 @@ The commit of ``main`` is a SHA-1 over the sorted (path, etag) list: not a real 
 exactly when the content does, which is all a client can observe.
 
 Hashing is lazy and cached per (file, size, mtime_ns), so listing a large repo again after a change only
-hashes what changed. Everything here is blocking I/O; async callers run it in a worker thread.
+hashes what changed. A repo of up to ``WALK_EVERY_TIME`` files is walked (a ``stat`` per file) at every
+lookup, so a change shows at once. A bigger one would cost a walk per request (100,000 files: ~0.5 s, and a
+download asks once per file), so its listing is kept: for ``TRUST_FOR`` seconds as it is, then as long as no
+folder of it changed (a file added, removed or replaced changes its folder's mtime; one look at the folders),
+and walked again at least every ``WALK_AT_LEAST`` seconds (a file rewritten in place changes no folder).
+Everything here is blocking I/O; async callers run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +52,9 @@ __all__ = [
 ]
 
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub rejects regular (non-LFS) git files of 10 MiB and more
+WALK_EVERY_TIME = 2000  # files: a repo of at most this many is walked at every lookup
+TRUST_FOR = 1.0  # seconds a bigger repo's listing is used without a look
+WALK_AT_LEAST = 10.0  # seconds: a bigger repo is walked again at least this often
 _CHUNK = 1 << 20
 HashKind = Literal["blob", "sha256"]
 
@@ -127,6 +136,7 @@ class RepoSnapshot:
     files: tuple[ServedFile, ...]
     last_modified_ns: int
     _by_path: dict[str, ServedFile] = field(default_factory=dict, compare=False, repr=False)
+    _trees: dict[tuple[str, bool], list[dict[str, Any]]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, repo_type: RepoType, repo_id: str, files: list[ServedFile], mtime_ns: int) -> RepoSnapshot:
@@ -141,10 +151,17 @@ class RepoSnapshot:
         return found
 
     def tree(self, folder: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
-        """The Hub's ``/tree`` entries under ``folder`` (files and folders, sorted by path)."""
+        """The Hub's ``/tree`` entries under ``folder`` (files and folders, sorted by path); made once per
+        snapshot, as a listing is asked for a page at a time."""
         folder = folder.strip("/")
+        made = self._trees.get((folder, recursive))
+        if made is None:
+            made = self._trees[(folder, recursive)] = self._tree(folder, recursive)
+        return made
+
+    def _tree(self, folder: str, recursive: bool) -> list[dict[str, Any]]:
         prefix = f"{folder}/" if folder else ""
-        below = [f for f in self.files if f.path.startswith(prefix)]
+        below = self._inside(folder) if folder else self.files
         if folder and not below:
             raise EntryNotFound(f"folder {folder} not found in {self.repo_id}", repo_id=self.repo_id, status=404)
         entries: dict[str, dict[str, Any]] = {}
@@ -201,6 +218,32 @@ def _walk(folder: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
                 yield local.relative_to(folder).as_posix(), local, st
 
 
+def _folder_times(folder: Path) -> list[tuple[str, int]]:
+    """(path, mtime_ns) of ``folder`` and every folder below it, ``.git`` left out: what changes when a file is
+    added, removed or replaced. One ``scandir`` per folder, no ``stat`` of a file."""
+    found: list[tuple[str, int]] = []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            found.append((str(current), current.stat().st_mtime_ns))
+            with os.scandir(current) as entries:
+                stack += (Path(e.path) for e in entries if e.name != ".git" and e.is_dir(follow_symlinks=False))
+        except OSError:
+            found.append((str(current), -1))  # removed while we looked: changed
+    return sorted(found)
+
+
+@dataclass
+class _Kept:
+    """A big repo's listing and what it was made from."""
+
+    snapshot: RepoSnapshot
+    folders: list[tuple[str, int]]
+    walked: float  # when the files were walked (time.monotonic)
+    looked: float  # when the folders were last looked at
+
+
 def _read_gitattributes(folder: Path) -> str:
     try:
         return (folder / ".gitattributes").read_text(encoding="utf-8", errors="replace")
@@ -216,6 +259,8 @@ class RepoStore:
         self.hashes = hashes or FileHashes()
         self._lock = threading.Lock()
         self._lfs_objects: dict[str, Path] = {}  # sha256 -> a file that had it when last listed
+        self._kept: dict[tuple[RepoType, str], _Kept] = {}  # big repos' listings (see the module's docstring)
+        self._walking: dict[tuple[RepoType, str], threading.Lock] = {}  # one walk of a repo at a time
 
     def folder(self, repo_type: RepoType, repo_id: str) -> Path:
         """The folder of a repo, or RepoNotFound."""
@@ -234,6 +279,28 @@ class RepoStore:
 
     def snapshot(self, repo_type: RepoType, repo_id: str) -> RepoSnapshot:
         folder = self.folder(repo_type, repo_id)
+        key = (repo_type, repo_id)
+        with self._lock:
+            walking = self._walking.setdefault(key, threading.Lock())
+        with walking:  # requests that arrive during a walk take its result
+            kept = self._kept.get(key)
+            now = time.monotonic()
+            if kept is not None and now - kept.walked < WALK_AT_LEAST:
+                if now - kept.looked < TRUST_FOR:
+                    return kept.snapshot
+                folders = _folder_times(folder)
+                if folders == kept.folders:
+                    kept.looked = now
+                    return kept.snapshot
+            folders = _folder_times(folder)
+            snap = self._walk(repo_type, repo_id, folder)
+            if len(snap.files) > WALK_EVERY_TIME:
+                self._kept[key] = _Kept(snap, folders, now, now)
+            else:
+                self._kept.pop(key, None)
+            return snap
+
+    def _walk(self, repo_type: RepoType, repo_id: str, folder: Path) -> RepoSnapshot:
         is_lfs = lfs_matcher(_read_gitattributes(folder))
         files: list[ServedFile] = []
         newest = 0
