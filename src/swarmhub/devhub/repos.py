@@ -170,7 +170,8 @@ class RepoSnapshot:
             # Folders on the way down: all of them when recursive, only the first level otherwise.
             for depth in range(1, len(parts) if recursive else min(2, len(parts))):
                 sub = prefix + "/".join(parts[:depth])
-                entries.setdefault(sub, self._folder_entry(sub))
+                if sub not in entries:  # its oid hashes every file below it: once per folder, not per file
+                    entries[sub] = self._folder_entry(sub)
             if recursive or len(parts) == 1:
                 entries[f.path] = _file_entry(f)
         return [entries[p] for p in sorted(entries)]

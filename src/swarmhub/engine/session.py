@@ -98,6 +98,9 @@ def dht_bootstrap_settings(nodes: Sequence[tuple[str, int]]) -> dict[str, Any]:
     }
 
 
+_STATUS_ALL = 0x7FFFFFFF  # torrent_handle.status()'s default: every query_* flag
+
+
 def new_peer_id() -> bytes:
     """A random peer id in Azureus style (``-SH0100-`` and 12 random characters), for ``Engine(peer_id=...)``."""
     alphabet = string.ascii_letters + string.digits
@@ -639,8 +642,11 @@ class Engine:
                 ids.append(pid)
         return ids
 
-    def status(self, key: str) -> TorrentStatus:
-        s = self._handle(key).status()
+    def status(self, key: str, *, pieces: bool = True) -> TorrentStatus:
+        """The torrent's state; ``pieces=False`` leaves ``pieces`` empty (a 100,000-piece tuple per call is
+        what a pull's once-a-tick look at its progress cost most)."""
+        flags = _STATUS_ALL if pieces else _STATUS_ALL & ~lt.status_flags_t.query_pieces
+        s = self._handle(key).status(flags)
         return TorrentStatus(
             info_hash=key,
             state=str(s.state),
@@ -649,7 +655,7 @@ class Engine:
             num_peers=int(s.num_peers),
             download_rate=int(s.download_rate),
             upload_rate=int(s.upload_rate),
-            pieces=tuple(bool(p) for p in s.pieces),
+            pieces=tuple(map(bool, s.pieces)) if pieces else (),
             error=s.errc.message() if s.errc.value() else None,
             payload_download=int(s.total_payload_download),
             payload_upload=int(s.total_payload_upload),

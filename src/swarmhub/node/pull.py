@@ -79,6 +79,7 @@ FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is kno
 HAND_BYTES = 256 * 1024  # a run's pieces go to libtorrent as they arrive, at least this many bytes at a time
 FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
+LOOK_EVERY = 0.25  # seconds between looks at a pull's progress (and stall) in libtorrent's status
 SPLIT_EVERY = 0.5  # seconds between looks at the peers' pieces when deciding alone in a cluster
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
 
@@ -190,10 +191,21 @@ class Pull:
         self._every = {f.path: f for f in every}
         self.wanted = [f for f in every if path_selected(f.path, include, exclude)]
         self.layout: StorageLayout = storage_layout(torrent_bytes)
+        self._storage_of = {f.path: f for f in self.layout.files if not f.pad}
         self._files = self._map_files(every)
         self._twins: dict[str, list[_File]] = {}  # etag -> the files of it (a release may hold one blob twice)
         for f in self._files:
             self._twins.setdefault(f.placement.file.etag, []).append(f)
+        # Kept as files land and pieces arrive, so that no tick costs a pass over every file (a 10,000-file
+        # release spent minutes so): the files to fetch, their pieces, how many landed, and the files to look
+        # at again (storage indexes: a piece of theirs came in since the last look).
+        self._by_index = {f.storage.index: f for f in self._files}
+        self._fetch_list: list[_File] | None = None
+        self._fetch_pieces: set[int] | None = None
+        self._landed_count = sum(f.landed for f in self._files)
+        self._to_look_at: set[int] = set(self._by_index)
+        self._finished = 0  # PieceFinished events seen: a flush asked for after the n-th covers pieces 1..n
+        self._last_flush: tuple[int, asyncio.Future[None]] | None = None
         self._origin_failed: str | None = None if origin is not None else "not used"
         self._origin_start = 0
         self._origin_hint: str | None = None
@@ -208,7 +220,7 @@ class Pull:
         real = [f for f in self.layout.files if not f.pad]
         if [(f.path, f.size) for f in real] != [(f.path, f.size) for f in every]:
             raise MetainfoError(f"{self.torrent.name}: libtorrent reads other files than info.hf lists")
-        by_path = {f.path: f for f in real}
+        by_path = self._storage_of
         placements = self.dest.placements(self.wanted)
         return [
             _File(p, by_path[p.file.path], self.layout.pieces_of(by_path[p.file.path]), self.dest.landed(p))
@@ -224,11 +236,15 @@ class Pull:
         self.wanted += new
         added = []
         for placement in self.dest.placements(self.wanted)[len(self._files) :]:
-            storage = next(s for s in self.layout.files if not s.pad and s.path == placement.file.path)
+            storage = self._storage_of[placement.file.path]
             added.append(_File(placement, storage, self.layout.pieces_of(storage), self.dest.landed(placement)))
         self._files += added
         for f in added:
             self._twins.setdefault(f.placement.file.etag, []).append(f)
+            self._by_index[f.storage.index] = f
+            self._to_look_at.add(f.storage.index)
+        self._landed_count += sum(f.landed for f in added)
+        self._fetch_list = self._fetch_pieces = None
         self._state.wanted_at = time.monotonic()
         if self.key:
             self._plan_added(added)
@@ -269,19 +285,29 @@ class Pull:
                 await asyncio.wait_for(self._state.changed.wait(), 0.5)
 
     def progress(self) -> PullProgress:
-        status = self.engine.status(self.key) if self.key else None
+        status = self.engine.status(self.key, pieces=False) if self.key else None
         return PullProgress(
             done=status.total_wanted_done if status else 0,
             total=status.total_wanted if status else 0,
             peer_bytes=self._peer_bytes(),
             origin_bytes=self.origin_bytes(),
             peers=status.num_peers if status else 0,
-            files_landed=sum(f.landed for f in self._files),
+            files_landed=self._landed_count,
             files_total=len(self._files),
         )
 
     def _to_fetch(self) -> list[_File]:
-        return [f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size]
+        if self._fetch_list is None:
+            self._fetch_list = [
+                f for f in self._files if f.placement.primary and not f.landed and f.placement.file.size
+            ]
+        return self._fetch_list
+
+    def _mark_landed(self, f: _File) -> None:
+        if not f.landed:
+            f.landed = True
+            self._landed_count += 1
+            self._fetch_list = self._fetch_pieces = None
 
     def fetching(self) -> set[int]:
         """The pieces this node is fetching from the origin now (a coordinator leaves them where they are)."""
@@ -292,7 +318,10 @@ class Pull:
         return {p for f in self._files if f.placement.primary and f.placement.file.size for p in f.pieces}
 
     def _wanted_pieces(self) -> set[int]:
-        return {p for f in self._to_fetch() for p in f.pieces}
+        """The pieces of the files still to fetch (kept until a file lands or is wanted: do not change it)."""
+        if self._fetch_pieces is None:
+            self._fetch_pieces = {p for f in self._to_fetch() for p in f.pieces}
+        return self._fetch_pieces
 
     def _storage_plan(self) -> tuple[list[int], dict[int, str]]:
         priorities = [0] * len(self.layout.files)
@@ -389,7 +418,7 @@ class Pull:
         for f in self._files:
             if not f.placement.primary:
                 await asyncio.to_thread(self.dest.publish, f.placement)
-                f.landed = True
+                self._mark_landed(f)
         path = await asyncio.to_thread(self.dest.finish, None)
         return PullResult(
             ref=self.ref,
@@ -418,13 +447,13 @@ class Pull:
             (root / f.placement.pending).unlink(missing_ok=True)
         if f.placement.primary or self._twin_landed(f):
             self.dest.publish(f.placement)
-            f.landed = True
+            self._mark_landed(f)
 
     def _peer_bytes(self) -> int:
         if not self.key:
             return 0
         try:
-            return self.engine.status(self.key).payload_download
+            return self.engine.status(self.key, pieces=False).payload_download
         except SwarmhubError:
             return 0
 
@@ -474,9 +503,12 @@ class Pull:
                 continue
             if isinstance(event, TorrentChecked):
                 state.have = {i for i, ok in enumerate(self.engine.status(self.key).pieces) if ok}
+                self._to_look_at.update(self._by_index)
                 state.checked.set()
             elif isinstance(event, PieceFinished):
                 state.have.add(event.piece)
+                self._finished += 1
+                self._to_look_at.update(s.index for s, _, _ in self.layout.segments(event.piece) if not s.pad)
             elif isinstance(event, PieceRead):
                 self._answer_readers(event)
             elif isinstance(event, HashFailed):
@@ -544,7 +576,7 @@ class Pull:
         surface as ENOSPC, or (hybrids) as v1 and v2 hashes disagreeing about a half-written piece."""
         try:
             free = shutil.disk_usage(self.dest.root).free
-            status = self.engine.status(self.key)
+            status = self.engine.status(self.key, pieces=False)
             needed = status.total_wanted - status.total_wanted_done
         except (OSError, SwarmhubError):
             return None
@@ -611,26 +643,36 @@ class Pull:
 
     async def _land_all(self, landing: dict[int, asyncio.Task[None]]) -> None:
         state = self._state
-        last_done, last_change = -1, time.monotonic()
+        last_done, last_change, looked = -1, time.monotonic(), -math.inf
+        landed: list[int] = []  # storage indexes of landings that ended
+
+        def ended(index: int) -> Callable[[asyncio.Task[None]], None]:
+            return lambda _: landed.append(index)
+
         while True:
             self._check_error()
-            for f in self._to_fetch():
-                idx = f.storage.index
-                if idx not in landing and all(p in state.have for p in f.pieces):
-                    landing[idx] = asyncio.create_task(self._land(f))
-            for idx, task in list(landing.items()):
-                if task.done():
-                    task.result()  # raises the landing's error
-                    del landing[idx]
+            looking, self._to_look_at = self._to_look_at, set()
+            for idx in looking:
+                f = self._by_index.get(idx)
+                if f is None or f.landed or not f.placement.primary or not f.placement.file.size or idx in landing:
+                    continue
+                if all(p in state.have for p in f.pieces):
+                    landing[idx] = task = asyncio.create_task(self._land(f))
+                    task.add_done_callback(ended(idx))
+            while landed:
+                landing.pop(landed.pop()).result()  # raises the landing's error
             if not self._to_fetch() and not landing and (not self.linger or self.closed):
                 return
-            status = self.engine.status(self.key)
-            done = status.total_wanted_done
-            self._report(status.total_wanted_done, status.total_wanted, status.num_peers)
-            if done != last_done or not self._to_fetch() or state.wanted_at > last_change:
-                last_done, last_change = done, time.monotonic()
-            elif time.monotonic() - last_change > self.stall_timeout and not landing:
-                raise self._stalled(status.num_peers)
+            now = time.monotonic()
+            if now - looked >= LOOK_EVERY:  # libtorrent's status costs a pass over its files: not per event
+                looked = now
+                status = self.engine.status(self.key, pieces=False)
+                done = status.total_wanted_done
+                self._report(status.total_wanted_done, status.total_wanted, status.num_peers)
+                if done != last_done or not self._to_fetch() or state.wanted_at > last_change:
+                    last_done, last_change = done, now
+                elif now - last_change > self.stall_timeout and not landing:
+                    raise self._stalled(status.num_peers)
             state.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.changed.wait(), 0.25)
@@ -644,7 +686,7 @@ class Pull:
                     peer_bytes=self._peer_bytes(),
                     origin_bytes=self.origin_bytes(),
                     peers=peers,
-                    files_landed=sum(f.landed for f in self._files),
+                    files_landed=self._landed_count,
                     files_total=len(self._files),
                 )
             )
@@ -664,12 +706,23 @@ class Pull:
             "run again to resume",
         )
 
+    def _flush_after(self, finished: int) -> asyncio.Future[None]:
+        """A flush of libtorrent's store buffer asked for once ``finished`` pieces had come in: the last one
+        asked for when it is recent enough, else a new one. Landings that start together share one (a
+        10,000-file release asked for 10,000 flushes, each a pass over the store buffer)."""
+        last = self._last_flush
+        if last is not None and last[0] >= finished and not last[1].cancelled():
+            return last[1]
+        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._state.flushes.append(flushed)
+        self._last_flush = (self._finished, flushed)
+        self.engine.flush(self.key)
+        return flushed
+
     async def _land(self, f: _File) -> None:
         p = f.placement
         root = self.dest.root
-        flushed = asyncio.get_running_loop().create_future()
-        self._state.flushes.append(flushed)
-        self.engine.flush(self.key)
+        flushed = self._flush_after(self._finished)
         try:  # the last pieces may still be in libtorrent's store buffer
             await asyncio.wait_for(asyncio.shield(flushed), FLUSH_PATIENCE)
         except TimeoutError:
@@ -695,7 +748,7 @@ class Pull:
             if error is not None and idx == f.storage.index:
                 raise StorageError(f"{p.file.path}: cannot move it into place: {error}")
         await asyncio.to_thread(self.dest.publish, p)
-        f.landed = True
+        self._mark_landed(f)
         if self.linger:  # a one-off pull links the twins at its end
             for t in twins:
                 if not t.placement.primary:
@@ -745,7 +798,7 @@ class Pull:
         state = self._state
         started = time.monotonic()
         failed_by_origin = 0
-        last_peer_bytes, last_peer_progress = 0, time.monotonic()
+        last_peer_bytes, last_peer_progress, peers_looked = 0, time.monotonic(), -math.inf
         assert self.origin is not None
         rate = RateMeter()
         while self._origin_failed is None:
@@ -777,9 +830,10 @@ class Pull:
                         raise self._origin_mismatch(piece)
                 elif now - sent > 60:  # no verdict (a piece libtorrent ignored): fetch it again
                     del claimed[piece]
-            peer_bytes = self._peer_bytes()
-            if peer_bytes != last_peer_bytes:
-                last_peer_bytes, last_peer_progress = peer_bytes, now
+            if now - peers_looked >= LOOK_EVERY:  # libtorrent's status: not at every run that ends
+                peers_looked, peer_bytes = now, self._peer_bytes()
+                if peer_bytes != last_peer_bytes:
+                    last_peer_bytes, last_peer_progress = peer_bytes, now
             if not self._wanted_pieces() - state.have:  # nothing to wait for: peers idle, not stalled, and a
                 started = last_peer_progress = now  # file wanted later gets its own grace (the node)
             self._withdraw(in_flight)
@@ -787,7 +841,7 @@ class Pull:
                 eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress)
                 run_bytes = origin_run_bytes(rate.rate() if in_flight else None, limit, self._last_run_bytes)
                 self._last_run_bytes = run_bytes
-                for run in self._runs(eligible, limit, run_bytes)[: limit - len(in_flight)]:
+                for run in self._runs(eligible, limit, run_bytes, limit - len(in_flight)):
                     for piece in run:
                         claimed[piece] = math.inf
                         failures_seen[piece] = state.hash_failures.get(piece, 0)
@@ -824,8 +878,8 @@ class Pull:
             availability = self.engine.availability(self.key)
             if availability:
                 missing = {p for p in missing if availability[p] == 0}
-        urgent = state.readers.keys()
-        return sorted(missing, key=lambda p: (p not in urgent, p))
+        urgent = sorted(missing.intersection(state.readers))
+        return urgent + sorted(missing.difference(urgent)) if urgent else sorted(missing)
 
     def _split_share(self) -> set[int]:
         """This node's share of the pieces no peer holds, among the cluster nodes it sees (``cluster.split``);
@@ -847,15 +901,19 @@ class Pull:
             self._split_at, self._split_last = now, share
         return self._split_last
 
-    def _runs(self, pieces: list[int], connections: int, run_bytes: int = ORIGIN_RUN_BYTES) -> list[list[int]]:
+    def _runs(
+        self, pieces: list[int], connections: int, run_bytes: int = ORIGIN_RUN_BYTES, count: int | None = None
+    ) -> list[list[int]]:
         """Consecutive pieces grouped into runs of at most ``run_bytes`` (one piece at least), and small enough
-        that a small remainder still spreads over every connection."""
+        that a small remainder still spreads over every connection; the first ``count`` runs (all: None)."""
         piece_size = self.layout.piece_size
         per_run = max(1, min(run_bytes // piece_size, len(pieces) // connections))
         runs: list[list[int]] = []
         for piece in pieces:
             if runs and runs[-1][-1] == piece - 1 and len(runs[-1]) < per_run:
                 runs[-1].append(piece)
+            elif count is not None and len(runs) == count:
+                break
             else:
                 runs.append([piece])
         return runs
