@@ -17,7 +17,8 @@ $(STAMP): requirements.lock requirements-torch.txt requirements-models.txt pypro
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Debian BitTorrent clients the tests compare against, and Chromium for the website tests (Playwright drives
+# Debian BitTorrent clients the tests compare against, gcc (tests build an LD_PRELOAD shim: a disk that fills),
+# and Chromium for the website tests (Playwright drives
 # it through executable_path: no browser download). Needs root; skipped when already there.
 system-deps:
 	@missing=""; \
@@ -25,6 +26,7 @@ system-deps:
 	command -v transmission-show >/dev/null || missing="$$missing transmission-cli"; \
 	command -v qbittorrent-nox >/dev/null || missing="$$missing qbittorrent-nox"; \
 	command -v git >/dev/null || missing="$$missing git"; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \

@@ -110,7 +110,19 @@ def one_size(work: Path, servers: Servers, origin: str, registry: str, token: st
     )
     created = json.loads(out)
     seconds["create (from folder)"], _ = timed(
-        [*SWARMHUB, "create", repo_id, *base, "--from-dir", str(folder), "-o", str(here / "dir.torrent"), "--json"],
+        [
+            *SWARMHUB,
+            "create",
+            repo_id,
+            *base,
+            "--from-dir",
+            str(folder),
+            "--revision",
+            created["commit"],
+            "-o",
+            str(here / "dir.torrent"),
+            "--json",
+        ],
         servers,
         timeout,
     )

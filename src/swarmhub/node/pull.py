@@ -464,6 +464,7 @@ class Pull:
         (self.dest.root / "blobs").mkdir(parents=True, exist_ok=True)
         if self.part_file_dir is not None:
             self.part_file_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._check_room)
         have = await asyncio.to_thread(self._resumed)
         # no await from here to the key: a file wanted meanwhile is either in this plan or planned by want()
         priorities, renamed = self._storage_plan()
@@ -491,6 +492,28 @@ class Pull:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, SwarmhubError):
                     await task
+
+    def _check_room(self) -> None:
+        """Refuse, before a byte is written, a pull the disk cannot hold: a write that fails midway is what
+        libtorrent turns into error 217 (``_pump_events``), and a full disk hurts every program on it. What
+        the part files of an earlier pull hold counts as written."""
+        needed = 0
+        for f in self._to_fetch():
+            try:
+                written = (self.dest.root / f.placement.pending).stat().st_blocks * 512
+            except OSError:
+                written = 0
+            needed += max(0, f.placement.file.size - written)
+        try:
+            free = shutil.disk_usage(self.dest.root).free
+        except OSError:
+            return
+        if free < needed + DISK_MARGIN:
+            raise StorageError(
+                f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
+                f"{self.dest.root}, {needed >> 20} MiB to download)",
+                hint="free some disk space, or pull into another cache (--cache-dir, HF_HUB_CACHE)",
+            )
 
     def _check_error(self) -> None:
         if self._state.error is not None:
@@ -525,24 +548,34 @@ class Pull:
                 log.warning("banned peer %s: it sent data that failed the piece hashes", event.peer)
                 state.banned.append(event.peer)
             elif isinstance(event, TorrentError):
-                full = self._disk_full(event.message)
-                if full is not None:  # a failed write surfaces as ENOSPC, or (hybrids) as error 217 too
-                    state.error = full
+                # The first error is the cause. libtorrent 2.1 marks blocks whose write failed (a full disk) as
+                # written; a hybrid's piece hashed later reads its v1 bytes back from the hole, its v2 hashes
+                # came from memory, and the two disagree: error 217 follows the failed write, and must not
+                # replace it (issue 15; docs/investigations/err217).
+                if state.error is None:
+                    state.error = self._torrent_error(event)
                 elif event.code == INCONSISTENT_HASHES:
-                    self._log_inconsistent()
-                    state.error = StorageError(
-                        f"libtorrent found a piece of {self.ref.repo_id} whose v1 and v2 hashes disagree (error 217):"
-                        " the torrent's two hash trees describe different bytes, or a piece was written twice",
-                        hint="run the same command again (verified pieces are kept); if it repeats, get the torrent "
-                        "again or make it: swarmhub create",
-                    )
-                else:
-                    state.error = self._storage_error(event.message)
+                    log.info("%s: error 217 after %s (pieces whose write failed)", self.ref.repo_id, state.error)
                 state.checked.set()
             state.changed.set()
 
+    def _torrent_error(self, event: TorrentError) -> SwarmhubError:
+        full = self._disk_full(event.message)
+        if full is not None:  # a failed write surfaces as ENOSPC, or (hybrids) as error 217 too
+            return full
+        if event.code != INCONSISTENT_HASHES:
+            return self._storage_error(event.message)
+        self._log_inconsistent()
+        return StorageError(
+            f"libtorrent found a piece of {self.ref.repo_id} whose v1 and v2 hashes disagree (error 217): a write "
+            "failed (see the log), or the torrent's two hash trees describe different bytes",
+            hint="run the same command again (verified pieces are kept); if it repeats, get the torrent again or "
+            "make it: swarmhub create",
+        )
+
     def _log_inconsistent(self) -> None:
-        """What a hybrid's pieces whose v1 and v2 hashes disagreed had been through (issue 15: the cause is open):
+        """What a hybrid's pieces whose v1 and v2 hashes disagreed had been through (a write that failed first is
+        the one cause found, and is reported instead: ``_pump_events``):
         the pieces awaiting libtorrent's verdict and their files, how many this pull fed from the origin, the
         hash failures seen. libtorrent names no piece (and forgets every piece it had: it rechecks)."""
         size = self.layout.piece_size
