@@ -522,3 +522,30 @@ def test_a_pull_the_disk_cannot_hold_is_refused_before_a_byte_is_written(
         asyncio.run(pull())
     written = [p for p in (tmp_path / "hub").rglob("*") if p.is_file() and p.stat().st_size]
     assert not written  # (the empty file lands at once: it needs no room)
+
+
+def test_a_peer_that_starts_listening_late_is_dialled_again(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    """Issue 16: `pull --peer SEEDER` started while the seeder still loaded a big release got "tried 0 peer(s)
+    connected" until it gave up: libtorrent drops a peer after a few refused connections. The seeder here
+    starts listening 12 s after the pull began."""
+    from support.clients import free_port
+
+    port = free_port()
+    cache = tmp_path / "hub"
+    pulling = subprocess.Popen(
+        swarmhub("pull", REPO_ID, "--torrent", release.hybrid, "--cache-dir", cache, "--no-origin",
+                 "--peer", f"127.0.0.1:{port}", "--timeout", "60", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(12)  # not synchronisation: the peer must be refused long enough for libtorrent to drop it
+        assert pulling.poll() is None, pulling.communicate()
+        with seeding(seeded_cache, "--listen", f"127.0.0.1:{port}"):
+            out, err = pulling.communicate(timeout=90)
+    finally:
+        if pulling.poll() is None:
+            pulling.kill()
+    assert pulling.returncode == 0, err[-3000:]
+    assert snapshot_files(Path(json.loads(out)["snapshot_path"])) == release.files

@@ -581,7 +581,10 @@ class Engine:
         return (str(hashes.v1) if hashes.has_v1() else None, str(hashes.v2) if hashes.has_v2() else None)
 
     def connect_peer(self, key: str, host: str, port: int) -> None:
-        self._handle(key).connect_peer((host, port))
+        """Dial a peer. Given as a tracker's: libtorrent dials a peer it was told of with no source once, and
+        after it refused a connection never again, however often it is given (a seeder still starting up);
+        one a tracker names again is dialled again (measured, 2.1.1: docs/NOTES.md)."""
+        self._handle(key).connect_peer((host, port), lt.peer_info.tracker)
 
     def reannounce(self, key: str) -> None:
         """Ask the torrent's trackers for peers now, whatever their interval (a node that found none asks again)."""

@@ -79,6 +79,7 @@ FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is kno
 HAND_BYTES = 256 * 1024  # a run's pieces go to libtorrent as they arrive, at least this many bytes at a time
 FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
+REDIAL_EVERY = 5.0  # seconds between dials of the given peers while fewer are connected
 LOOK_EVERY = 0.25  # seconds between looks at a pull's progress (and stall) in libtorrent's status
 SPLIT_EVERY = 0.5  # seconds between looks at the peers' pieces when deciding alone in a cluster
 DISK_MARGIN = 4 * 1024 * 1024  # below this much room left, a storage error is a full disk
@@ -204,6 +205,7 @@ class Pull:
         self._fetch_pieces: set[int] | None = None
         self._landed_count = sum(f.landed for f in self._files)
         self._to_look_at: set[int] = set(self._by_index)
+        self._dialled = 0.0  # when the peers given were last dialled
         self._finished = 0  # PieceFinished events seen: a flush asked for after the n-th covers pieces 1..n
         self._last_flush: tuple[int, asyncio.Future[None]] | None = None
         self._origin_failed: str | None = None if origin is not None else "not used"
@@ -482,8 +484,7 @@ class Pull:
         try:
             await self._state.checked.wait()
             self._check_error()
-            for host, port in self.peers:
-                self.engine.connect_peer(self.key, host, port)
+            self._dial()
             tasks.append(asyncio.create_task(self._origin_fallback()))
             await self._until_landed()
         finally:
@@ -492,6 +493,14 @@ class Pull:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, SwarmhubError):
                     await task
+
+    def _dial(self) -> None:
+        """Connect to the peers given (``--peer``). libtorrent drops a peer after a few refused connections
+        (``max_failcount``): one that is not listening yet (a seeder still starting) is dialled again every
+        ``REDIAL_EVERY`` seconds while fewer peers than given are connected (``_land_all``)."""
+        self._dialled = time.monotonic()
+        for host, port in self.peers:
+            self.engine.connect_peer(self.key, host, port)
 
     def _check_room(self) -> None:
         """Refuse, before a byte is written, a pull the disk cannot hold: a write that fails midway is what
@@ -700,6 +709,8 @@ class Pull:
             if now - looked >= LOOK_EVERY:  # libtorrent's status costs a pass over its files: not per event
                 looked = now
                 status = self.engine.status(self.key, pieces=False)
+                if status.num_peers < len(self.peers) and now - self._dialled >= REDIAL_EVERY and self._to_fetch():
+                    self._dial()
                 done = status.total_wanted_done
                 self._report(status.total_wanted_done, status.total_wanted, status.num_peers)
                 if done != last_done or not self._to_fetch() or state.wanted_at > last_change:
