@@ -734,3 +734,26 @@ def test_browser_hostile_names_stay_text(tab: Any) -> None:
     assert HOSTILE_PUBLISHER in tab.locator("dl.facts").inner_text()
     tab.goto("/?q=" + "%3Cscript%3Ealert(5)%3C%2Fscript%3E")
     assert tab.get_by_role("searchbox").input_value() == "<script>alert(5)</script>"
+
+
+def test_a_release_of_many_files_lists_them_a_thousand_a_page(tmp_path: Path) -> None:
+    """A dataset of 2,500 files (issue 16: releases of 100,000 files): the page shows 1,000 of them, with
+    links to the others, not one table of every file."""
+    folder = tmp_path / "many"
+    write_layout(folder, {f"data/part-{i // 500:02d}/rows-{i:05d}.jsonl": 20 + i % 7 for i in range(2500)})
+    pair = create_pair(folder, "org/many-files", "dataset", "5" * 40)
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        catalog.publish(pair.hybrid, pair.classic, by="ci-publisher", verified=True)
+        http = client_for(catalog, KnownHealth({}))
+        first = http.get("/datasets/org/many-files")
+        last = http.get("/datasets/org/many-files?files=3")
+        past = http.get("/datasets/org/many-files?files=4")
+    finally:
+        catalog.close()
+    assert first.status_code == 200 and last.status_code == 200
+    assert first.text.count('<td class="path">') == 1000 and "Files 1–1000 of 2500" in first.text
+    assert "data/part-00/rows-00000.jsonl" in first.text and "rows-01000.jsonl" not in first.text
+    assert 'href="/datasets/org/many-files?files=2#files"' in first.text
+    assert last.text.count('<td class="path">') == 500 and "data/part-04/rows-02499.jsonl" in last.text
+    assert past.status_code == 404 and "past the last (3)" in past.text

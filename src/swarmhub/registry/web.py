@@ -3,8 +3,9 @@
 Pages (mounted next to the JSON API, whose torrent URLs they link to)::
 
     GET /                                   index: ?q=text&sort=newest|name|size|seeders&org=ORG&type=TYPE&page=N
-    GET /{models|datasets}/{org}/{name}     a repo: its releases, newest first (?page=N), and the files, torrents,
-                                            magnet and swarm health of the selected one (?commit=, else the latest)
+    GET /{models|datasets}/{org}/{name}     a repo: its releases, newest first (?page=N), and the files (1,000 a
+                                            page: ?files=N), torrents, magnet and swarm health of the selected
+                                            one (?commit=, else the latest)
     GET /static/site.css, /static/site.js   one stylesheet; one script (the copy buttons: enhancement only)
 
 Everything a publisher chose (repo ids, file paths, names) reaches the page through Jinja2's autoescaping, and
@@ -54,6 +55,7 @@ SORTS: Final = ("newest", "name", "size", "seeders")
 WebSort = Literal["newest", "name", "size", "seeders"]
 MAX_QUERY = 200  # characters of search text; repo ids are at most 96
 _CATALOG_CHUNK = 500  # the catalog's largest page
+FILES_PAGE = 1000  # files of a release listed per page
 
 _PLURAL: Final[dict[RepoType, str]] = {"model": "models", "dataset": "datasets", "space": "spaces"}
 _UNITS: Final = ("B", "kB", "MB", "GB", "TB", "PB")
@@ -171,10 +173,10 @@ class IndexQuery:
 _NO_QUERY: Final = IndexQuery("", "newest", None, None, 1)  # the header's search box on other pages
 
 
-def _page_number(params: Mapping[str, str]) -> int:
-    raw = params.get("page", "1") or "1"
+def _page_number(params: Mapping[str, str], name: str = "page") -> int:
+    raw = params.get(name, "1") or "1"
     if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
-        raise _PageError(400, f"page {raw[:20]!r} is not a page number (1, 2, …)")
+        raise _PageError(400, f"{name} {raw[:20]!r} is not a page number (1, 2, …)")
     return int(raw)
 
 
@@ -335,6 +337,11 @@ def website_routes(catalog: Catalog, health: Health, *, public_url: str, seeders
         number = _page_number(request.query_params)
         shown = releases[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
         keep = {"commit": request.query_params["commit"]} if request.query_params.get("commit") else {}
+        files_number = _page_number(request.query_params, "files")  # a dataset of 100,000 files: pages of 1,000
+        file_pages = max(1, -(-len(selected.files) // FILES_PAGE))
+        if files_number > file_pages:
+            raise _PageError(404, f"files page {files_number} is past the last ({file_pages})")
+        first_file = (files_number - 1) * FILES_PAGE
         return page(
             "repo.html",
             query=_NO_QUERY,
@@ -351,6 +358,20 @@ def website_routes(catalog: Catalog, health: Health, *, public_url: str, seeders
             magnet=magnet_uri(selected, public_url),
             pull=pull_command(selected, latest=selected is releases[0]),
             page_link=lambda n: repo_path(repo_type, repo_id, **keep, **({"page": n} if n > 1 else {})),
+            files=selected.files[first_file : first_file + FILES_PAGE],
+            first_file=first_file,
+            files_number=files_number,
+            file_pages=file_pages,
+            files_link=lambda n: (
+                repo_path(
+                    repo_type,
+                    repo_id,
+                    **keep,
+                    **({"page": number} if number > 1 else {}),
+                    **({"files": n} if n > 1 else {}),
+                )
+                + "#files"
+            ),
         )
 
     routes: list[BaseRoute] = [Route("/", index, name="web-index")]
