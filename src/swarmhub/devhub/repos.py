@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub rejects regular (non-LFS) git files of 10 MiB and more
-WALK_EVERY_TIME = 2000  # files: a repo of at most this many is walked at every lookup
+WALK_EVERY_TIME = 200  # files: a repo of at most this many is walked at every lookup (~2 ms)
 TRUST_FOR = 1.0  # seconds a bigger repo's listing is used without a look
 WALK_AT_LEAST = 10.0  # seconds: a bigger repo is walked again at least this often
 _CHUNK = 1 << 20

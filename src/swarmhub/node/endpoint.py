@@ -33,10 +33,11 @@ segments (also percent-encoded, once or twice), empty segments, backslashes or N
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
@@ -172,8 +173,36 @@ def _error(problem: HubError, *, head: bool = False) -> Response:
     return _answer(problem.status, headers, body)
 
 
+class _Listing:
+    """A release's files by path and its tree listings, made once: a download of a 10,000-file dataset asks
+    once per file, and a listing one page at a time (each a pass over every file before)."""
+
+    def __init__(self, files: Sequence[RepoFile]) -> None:
+        self.files = files  # held: while it is, no other list can take its id
+        self.by_path = {f.path: f for f in files}
+        self.trees: dict[tuple[str, bool], list[dict[str, object]] | None] = {}
+
+
+_LISTINGS: collections.OrderedDict[int, _Listing] = collections.OrderedDict()
+_LISTINGS_KEPT = 16  # releases
+
+
+def _listing(release: KnownRelease) -> _Listing:
+    """By the identity of the release's file list: the node's releases keep theirs; a list made anew at each
+    call (or a release whose files changed) gets a listing of its own."""
+    files = release.files
+    found = _LISTINGS.get(id(files))
+    if found is None or found.files is not files:
+        found = _LISTINGS[id(files)] = _Listing(files)
+        while len(_LISTINGS) > _LISTINGS_KEPT:
+            _LISTINGS.popitem(last=False)
+    else:
+        _LISTINGS.move_to_end(id(files))
+    return found
+
+
 def _file(release: KnownRelease, path: str) -> RepoFile | None:
-    return next((f for f in release.files if f.path == path), None)
+    return _listing(release).by_path.get(path)
 
 
 async def _exactly(chunks: AsyncIterator[bytes], length: int, stats: EndpointStats) -> AsyncGenerator[bytes]:
@@ -552,7 +581,11 @@ class HubEndpoint:
         if "path" not in params:  # repo info
             return _json(repo_info(release.ref, release.files, blobs=_truthy(request.query_params.get("blobs"))))
         folder = unquote(params["path"] or "")
-        entries = tree_entries(release.files, folder, recursive=_truthy(request.query_params.get("recursive")))
+        recursive = _truthy(request.query_params.get("recursive"))
+        trees = _listing(release).trees
+        if (folder, recursive) not in trees:
+            trees[(folder, recursive)] = tree_entries(release.files, folder, recursive=recursive)
+        entries = trees[(folder, recursive)]
         if entries is None:
             return _error(no_folder(folder))
         page = tree_page(entries, request.query_params.get("cursor"), self.page_size)

@@ -44,7 +44,7 @@ from swarmhub.errors import MetainfoError, SwarmhubError, TorrentMismatch
 from swarmhub.hub.cache import ref_path_for
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType, is_commit
 from swarmhub.node.confirmation import Confirmations
-from swarmhub.node.landing import CacheDestination, atomic_bytes, atomic_text
+from swarmhub.node.landing import CacheDestination, Placement, atomic_bytes, atomic_text
 from swarmhub.node.pull import Pull, PullProgress, release_files
 from swarmhub.node.seeding import seed_release
 from swarmhub.node.sources import HubSource
@@ -98,6 +98,7 @@ class SwarmRelease:
         self._files = release_files(torrent)
         self._by_path = {f.path: f for f in self._files}
         self.dest = CacheDestination(library.cache_dir, torrent.repo)
+        self._placements: dict[str, Placement] | None = None
 
     @property
     def ref(self) -> RepoRef:
@@ -110,7 +111,9 @@ class SwarmRelease:
     def blob(self, path: str) -> Path | None:
         """The landed blob of ``path`` (its snapshot link made if missing: a twin of a landed file, an empty
         file), or None while it is not in the cache."""
-        placement = next(p for p in self.dest.placements(self._files) if p.file.path == path)
+        if self._placements is None:  # once: a pass over every file per file asked made 10,000 quadratic
+            self._placements = {p.file.path: p for p in self.dest.placements(self._files)}
+        placement = self._placements[path]
         blob = self.dest.root / placement.final
         if not placement.file.size and not blob.exists():
             blob.parent.mkdir(parents=True, exist_ok=True)
