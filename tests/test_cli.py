@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,3 +126,26 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         Path(node["snapshot"], "model.safetensors").read_bytes()
         == Path(result["landed"], "model.safetensors").read_bytes()
     )
+
+
+def test_create_from_a_folder_of_more_files_than_may_be_open(tmp_path: Path) -> None:
+    """Issue 16: `create --from-dir` of a 30,000-file dataset failed with "Too many open files" (every file
+    stayed open until the end). Here 600 files under a limit of 256 open files."""
+    import resource
+
+    folder = tmp_path / "many"
+    for i in range(600):
+        path = folder / f"data/part-{i // 100}/rows-{i:04d}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'{"i": %d}\n' % i)
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "swarmhub", "create", "org/many", "--repo-type", "dataset", "--from-dir", folder,
+         "--revision", "a" * 40, "-o", tmp_path / "many.torrent", "--json"],
+        capture_output=True, text=True, timeout=300, preexec_fn=low_limit,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(json.loads(done.stdout)["files"]) == 600
