@@ -79,6 +79,7 @@ FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is kno
 HAND_BYTES = 256 * 1024  # a run's pieces go to libtorrent as they arrive, at least this many bytes at a time
 FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
+WRITE_ERROR_GRACE = 1.0  # seconds an error 217 waits for the write error that may come after it
 REDIAL_EVERY = 5.0  # seconds between dials of the given peers while fewer are connected
 LOOK_EVERY = 0.25  # seconds between looks at a pull's progress (and stall) in libtorrent's status
 SPLIT_EVERY = 0.5  # seconds between looks at the peers' pieces when deciding alone in a cluster
@@ -206,6 +207,7 @@ class Pull:
         self._landed_count = sum(f.landed for f in self._files)
         self._to_look_at: set[int] = set(self._by_index)
         self._dialled = 0.0  # when the peers given were last dialled
+        self._held_217: tuple[float, TorrentError] | None = None  # an error 217 waiting for the write error behind it
         self._finished = 0  # PieceFinished events seen: a flush asked for after the n-th covers pieces 1..n
         self._last_flush: tuple[int, asyncio.Future[None]] | None = None
         self._origin_failed: str | None = None if origin is not None else "not used"
@@ -521,10 +523,19 @@ class Pull:
             raise StorageError(
                 f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
                 f"{self.dest.root}, {needed >> 20} MiB to download)",
-                hint="free some disk space, or pull into another cache (--cache-dir, HF_HUB_CACHE)",
+                hint="free some disk space (or pull into another cache: --cache-dir, HF_HUB_CACHE) and run the same "
+                "command again",
             )
 
+    def _wake_on_error(self) -> None:
+        """Whoever waits for the check or for progress looks at the error (``_check_error``)."""
+        self._state.checked.set()
+        self._state.changed.set()
+
     def _check_error(self) -> None:
+        held = self._held_217
+        if self._state.error is None and held is not None and time.monotonic() - held[0] >= WRITE_ERROR_GRACE:
+            self._state.error = self._torrent_error(held[1])  # no write failed: the torrent's trees disagree
         if self._state.error is not None:
             raise self._state.error
 
@@ -561,11 +572,20 @@ class Pull:
                 # written; a hybrid's piece hashed later reads its v1 bytes back from the hole, its v2 hashes
                 # came from memory, and the two disagree: error 217 follows the failed write, and must not
                 # replace it (issue 15; docs/investigations/err217).
-                if state.error is None:
-                    state.error = self._torrent_error(event)
+                # The two alerts come in either order: a 217 waits ``WRITE_ERROR_GRACE`` for the write error
+                # behind it (``_check_error``).
+                if state.error is not None or (self._held_217 is not None and event.code == INCONSISTENT_HASHES):
+                    if event.code == INCONSISTENT_HASHES:
+                        log.info("%s: error 217 came with a failed write (after it)", self.ref.repo_id)
                 elif event.code == INCONSISTENT_HASHES:
-                    log.info("%s: error 217 after %s (pieces whose write failed)", self.ref.repo_id, state.error)
-                state.checked.set()
+                    self._held_217 = (time.monotonic(), event)
+                    asyncio.get_running_loop().call_later(WRITE_ERROR_GRACE, self._wake_on_error)
+                else:
+                    state.error = self._torrent_error(event)
+                    if self._held_217 is not None:
+                        log.info("%s: error 217 came with a failed write (before it)", self.ref.repo_id)
+                if state.error is not None:
+                    state.checked.set()
             state.changed.set()
 
     def _torrent_error(self, event: TorrentError) -> SwarmhubError:
