@@ -286,14 +286,12 @@ class RepoStore:
         with walking:  # requests that arrive during a walk take its result
             kept = self._kept.get(key)
             now = time.monotonic()
-            if kept is not None and now - kept.walked < WALK_AT_LEAST:
-                if now - kept.looked < TRUST_FOR:
-                    return kept.snapshot
-                folders = _folder_times(folder)
-                if folders == kept.folders:
-                    kept.looked = now
-                    return kept.snapshot
+            if kept is not None and now - kept.walked < WALK_AT_LEAST and now - kept.looked < TRUST_FOR:
+                return kept.snapshot
             folders = _folder_times(folder)
+            if kept is not None and now - kept.walked < WALK_AT_LEAST and folders == kept.folders:
+                kept.looked = now
+                return kept.snapshot
             snap = self._walk(repo_type, repo_id, folder)
             if len(snap.files) > WALK_EVERY_TIME:
                 self._kept[key] = _Kept(snap, folders, now, now)

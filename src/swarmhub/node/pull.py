@@ -520,9 +520,9 @@ class Pull:
         except OSError:
             return
         if free < needed + DISK_MARGIN:
-            raise StorageError(
-                f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
-                f"{self.dest.root}, {needed >> 20} MiB to download)",
+            raise self._no_room(
+                free,
+                f"{needed >> 20} MiB to download",
                 hint="free some disk space (or pull into another cache: --cache-dir, HF_HUB_CACHE) and run the same "
                 "command again",
             )
@@ -574,13 +574,13 @@ class Pull:
                 # replace it (issue 15; docs/investigations/err217).
                 # The two alerts come in either order: a 217 waits ``WRITE_ERROR_GRACE`` for the write error
                 # behind it (``_check_error``).
-                if state.error is not None or (self._held_217 is not None and event.code == INCONSISTENT_HASHES):
-                    if event.code == INCONSISTENT_HASHES:
+                if event.code == INCONSISTENT_HASHES:
+                    if state.error is not None:
                         log.info("%s: error 217 came with a failed write (after it)", self.ref.repo_id)
-                elif event.code == INCONSISTENT_HASHES:
-                    self._held_217 = (time.monotonic(), event)
-                    asyncio.get_running_loop().call_later(WRITE_ERROR_GRACE, self._wake_on_error)
-                else:
+                    elif self._held_217 is None:
+                        self._held_217 = (time.monotonic(), event)
+                        asyncio.get_running_loop().call_later(WRITE_ERROR_GRACE, self._wake_on_error)
+                elif state.error is None:
                     state.error = self._torrent_error(event)
                     if self._held_217 is not None:
                         log.info("%s: error 217 came with a failed write (before it)", self.ref.repo_id)
@@ -644,10 +644,17 @@ class Pull:
             return None
         if free >= needed + DISK_MARGIN:
             return None
+        return self._no_room(
+            free,
+            f"{needed >> 20} MiB still to download; libtorrent: {message}",
+            hint="free some disk space and run the same command again: verified pieces are kept",
+        )
+
+    def _no_room(self, free: int, detail: str, *, hint: str) -> StorageError:
         return StorageError(
             f"cannot write {self.ref.repo_id}: {os.strerror(errno.ENOSPC)} ({free >> 20} MiB free in "
-            f"{self.dest.root}, {needed >> 20} MiB still to download; libtorrent: {message})",
-            hint="free some disk space and run the same command again: verified pieces are kept",
+            f"{self.dest.root}, {detail})",
+            hint=hint,
         )
 
     # -------------------------------------------------------------------------------------------- resume
@@ -770,12 +777,12 @@ class Pull:
             "run again to resume",
         )
 
-    def _flush_after(self, finished: int) -> asyncio.Future[None]:
-        """A flush of libtorrent's store buffer asked for once ``finished`` pieces had come in: the last one
-        asked for when it is recent enough, else a new one. Landings that start together share one (a
-        10,000-file release asked for 10,000 flushes, each a pass over the store buffer)."""
+    def _flush(self) -> asyncio.Future[None]:
+        """A flush of libtorrent's store buffer asked for since the last piece came in: the last one asked for
+        when no piece came in after it, else a new one. Landings that start together share one (a 10,000-file
+        release asked for 10,000 flushes, each a pass over the store buffer)."""
         last = self._last_flush
-        if last is not None and last[0] >= finished and not last[1].cancelled():
+        if last is not None and last[0] >= self._finished and not last[1].cancelled():
             return last[1]
         flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._state.flushes.append(flushed)
@@ -786,7 +793,7 @@ class Pull:
     async def _land(self, f: _File) -> None:
         p = f.placement
         root = self.dest.root
-        flushed = self._flush_after(self._finished)
+        flushed = self._flush()
         try:  # the last pieces may still be in libtorrent's store buffer
             await asyncio.wait_for(asyncio.shield(flushed), FLUSH_PATIENCE)
         except TimeoutError:
@@ -956,7 +963,7 @@ class Pull:
             availability = self.engine.availability(self.key)
             held = self._state.have | {p for p, n in enumerate(availability) if n}
             share = self._split.share(now, self._wanted_pieces(), held, self.engine.peer_ids(self.key))
-            if share != self._split_last and not share <= self._split_last:
+            if not share <= self._split_last:  # pieces joined this node's share
                 log.info(
                     "deciding alone among %d node(s): %d piece(s) to take from the origin",
                     len(self._split.live),
