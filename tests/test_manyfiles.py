@@ -2,24 +2,31 @@
 
 Made on the local origin as Hub datasets are laid out (JSON lines in folders of 500); then ``swarmhub create``
 streamed from it, a seeder filled by an origin-only pull, a pull from that seeder alone, and the same release
-by magnet (metadata from the seeder). Timings belong to ``bench/manyfiles.py``; this checks that every step
-works at this size and every file is right. Not here yet: ``datasets.load_dataset`` through a node, which at
-this size took ~90 ms a file (not profiled yet; suspected: ``Pull.want`` plans every wanted file again for
-each file a program asks for). Issue 16 is open on it.
+by magnet (metadata from the seeder), and the user's whole path: ``swarmhub publish`` to a registry, then
+``datasets.load_dataset`` through a node that finds the release in that registry and its bytes at the seeder.
+Timings belong to ``bench/manyfiles.py``; this checks that every step works at this size and every file is
+right.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from support.cli import run_cli
 from support.swarm import pull, seeding, snapshot_files, swarmhub
 from swarmhub.devhub import DevHub
+from swarmhub.node.daemon import Node
+from swarmhub.registry.server import RegistryServer
+from swarmhub.settings import Settings
 
 REPO = "org/many-rows"
 N = 20_000
@@ -86,3 +93,56 @@ def test_a_pull_from_one_seeder_and_by_magnet(many: Many, tmp_path: Path) -> Non
     for result in (by_torrent, by_magnet):
         assert result["files"] == N and result["origin_bytes"] == 0
         assert snapshot_files(Path(result["snapshot_path"])) == many.files
+
+
+LOAD_DATASET = """
+import json, os
+from datasets import load_dataset
+data = load_dataset(os.environ["REPO"], split="train")
+print(json.dumps({"rows": data.num_rows, "ids": sorted(data["id"])}))
+"""
+
+
+def test_publish_then_load_dataset_through_a_node_from_the_seeder(many: Many, tmp_path: Path) -> None:
+    with RegistryServer(tmp_path / "registry.db", upstream=many.hub.endpoint) as registry:
+        assert registry.catalog is not None
+        token = registry.catalog.create_token("ci")
+        done = run_cli(
+            "publish", REPO, "--repo-type", "dataset", "--registry", registry.url, "--endpoint", many.hub.endpoint,
+            "--json", env={"SWARMHUB_TOKEN": token}, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        published = json.loads(done.stdout)
+        assert published["verified"] is True and published["info_hash_v2"] == many.created["info_hash_v2"]
+        many.hub.log.clear()
+        with seeding(many.seeder_cache, "--torrent", many.torrent, timeout=120) as seeder:
+            cache = tmp_path / "node" / "hub"
+            settings = dataclasses.replace(Settings.from_env().with_cache(cache), token=None)
+            node = Node(
+                settings, port=0, upstream=many.hub.endpoint, registry=registry.url, peers=[("127.0.0.1", seeder.port)]
+            ).start()
+            try:
+                program = tmp_path / "program"
+                env = {
+                    **os.environ,
+                    "HF_ENDPOINT": node.url,
+                    "HF_HUB_CACHE": str(program / "hub"),
+                    "HF_HOME": str(program / "home"),
+                    "HF_DATASETS_CACHE": str(program / "datasets"),
+                    "HF_HUB_DISABLE_XET": "1",
+                    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                    "REPO": REPO,
+                }
+                ran = subprocess.run(
+                    [sys.executable, "-c", LOAD_DATASET], env=env, capture_output=True, text=True, timeout=1200
+                )
+                assert ran.returncode == 0, ran.stderr[-4000:]
+            finally:
+                node.stop()
+    out = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert out["rows"] == N and out["ids"] == list(range(N))
+    # every file's bytes came from the seeder: the origin served none of them (the one HEAD the node makes of a
+    # release it confirms, to know it is public, is all it asked about a file)
+    assert [e.path for e in many.hub.log.entries("*/resolve/*", method="GET")] == []
+    assert len(many.hub.log.entries("*/resolve/*", method="HEAD")) <= 1
+    assert snapshot_files(_snapshot(cache, many.created["commit"])) == many.files

@@ -73,6 +73,35 @@ def test_a_file_streams_while_its_pieces_arrive(release: Release, seeded_cache: 
     assert snapshot_files(snapshot) == {MODEL: want}  # landed as pull lands it, and only what was read
 
 
+def test_files_of_one_blob_asked_in_any_order_land_once_each(
+    release: Release, seeded_cache: Path, tmp_path: Path
+) -> None:
+    """Two paths with the same bytes, the later one asked first: it is the one this pull writes, and the
+    earlier one, asked after, follows it into the same blob (the plan is made per file asked, not again over
+    every file wanted before)."""
+    data = release.hybrid.read_bytes()
+    twin, original = "weights/same-as-vae-ft.bin", "vae-ft.bin"
+    assert release.files[twin] == release.files[original]
+
+    async def read(paths: list[str]) -> dict[str, bytes]:
+        with Engine() as engine:
+            library = _library(engine, tmp_path, seeder.port, release.hub)
+            library.store.save(parse_torrent(data), data)
+            known = await library.release("model", REPO_ID, release.commit)
+            assert known is not None
+            got = {p: b"".join([c async for c in known.stream(p, 0, len(release.files[p]))]) for p in paths}
+            await library.close()
+            return got
+
+    with seeding(seeded_cache) as seeder:
+        got = asyncio.run(read([twin, original, "config.json"]))
+    assert got == {p: release.files[p] for p in (twin, original, "config.json")}
+    snapshot = tmp_path / "hub" / "models--swarmhub-demo--tiny-model" / "snapshots" / release.commit
+    assert snapshot_files(snapshot) == {p: release.files[p] for p in (twin, original, "config.json")}
+    blobs = list((tmp_path / "hub" / "models--swarmhub-demo--tiny-model" / "blobs").iterdir())
+    assert len(blobs) == 2 and sha256(release.files[twin]) in {b.name for b in blobs}  # one blob for the twins
+
+
 def test_a_landed_file_is_read_from_its_blob_and_the_release_is_seeded(
     release: Release, seeded_cache: Path, tmp_path: Path
 ) -> None:

@@ -23,7 +23,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
 import anyio
 import httpx
@@ -249,14 +249,22 @@ def test_swarm_counts_and_excludes_the_asker() -> None:
     assert again.stats == SwarmStats(1, 1, 0) and again.peers == (SwarmPeer(peer_id(1), V4, 6881),)
 
 
-def test_seeds_are_told_only_about_leechers() -> None:
+def test_seeds_are_told_about_leechers_first_and_seeders_only_to_fill_numwant() -> None:
+    """``left=0`` is a seed, and also how aria2 announces a magnet it has no metadata for: told leechers only,
+    such a client never found the seeder."""
     swarms = Swarms(rng=random.Random(0))
     for n in range(3):
         swarms.announce(announce(peer_id=peer_id(n), left=0), V4, now=0)
-    swarms.announce(announce(peer_id=peer_id(9), left=5), V6, now=0)
-    reply = swarms.announce(announce(peer_id=peer_id(0), left=0), V4, now=1)
-    assert reply.peers == (SwarmPeer(peer_id(9), V6, 6881),)
-    assert reply.stats == SwarmStats(3, 1, 0)
+    for n in (8, 9):
+        swarms.announce(announce(peer_id=peer_id(n), left=5), V6, now=0)
+    reply = swarms.announce(announce(peer_id=peer_id(0), left=0, numwant=3), V4, now=1)
+    assert {p.peer_id for p in reply.peers[:2]} == {peer_id(8), peer_id(9)}  # the leechers, both
+    assert reply.peers[2].peer_id in {peer_id(1), peer_id(2)}  # then a seeder, never the asker
+    assert reply.stats == SwarmStats(3, 2, 0)
+    full = swarms.announce(announce(peer_id=peer_id(0), left=0, numwant=1), V4, now=2)
+    assert full.peers[0].peer_id in {peer_id(8), peer_id(9)}  # numwant filled by leechers: no seeder
+    magnet = swarms.announce(announce(peer_id=peer_id(7), left=0, event="started"), V4, now=3)
+    assert peer_id(0) in {p.peer_id for p in magnet.peers}  # the seeder, found by a left=0 announce
 
 
 def test_completed_and_stopped() -> None:
@@ -1106,6 +1114,24 @@ def test_aria2_downloads_from_libtorrent_through_the_tracker(tmp_path: Path) -> 
     assert all(q.info_hash == info_hash for q, _ in aria2)
     seed = SwarmPeer(swarms.by(b"-LT")[0][0].peer_id, ipaddress.ip_address("127.0.0.1"), seeder.port)
     assert aria2[0][1].peers == (seed,)  # the only way aria2 could learn of it
+
+
+@pytest.mark.clients
+@pytest.mark.skipif(ARIA2C is None, reason="aria2c not found (Debian: apt-get install aria2)")
+def test_aria2_finds_the_seed_of_a_magnet_through_the_tracker(tmp_path: Path) -> None:
+    """aria2 announces a magnet it has no metadata for with ``left=0``, as a seed would: told leechers only,
+    it never found the seeder (docs/NOTES.md)."""
+    swarms = RecordingSwarms()
+    with TrackerServer(swarms=swarms) as tracker, LibtorrentPeer() as seeder:
+        torrent, summary = _release(tmp_path, tracker.announce_url)
+        info_hash = bytes.fromhex(summary["info_hash_v1"])
+        handle = seeder.add(torrent.read_bytes(), tmp_path / "seed")
+        seeder.wait(lambda: bool(swarms.peers(info_hash)), 10, handle, "the seed's announce")
+        magnet = f"magnet:?xt=urn:btih:{summary['info_hash_v1']}&tr={quote(tracker.announce_url, safe='')}"
+        aria2_download(magnet, tmp_path / "aria2", timeout=30)
+    assert _same_files(tmp_path / "aria2" / NAME, tmp_path / "seed" / NAME)
+    first, reply = swarms.by(b"A2-")[0]
+    assert first.left == 0 and reply.peers  # a seed's announce, and the seeder in its answer
 
 
 @pytest.mark.clients

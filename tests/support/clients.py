@@ -180,7 +180,7 @@ def _files_complete(torrent: Torrent, root: Path) -> bool:
 # ------------------------------------------------------------------------------------------------ aria2
 
 
-def _aria2_argv(torrent: Path, directory: Path, port: int, *extra: str) -> list[str]:
+def _aria2_argv(torrent: Path | str, directory: Path, port: int, *extra: str) -> list[str]:
     return [
         _need(ARIA2C, "aria2"),
         "--no-conf",
@@ -242,8 +242,9 @@ def aria2_seed(torrent: Path, data_dir: Path, port: int, *, ready_timeout: float
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def aria2_download(torrent: Path, out_dir: Path, timeout: float = 30.0, *, port: int | None = None) -> None:
-    """aria2c downloads ``torrent`` into ``out_dir/<name>/``, finding peers through its trackers only."""
+def aria2_download(torrent: Path | str, out_dir: Path, timeout: float = 30.0, *, port: int | None = None) -> None:
+    """aria2c downloads ``torrent`` (a .torrent file, or a magnet link) into ``out_dir/<name>/``, finding peers
+    through its trackers only."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aria2-download-") as log_dir:
         argv = _aria2_argv(torrent, out_dir, port or free_port(), "--seed-time=0", "--bt-stop-timeout=0")

@@ -349,17 +349,18 @@ class _Swarm:
             self._forget(peers.pop(key))
 
     def sample(self, rng: random.Random, asking: _Peer, numwant: int) -> tuple[SwarmPeer, ...]:
-        """Up to ``numwant`` peers drawn at random, never ``asking``; a seed has nothing to fetch from another
-        seed, so it is told about leechers only. ``numwant + 1`` slots are drawn (``random.sample`` of a range
-        is O(numwant)), the asker left out if it is among them; when every peer fits, none is drawn."""
-        seeders, leechers = self.seeders, self.leechers
-        s = 0 if asking.seeding else len(seeders)  # slots 0..s-1 are seeders, the rest leechers
-        size = s + len(leechers)
-        if size - (not asking.seeding) <= numwant:  # all of them, but the asker
-            picked = leechers if asking.seeding else seeders + leechers
-        else:
-            picked = [seeders[i] if i < s else leechers[i - s] for i in rng.sample(range(size), numwant + 1)]
-        return tuple([p.listed for p in picked if p is not asking][:numwant])
+        """Up to ``numwant`` peers drawn at random, never ``asking``. A seed is told about leechers first, and
+        about seeders only to fill ``numwant``: a seed has nothing to fetch from another seed, but ``left=0`` is
+        also how aria2 announces a magnet whose size it does not know yet, and told leechers only it never
+        found the seeder. Draws cost O(numwant), not O(swarm): ``numwant + 1`` slots of a range are drawn
+        (``random.sample`` of a range), the asker left out if it is among them."""
+        if not asking.seeding:
+            seeders, leechers = self.seeders, self.leechers
+            return tuple(p.listed for p in _draw(rng, seeders, leechers, asking, numwant))
+        picked = _draw(rng, self.leechers, [], asking, numwant)
+        if len(picked) < numwant:
+            picked += _draw(rng, self.seeders, [], asking, numwant - len(picked))
+        return tuple(p.listed for p in picked)
 
     def _enlist(self, peer: _Peer) -> None:
         group = self.seeders if peer.seeding else self.leechers
@@ -384,6 +385,16 @@ class _Swarm:
 
 
 _NO_SWARM = SwarmStats(0, 0, 0)
+
+
+def _draw(rng: random.Random, first: list[_Peer], then: list[_Peer], asking: _Peer, n: int) -> list[_Peer]:
+    """Up to ``n`` peers of ``first + then`` (one range of slots, never copied) drawn at random, never
+    ``asking``; all of them when they fit."""
+    size = len(first) + len(then)
+    among = any(asking.slot < len(g) and g[asking.slot] is asking for g in (first, then))
+    slots: Iterable[int] = range(size) if size - among <= n else rng.sample(range(size), n + 1)
+    s = len(first)
+    return [p for p in (first[i] if i < s else then[i - s] for i in slots) if p is not asking][:n]
 
 
 def peer_key(peer_id: bytes, ip: IPAddress) -> bytes:

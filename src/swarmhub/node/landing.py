@@ -109,8 +109,9 @@ class Destination(Protocol):
     root: Path  # libtorrent's save path; every Placement path is relative to it
 
     def placements(self, files: list[RepoFile]) -> list[Placement]:
-        """Where each of ``files`` goes: the whole plan (each call replaces the last; the first file with an
-        etag is the one written, the others follow it)."""
+        """Where each of ``files`` goes. The first file with an etag is the one written, the others follow it:
+        within one call for the cache (its blob is the etag's), over every call for a local folder (a later
+        twin is copied from the first)."""
         ...
 
     def landed(self, placement: Placement) -> bool:
@@ -173,15 +174,11 @@ class LocalDirDestination:
 
     def placements(self, files: list[RepoFile]) -> list[Placement]:
         out = []
-        self._first = {}
         for f in files:
             path = Path(safe_repo_path(f.path))
             pending = self._meta / path.parent / f"{path.name}.{f.etag}{PART_SUFFIX}"
-            primary = f.etag not in self._first
-            placement = Placement(f, pending, path, primary)
-            if primary:
-                self._first[f.etag] = placement
-            out.append(placement)
+            first = self._first.setdefault(f.etag, Placement(f, pending, path, True))
+            out.append(first if first.file.path == f.path else Placement(f, pending, path, False))
         return out
 
     def _metadata_path(self, placement: Placement) -> Path:

@@ -108,6 +108,10 @@ class SwarmRelease:
     def files(self) -> Sequence[RepoFile]:
         return self._files
 
+    def file(self, path: str) -> RepoFile:
+        """The file of the release at ``path`` (KeyError when it has none)."""
+        return self._by_path[path]
+
     def blob(self, path: str) -> Path | None:
         """The landed blob of ``path`` (its snapshot link made if missing: a twin of a landed file, an empty
         file), or None while it is not in the cache."""
@@ -217,6 +221,7 @@ class Library:
         self._seeding: dict[RepoRef, list[str]] = {}  # engine keys (hybrid, classic) seeding a release
         self._pulls: dict[RepoRef, tuple[Pull, asyncio.Task[object]]] = {}
         self._registry_misses: dict[RepoRef, float] = {}
+        self._kept: set[RepoRef] = set()  # releases whose torrent this node stored
         self._refused: set[RepoRef] = set()  # releases whose stored or registry torrent the upstream contradicts
         self._lock = asyncio.Lock()
         self._preheat_lock = asyncio.Lock()
@@ -328,6 +333,7 @@ class Library:
         except TorrentMismatch as exc:
             log.warning("%s", exc)
             self._refused.add(release.ref)
+            self._kept.discard(release.ref)
             self._releases.pop(release.ref, None)
             await asyncio.to_thread(self.store.remove, release.torrent)
             return False
@@ -447,14 +453,22 @@ class Library:
         blob = await asyncio.to_thread(release.blob, path)
         if blob is None:
             raise SwarmhubError(f"{path} of {release.ref.repo_id} landed but its blob is missing")
-        await asyncio.to_thread(self._keep, release)
+        await asyncio.to_thread(self._keep, release, [path])
         return blob
 
-    def _keep(self, release: SwarmRelease) -> None:
-        """The torrent in the store once a file of its release is in the cache (``seed`` seeds it then)."""
-        placements = release.dest.placements(list(release.files))
-        if any(p.file.size and release.dest.landed(p) for p in placements):
+    def _keep(self, release: SwarmRelease, landed: Sequence[str] | None = None) -> None:
+        """The torrent in the store once a file of its release is in the cache (``seed`` seeds it then).
+        ``landed``: files known to be in the cache, else every file is looked at. Once per release: a look at
+        every file and a read of the stored torrent per file asked made a 20,000-file dataset quadratic."""
+        if release.ref in self._kept:
+            return
+        if landed is not None:
+            found = any(release.file(path).size for path in landed)
+        else:
+            found = any(p.file.size and release.dest.landed(p) for p in release.dest.placements(list(release.files)))
+        if found:
             self.store.save(release.torrent, release.data)
+            self._kept.add(release.ref)
 
     async def pull_release(
         self, release: SwarmRelease, paths: Sequence[str], on_progress: Callable[[PullProgress], None]
@@ -474,7 +488,7 @@ class Library:
             waiting.result()
         finally:
             waiting.cancel()
-        await asyncio.to_thread(self._keep, release)
+        await asyncio.to_thread(self._keep, release, paths)
         return pull.progress()
 
     def _pull_ended(self, ref: RepoRef, pull: Pull, task: asyncio.Task[object]) -> None:
