@@ -19,6 +19,7 @@ from swarmhub.engine.session import (
     TorrentFinished,
     settings_for,
 )
+from swarmhub.errors import ConfigError
 
 FILES = {"model.safetensors": os.urandom(3_000_000), "config.json": b"{}\n", "sub/tokenizer.json": os.urandom(70_000)}
 PIECE = 65536
@@ -70,6 +71,25 @@ def test_seed_to_leecher_over_tcp(tmp_path: Path) -> None:
         assert status.progress == 1.0 and all(status.pieces) and status.error is None
     for path, data in FILES.items():
         assert (tmp_path / "leech" / "release" / path).read_bytes() == data
+
+
+@pytest.mark.parametrize("disk_io", ["pread", "posix"])
+def test_each_disk_io_moves_a_release(tmp_path: Path, disk_io: str) -> None:
+    """``disk_io`` (a pseudo-setting of SWARMHUB_LIBTORRENT) picks libtorrent's disk back-end; each works."""
+    torrent = make_torrent(FILES, piece_size=PIECE, name="release")
+    _write(tmp_path / "seed", "release")
+    with Engine(extra={"disk_io": disk_io}) as seeder, Engine(extra={"disk_io": disk_io}) as leecher:
+        key = seeder.add(torrent, tmp_path / "seed", seed_mode=True)
+        leecher.add(torrent, tmp_path / "leech")
+        leecher.connect_peer(key, "127.0.0.1", seeder.listen_port)
+        asyncio.run(_until(leecher, TorrentFinished, key))
+    for path, data in FILES.items():
+        assert (tmp_path / "leech" / "release" / path).read_bytes() == data
+
+
+def test_an_unknown_disk_io_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ConfigError, match="disk_io 'mmap' is not one of pread, posix"):
+        Engine(extra={"disk_io": "mmap"})
 
 
 def test_add_piece_verifies_like_any_peer(tmp_path: Path) -> None:

@@ -46,9 +46,9 @@ from support.layouts import (
     torrent_by_release,
     write_layout,
 )
-from swarmhub.bt.bencode import decode
+from swarmhub.bt.bencode import count_tokens, decode
 from swarmhub.bt.layout import FORMATS, Format, plan_torrent
-from swarmhub.bt.metainfo import parse_torrent
+from swarmhub.bt.metainfo import info_cost, parse_torrent
 from swarmhub.cli.main import main as cli_main
 from swarmhub.errors import SwarmhubError
 
@@ -134,6 +134,41 @@ def test_release_of_only_empty_files_is_refused_or_loads_in_libtorrent(tmp_path:
     except SwarmhubError:
         return
     lt.torrent_info(data)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_size_create_checks_is_what_it_writes_and_libtorrent_counts(tmp_path: Path, fmt: Format) -> None:
+    """``info_cost`` (made before hashing) is the written info's size; its token count is libtorrent's: the
+    torrent loads with ``max_decode_tokens`` at the count and not one below."""
+    layout = {f"data/part-{i // 7}/rows-{i:03d}.jsonl": 100 + 37 * i for i in range(40)}
+    write_layout(tmp_path / NAME, layout)
+    data = torrent_by_release(tmp_path / NAME, 16384, fmt)
+    torrent = parse_torrent(data)
+    assert torrent.repo is not None
+    plan = plan_torrent([(f.path, f.size) for f in torrent.files], torrent.piece_size, fmt)
+    cost = info_cost(plan, torrent.name, torrent.repo, [f.etag or "" for f in torrent.files])
+    meta = decode(data)
+    assert isinstance(meta, dict)
+    assert cost == (len(torrent.info_bytes), count_tokens(meta[b"info"]))
+    tokens = count_tokens(meta)
+    lt.torrent_info(data, {"max_decode_tokens": tokens})  # type: ignore[call-overload]  # a dict works
+    with pytest.raises(RuntimeError, match="item count limit"):
+        lt.torrent_info(data, {"max_decode_tokens": tokens - 1})  # type: ignore[call-overload]
+
+
+def test_create_refuses_a_release_too_big_for_one_torrent_before_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past what libtorrent takes from peers, a clear error naming the way out, before any byte is read."""
+    from swarmhub.create import release as release_module
+
+    write_layout(tmp_path / NAME, {f"data/f{i}.bin": 1000 for i in range(50)})
+    monkeypatch.setattr(release_module, "MAX_INFO_TOKENS", 500)  # 50 files: ~2,000 tokens as a hybrid
+    monkeypatch.setattr(release_module, "hash_release", None)  # hashing would fail: TypeError
+    with pytest.raises(SwarmhubError) as refused:
+        torrent_by_release(tmp_path / NAME, 16384, "hybrid")
+    assert "50 files make a hybrid torrent" in str(refused.value) and "500 tokens" in str(refused.value)
+    assert "--include" in (refused.value.hint or "")
 
 
 # ------------------------------------------------------------------------------------------ Hypothesis

@@ -80,7 +80,8 @@ SETTINGS: tuple[Setting, ...] = (
         "libtorrent",
         ("SWARMHUB_LIBTORRENT",),
         "",
-        'JSON object of libtorrent settings to override, e.g. {"connections_limit": 500}',
+        'JSON object of libtorrent settings to override, e.g. {"connections_limit": 500}; "disk_io": "posix" '
+        "for datasets of many small files (default pread)",
     ),
 )
 

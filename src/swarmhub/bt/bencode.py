@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 from swarmhub.errors import BencodeError
 
-__all__ = ["MAX_TOKENS", "Bencodable", "decode", "decode_with_spans", "encode"]
+__all__ = ["MAX_TOKENS", "Bencodable", "count_tokens", "decode", "decode_with_spans", "encode"]
 
 Bencodable: TypeAlias = Any  # int | bytes | str | list[Bencodable] | dict[bytes | str, Bencodable]
 
@@ -42,6 +42,17 @@ def encode(value: Bencodable) -> bytes:
     out: list[bytes] = []
     _encode(value, out)
     return b"".join(out)
+
+
+def count_tokens(value: Bencodable) -> int:
+    """Tokens of ``value`` as libtorrent's decoder counts them against its limits (``max_decode_tokens``,
+    ``metadata_token_limit``): one per string or integer, two per list or dictionary (start and end), a
+    dictionary's keys included."""
+    if isinstance(value, Mapping):
+        return 2 + len(value) + sum(count_tokens(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return 2 + sum(count_tokens(v) for v in value)
+    return 1
 
 
 def _encode(value: Bencodable, out: list[bytes]) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmhub.bt.bencode import MAX_TOKENS, Bencodable, decode, decode_with_spans, encode
+from swarmhub.bt.bencode import MAX_TOKENS, Bencodable, count_tokens, decode, decode_with_spans, encode
 from swarmhub.bt.layout import Format, TorrentPlan, valid_piece_size
 from swarmhub.bt.merkle import file_root_from_piece_layer
 from swarmhub.errors import MetainfoError, UsageError
@@ -81,18 +81,14 @@ class Torrent:
 # --------------------------------------------------------------------------------------------- building
 
 
-def build_torrent(
+def _info(
     plan: TorrentPlan,
     name: str,
-    *,
     v1_pieces: bytes,
-    v2: Sequence[tuple[bytes | None, bytes]],  # per file: (pieces root, piece layer)
+    v2: Sequence[tuple[bytes | None, bytes]],
     repo: RepoRef | None,
     etags: Sequence[str],
-    trackers: Sequence[str] = (),
-    webseeds: Sequence[str] = (),
-) -> bytes:
-    """Bencode a deterministic torrent (no creation date) for ``plan`` and its hashes."""
+) -> tuple[dict[str, Bencodable], dict[bytes, bytes]]:
     info: dict[str, Bencodable] = {"name": name, "piece length": plan.piece_size}
     if plan.has_v1:
         entries: list[dict[str, Bencodable]] = []
@@ -127,6 +123,22 @@ def build_torrent(
                 {"path": f.path, "size": f.size, "etag": etag} for f, etag in zip(plan.files, etags, strict=True)
             ],
         }
+    return info, piece_layers
+
+
+def build_torrent(
+    plan: TorrentPlan,
+    name: str,
+    *,
+    v1_pieces: bytes,
+    v2: Sequence[tuple[bytes | None, bytes]],  # per file: (pieces root, piece layer)
+    repo: RepoRef | None,
+    etags: Sequence[str],
+    trackers: Sequence[str] = (),
+    webseeds: Sequence[str] = (),
+) -> bytes:
+    """Bencode a deterministic torrent (no creation date) for ``plan`` and its hashes."""
+    info, piece_layers = _info(plan, name, v1_pieces, v2, repo, etags)
     torrent: dict[str, Bencodable] = {"info": info}
     if piece_layers:
         torrent["piece layers"] = piece_layers
@@ -136,6 +148,22 @@ def build_torrent(
     if webseeds:
         torrent["url-list"] = list(webseeds)
     return encode(torrent)
+
+
+# What one torrent may hold for the clients swarmhub works with (docs/NOTES.md, measured): libtorrent, and
+# qBittorrent on it, refuse metadata from peers of more than 2,500,000 bencode tokens (``metadata_token_limit``:
+# a hybrid of ~64,000 files) or 30 MiB (``max_metadata_size``); aria2 takes at most 8 MiB of it.
+MAX_INFO_TOKENS = 2_500_000
+MAX_INFO_BYTES = 30 * 1024 * 1024
+ARIA2_MAX_INFO_BYTES = 8 * 1024 * 1024
+
+
+def info_cost(plan: TorrentPlan, name: str, repo: RepoRef | None, etags: Sequence[str]) -> tuple[int, int]:
+    """(bytes, bencode tokens) of the ``info`` dictionary ``build_torrent`` makes for ``plan``, before any byte
+    is hashed (hashes have fixed sizes)."""
+    v2 = [(bytes(32) if f.size else None, b"") for f in plan.files] if plan.has_v2 else []
+    info, _ = _info(plan, name, bytes(20 * plan.num_pieces) if plan.has_v1 else b"", v2, repo, etags)
+    return len(encode(info)), count_tokens(info)
 
 
 # ---------------------------------------------------------------------------------------------- parsing

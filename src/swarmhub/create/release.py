@@ -6,6 +6,7 @@ calls: both torrents of a release from one pass over its bytes (the origin sends
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import TYPE_CHECKING
 
 from swarmhub.bt.layout import Format, TorrentPlan, auto_piece_size, plan_torrent, valid_piece_size
 from swarmhub.bt.magnet import magnet_for
-from swarmhub.bt.metainfo import Torrent, build_torrent, parse_torrent
+from swarmhub.bt.metainfo import (
+    ARIA2_MAX_INFO_BYTES,
+    MAX_INFO_BYTES,
+    MAX_INFO_TOKENS,
+    Torrent,
+    build_torrent,
+    info_cost,
+    parse_torrent,
+)
 from swarmhub.create.hashing import FileDigests, PieceStream
 from swarmhub.create.pipeline import hash_release
 from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, SourceFile, local_release
@@ -25,6 +34,8 @@ if TYPE_CHECKING:
     from swarmhub.origin.client import OriginClient
 
 __all__ = ["CreateRequest", "CreatedTorrent", "create_hybrid_and_classic", "create_release_torrent", "torrent_name"]
+
+log = logging.getLogger(__name__)
 
 LOCAL_CHUNK = 4 * 1024 * 1024
 ORIGIN_CHUNK = 8 * 1024 * 1024
@@ -100,6 +111,29 @@ class _Release:
         sizes = [(f.path, f.size) for f in self.files.values()]
         return plan_torrent(sizes, _piece_size(self.request, sum(s for _, s in sizes)), fmt)
 
+    def check_size(self, plan: TorrentPlan) -> None:
+        """Refuse, before a byte is hashed, a torrent the clients we support could not take from peers; warn
+        when only aria2 could not."""
+        # a folder's etags come with hashing; their lengths are known (sha256 for LFS files, else git sha1)
+        etags = [(s.etag or "0" * (64 if s.lfs else 40)) for s in (self.files[f.path] for f in plan.files)]
+        size, tokens = info_cost(plan, torrent_name(self.ref), self.ref, etags)
+        if tokens > MAX_INFO_TOKENS or size > MAX_INFO_BYTES:
+            raise UsageError(
+                f"{len(plan.files):,} files make a {plan.format} torrent whose metadata is {size / 2**20:.1f} MiB "
+                f"and {tokens:,} bencode tokens: libtorrent and qBittorrent take at most {MAX_INFO_BYTES >> 20} "
+                f"MiB and {MAX_INFO_TOKENS:,} tokens from peers",
+                hint="make a torrent per part of the release with --include/--exclude (e.g. --include 'data/part-00*'):"
+                " one release spanning several torrents is not built yet",
+            )
+        if plan.format == "v1" and size > ARIA2_MAX_INFO_BYTES:
+            log.warning(
+                "%s: %.1f MiB of metadata; aria2 takes at most %d MiB from peers, so it can use the .torrent file "
+                "but not a magnet link",
+                self.ref.repo_id,
+                size / 2**20,
+                ARIA2_MAX_INFO_BYTES >> 20,
+            )
+
     async def hash(
         self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | None = None
     ) -> FileDigests:
@@ -174,6 +208,7 @@ async def create_release_torrent(
     """Create the torrent of a release. ``client`` is needed unless ``from_dir`` says everything."""
     release = await _open_release(request, client)
     plan = release.plan(request.format)
+    release.check_size(plan)
     if on_start is not None:
         on_start(plan.total_size)
     digests = await release.hash(plan, on_progress)
@@ -195,6 +230,8 @@ async def create_hybrid_and_classic(
     """
     release = await _open_release(request, client)
     hybrid, classic = release.plan("hybrid"), release.plan("v1")
+    release.check_size(hybrid)
+    release.check_size(classic)
     if on_start is not None:
         on_start(hybrid.total_size)
     stream = PieceStream(classic)

@@ -110,12 +110,21 @@ def new_peer_id() -> bytes:
     )
 
 
-# libtorrent 2.1's default disk I/O (pread_disk_io) keeps a cache entry for every piece a pad file ends: its
-# pad blocks are never written, so the entry is never evicted, and every flush walks them all. A hybrid torrent
-# pads every file, so a pull of 30,000 small files slowed down as it went and had 9,700 files after 150 s;
-# 2.0's disk I/O (files pread and pwritten: ``mmap_file_size_cutoff``) pulled them in 31 s, and 2 GB of big
-# files as fast (docs/NOTES.md).
-DISK_IO = "mmap_disk_io_constructor"
+# libtorrent's disk I/O back-ends, chosen with the pseudo-setting ``disk_io`` (``SWARMHUB_LIBTORRENT``), measured
+# (docs/NOTES.md, "The disk I/O"). pread, 2.1's default: the fastest on big files, but its cache never evicts a
+# piece a pad file ends, so a hybrid of many small files slows down as it goes (30,000 files from one seeder:
+# 128-179 s, against 9 s for 10,000). posix: 30,000 files in 42 s, 2 GB of big files ~15% slower. mmap: 31 s,
+# but a node crashed (SIGSEGV) in a chaos run with a corrupt peer; not offered.
+DISK_IO = {"pread": "pread_disk_io_constructor", "posix": "posix_disk_io_constructor"}
+
+
+def _disk_io(name: object) -> str:
+    if name not in DISK_IO:
+        raise ConfigError(
+            f"disk_io {name!r} is not one of {', '.join(DISK_IO)}",
+            hint='e.g. SWARMHUB_LIBTORRENT=\'{"disk_io": "posix"}\' for datasets of many small files',
+        )
+    return DISK_IO[str(name)]
 
 
 def settings_for(
@@ -148,9 +157,6 @@ def settings_for(
         "tick_interval": 100,
         "alert_mask": _ALERTS,
         "alert_queue_size": 10_000,
-        # with DISK_IO: every file read and written with pread/pwrite, none memory-mapped (mapped pages of a
-        # 2 GB pull counted 1.6 GB of RSS, and writes through a mapping raise SIGBUS on a full disk)
-        "mmap_file_size_cutoff": 2**31 - 1,
         "user_agent": f"swarmhub/{__version__} libtorrent/{lt.__version__}",
     }
     if profile == "isolated":
@@ -467,8 +473,8 @@ class Engine:
             settings["listen_interfaces"] = _with_tls_ports(str(settings["listen_interfaces"]))
         try:
             params = lt.session_params()
+            params.disk_io_constructor = _disk_io(settings.pop("disk_io", "pread"))
             params.settings = settings  # type: ignore[assignment]  # the binding takes a dict
-            params.disk_io_constructor = DISK_IO
             self._session = lt.session(params)
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"libtorrent refuses a setting: {exc}", hint="check SWARMHUB_LIBTORRENT") from exc

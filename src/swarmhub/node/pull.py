@@ -79,6 +79,7 @@ ORIGIN_RUN_SECONDS = 2.0  # a run is sized to take about this long at the rate t
 FIRST_RUN_BYTES = 1024 * 1024  # the size of runs until the origin's rate is known
 HAND_BYTES = 256 * 1024  # a run's pieces go to libtorrent as they arrive, at least this many bytes at a time
 FLUSH_PATIENCE = 60  # seconds a landing waits for libtorrent's flush before it says so in the log
+FLUSH_GAP = 0.1  # seconds between the end of a flush and the next one landings ask for
 READ_ATTEMPTS = 5  # a piece read libtorrent cancelled (its file moved) is asked for again
 WRITE_ERROR_GRACE = 1.0  # seconds an error 217 waits for the write error that may come after it
 REDIAL_EVERY = 5.0  # seconds between dials of the given peers while fewer are connected
@@ -215,6 +216,7 @@ class Pull:
         self._held_217: tuple[float, TorrentError] | None = None  # an error 217 waiting for the write error behind it
         self._finished = 0  # PieceFinished events seen: a flush asked for after the n-th covers pieces 1..n
         self._last_flush: tuple[int, asyncio.Future[None]] | None = None
+        self._next_flush: asyncio.Future[None] | None = None  # promised while a flush is under way
         self._origin_failed: str | None = None if origin is not None else "not used"
         self._origin_start = 0
         self._origin_hint: str | None = None
@@ -789,17 +791,36 @@ class Pull:
         )
 
     def _flush(self) -> asyncio.Future[None]:
-        """A flush of libtorrent's store buffer asked for since the last piece came in: the last one asked for
-        when no piece came in after it, else a new one. Landings that start together share one (a 10,000-file
-        release asked for 10,000 flushes, each a pass over the store buffer)."""
+        """A flush of libtorrent's store buffer that covers every piece in so far. The last one asked for when
+        no piece came in after it; while one is under way, the one that follows it, asked for ``FLUSH_GAP``
+        after it ends. Landings share flushes: each is a pass over every piece in libtorrent's cache, and
+        libtorrent 2.1 keeps there every piece a pad file ends, so a hybrid's are one per file (a pull of
+        30,000 small files flushing per landing slowed down as it went; docs/NOTES.md)."""
         last = self._last_flush
         if last is not None and last[0] >= self._finished and not last[1].cancelled():
             return last[1]
-        flushed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if last is not None and not last[1].done():
+            if self._next_flush is None:
+                self._next_flush = loop.create_future()
+                last[1].add_done_callback(lambda _: loop.call_later(FLUSH_GAP, self._ask_next_flush))
+            return self._next_flush
+        return self._ask_flush(loop.create_future())
+
+    def _ask_flush(self, flushed: asyncio.Future[None]) -> asyncio.Future[None]:
         self._state.flushes.append(flushed)
         self._last_flush = (self._finished, flushed)
         self.engine.flush(self.key)
         return flushed
+
+    def _ask_next_flush(self) -> None:
+        flushed, self._next_flush = self._next_flush, None
+        if flushed is None or flushed.done():
+            return
+        try:
+            self._ask_flush(flushed)
+        except SwarmhubError as exc:  # the torrent is gone: the pull is ending
+            flushed.set_exception(exc)
 
     async def _land(self, f: _File) -> None:
         p = f.placement
