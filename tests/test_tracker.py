@@ -1097,15 +1097,24 @@ class RecordingSwarms(Swarms):
         return [(q, a) for q, a in self.log if q.peer_id.startswith(client_prefix)]
 
 
+def _seed_announced(
+    tmp_path: Path, swarms: RecordingSwarms, tracker: TrackerServer, seeder: LibtorrentPeer
+) -> tuple[Path, dict[str, Any]]:
+    """The release's v1 torrent for ``tracker``, seeded by ``seeder`` once the tracker has its announce."""
+    torrent, summary = _release(tmp_path, tracker.announce_url)
+    info_hash = bytes.fromhex(summary["info_hash_v1"])
+    handle = seeder.add(torrent.read_bytes(), tmp_path / "seed")
+    seeder.wait(lambda: bool(swarms.peers(info_hash)), 10, handle, "the seed's announce")
+    return torrent, summary
+
+
 @pytest.mark.clients
 @pytest.mark.skipif(ARIA2C is None, reason="aria2c not found (Debian: apt-get install aria2)")
 def test_aria2_downloads_from_libtorrent_through_the_tracker(tmp_path: Path) -> None:
     swarms = RecordingSwarms()
     with TrackerServer(swarms=swarms) as tracker, LibtorrentPeer() as seeder:
-        torrent, summary = _release(tmp_path, tracker.announce_url)
+        torrent, summary = _seed_announced(tmp_path, swarms, tracker, seeder)
         info_hash = bytes.fromhex(summary["info_hash_v1"])
-        handle = seeder.add(torrent.read_bytes(), tmp_path / "seed")
-        seeder.wait(lambda: bool(swarms.peers(info_hash)), 10, handle, "the seed's announce")
         aria2_download(torrent, tmp_path / "aria2", timeout=30)
     assert _same_files(tmp_path / "aria2" / NAME, tmp_path / "seed" / NAME)
     # aria2 1.36 with --seed-time=0: "started", then "stopped" with left=0; it never says "completed"
@@ -1123,10 +1132,7 @@ def test_aria2_finds_the_seed_of_a_magnet_through_the_tracker(tmp_path: Path) ->
     it never found the seeder (docs/NOTES.md)."""
     swarms = RecordingSwarms()
     with TrackerServer(swarms=swarms) as tracker, LibtorrentPeer() as seeder:
-        torrent, summary = _release(tmp_path, tracker.announce_url)
-        info_hash = bytes.fromhex(summary["info_hash_v1"])
-        handle = seeder.add(torrent.read_bytes(), tmp_path / "seed")
-        seeder.wait(lambda: bool(swarms.peers(info_hash)), 10, handle, "the seed's announce")
+        _, summary = _seed_announced(tmp_path, swarms, tracker, seeder)
         magnet = f"magnet:?xt=urn:btih:{summary['info_hash_v1']}&tr={quote(tracker.announce_url, safe='')}"
         aria2_download(magnet, tmp_path / "aria2", timeout=30)
     assert _same_files(tmp_path / "aria2" / NAME, tmp_path / "seed" / NAME)
