@@ -156,19 +156,21 @@ def test_the_size_create_checks_is_what_it_writes_and_libtorrent_counts(tmp_path
         lt.torrent_info(data, {"max_decode_tokens": tokens - 1})  # type: ignore[call-overload]
 
 
-def test_create_refuses_a_release_too_big_for_one_torrent_before_hashing(
+def test_create_of_one_torrent_refuses_a_release_too_big_for_one_before_hashing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past what libtorrent takes from peers, a clear error naming the way out, before any byte is read."""
+    """Past what libtorrent takes from peers, a clear error naming the way out (the release's parts, made by
+    ``swarmhub create``: tests/test_release_parts.py), before any byte is read."""
     from swarmhub.create import release as release_module
 
     write_layout(tmp_path / NAME, {f"data/f{i}.bin": 1000 for i in range(50)})
     monkeypatch.setattr(release_module, "MAX_INFO_TOKENS", 500)  # 50 files: ~2,000 tokens as a hybrid
+    monkeypatch.setattr(release_module, "PART_TOKENS", 1500)
     monkeypatch.setattr(release_module, "hash_release", None)  # hashing would fail: TypeError
     with pytest.raises(SwarmhubError) as refused:
         torrent_by_release(tmp_path / NAME, 16384, "hybrid")
-    assert "50 files make a hybrid torrent" in str(refused.value) and "500 tokens" in str(refused.value)
-    assert "--include" in (refused.value.hint or "")
+    assert "needs 2 hybrid torrents" in str(refused.value), refused.value
+    assert "--torrent PART0" in (refused.value.hint or "")
 
 
 # ------------------------------------------------------------------------------------------ Hypothesis

@@ -48,36 +48,67 @@ def count_tokens(value: Bencodable) -> int:
     """Tokens of ``value`` as libtorrent's decoder counts them against its limits (``max_decode_tokens``,
     ``metadata_token_limit``): one per string or integer, two per list or dictionary (start and end), a
     dictionary's keys included."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        assert isinstance(value, Mapping)
         return 2 + len(value) + sum(count_tokens(v) for v in value.values())
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
+        assert isinstance(value, list | tuple)
         return 2 + sum(count_tokens(v) for v in value)
     return 1
 
 
 def _encode(value: Bencodable, out: list[bytes]) -> None:
+    # exact types first: a 100,000-file torrent is 4 million values, and ABC checks cost most of the time
+    kind = type(value)
+    if kind is str:
+        assert isinstance(value, str)
+        raw = value.encode("utf-8")
+        out.append(b"%d:%b" % (len(raw), raw))
+    elif kind is bytes:
+        assert isinstance(value, bytes)
+        out.append(b"%d:%b" % (len(value), value))
+    elif kind is int:
+        out.append(b"i%de" % value)
+    elif kind is dict:
+        assert isinstance(value, dict)
+        _encode_dict(value, out)
+    elif kind is list or kind is tuple:
+        assert isinstance(value, list | tuple)
+        out.append(b"l")
+        for item in value:
+            _encode(item, out)
+        out.append(b"e")
+    else:
+        _encode_other(value, out)
+
+
+def _encode_dict(value: Mapping[str | bytes, Bencodable], out: list[bytes]) -> None:
+    items = [(k.encode("utf-8") if isinstance(k, str) else bytes(k), v) for k, v in value.items()]
+    items.sort(key=lambda kv: kv[0])
+    out.append(b"d")
+    previous: bytes | None = None
+    for key, item in items:
+        if key == previous:
+            raise ValueError(f"duplicate dictionary key {key!r}")
+        previous = key
+        out.append(b"%d:%b" % (len(key), key))
+        _encode(item, out)
+    out.append(b"e")
+
+
+def _encode_other(value: Bencodable, out: list[bytes]) -> None:
+    """Subclasses and the other buffer and container types ``Bencodable`` allows."""
     if isinstance(value, bool):  # bool is an int subclass; never a valid torrent value
         raise TypeError("cannot bencode bool")
     if isinstance(value, int):
         out.append(b"i%de" % value)
     elif isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        out.append(b"%d:" % len(raw))
-        out.append(raw)
+        _encode(bytes(value), out)
     elif isinstance(value, str):
-        _encode(value.encode("utf-8"), out)
+        _encode(str(value), out)
     elif isinstance(value, Mapping):
-        items = [(k.encode("utf-8") if isinstance(k, str) else bytes(k), v) for k, v in value.items()]
-        items.sort(key=lambda kv: kv[0])
-        out.append(b"d")
-        previous: bytes | None = None
-        for key, item in items:
-            if key == previous:
-                raise ValueError(f"duplicate dictionary key {key!r}")
-            previous = key
-            _encode(key, out)
-            _encode(item, out)
-        out.append(b"e")
+        _encode_dict(value, out)
     elif isinstance(value, Sequence):
         out.append(b"l")
         for item in value:

@@ -5,6 +5,13 @@ Our torrents carry the release's Hub identity inside ``info`` (so the info-hash 
     info["hf"] = {"repo_type": "model", "repo_id": "org/name", "commit": "<40 hex>",
                   "files": [{"path": "a/b.bin", "size": 123, "etag": "<sha256 or git sha1>"}, ...]}
 
+A release too big for one torrent (issue 16: past ~64,000 small files a hybrid's metadata is more than
+libtorrent takes from peers) spans several, its *parts*: each a whole torrent of some of the release's files,
+all with the release's name, identity and piece size, ``hf`` adding ``"part": i, "parts": n``. Part 0 also
+lists the others' info-hashes in order (``"others": ["<hex>", ...]``: v2 for a hybrid or v2 torrent, v1 for a
+classic one), so part 0's info-hash authenticates the whole release, and ``check_parts`` says whether a set of
+torrents is one release. A release of one torrent carries none of these keys (its info-hash is unchanged).
+
 ``parse_torrent`` accepts any torrent (ours or not) and rejects hostile ones: every failure is a
 ``MetainfoError`` (or ``BencodeError``) with one line saying what is wrong. Hostile means: bencode past the
 decoder's budget (``bt.bencode``), names and paths that ``hub.repo.path_problem`` refuses (traversal,
@@ -35,7 +42,7 @@ from swarmhub.hub.repo import (
     validate_repo_id,
 )
 
-__all__ = ["Torrent", "TorrentFile", "build_torrent", "cluster_variant", "parse_torrent"]
+__all__ = ["Part", "Torrent", "TorrentFile", "build_torrent", "check_parts", "cluster_variant", "parse_torrent"]
 
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: no Hub file comes near; larger values are hostile or broken
 MAX_FILES = 1_000_000
@@ -43,6 +50,16 @@ MAX_PATH_DEPTH = 64
 MAX_PIECE_SIZE = 1 << 28
 MAX_PIECES = 1 << 21  # libtorrent's load_torrent_limits.max_pieces: it loads no torrent with more
 MAX_TOTAL_SIZE = MAX_PIECES * MAX_PIECE_SIZE  # 512 TiB: the most any torrent libtorrent loads can hold
+MAX_PARTS = 1000  # 64 million small files; more parts are hostile or broken
+
+
+@dataclass(frozen=True)
+class Part:
+    """Torrent ``index`` of the ``count`` a release spans; part 0 names the others' keys (``Torrent.key``)."""
+
+    index: int
+    count: int
+    others: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class Torrent:
     repo: RepoRef | None
     private: bool
     info_bytes: bytes
+    part: Part | None = None  # None: the release is this one torrent
 
     @property
     def total_size(self) -> int:
@@ -88,6 +106,7 @@ def _info(
     v2: Sequence[tuple[bytes | None, bytes]],
     repo: RepoRef | None,
     etags: Sequence[str],
+    part: Part | None = None,
 ) -> tuple[dict[str, Bencodable], dict[bytes, bytes]]:
     info: dict[str, Bencodable] = {"name": name, "piece length": plan.piece_size}
     if plan.has_v1:
@@ -105,8 +124,8 @@ def _info(
         tree: dict[str, Any] = {}
         for file, (root, layer) in zip(plan.files, v2, strict=True):
             node = tree
-            for part in file.path.split("/"):
-                node = node.setdefault(part, {})
+            for component in file.path.split("/"):
+                node = node.setdefault(component, {})
             leaf: dict[str, Bencodable] = {"length": file.size}
             if root is not None:
                 leaf["pieces root"] = root
@@ -115,7 +134,7 @@ def _info(
                 piece_layers[root or b""] = layer
         info["file tree"] = tree
     if repo is not None:
-        info["hf"] = {
+        hf: dict[str, Bencodable] = {
             "repo_type": repo.repo_type,
             "repo_id": repo.repo_id,
             "commit": repo.commit,
@@ -123,6 +142,13 @@ def _info(
                 {"path": f.path, "size": f.size, "etag": etag} for f, etag in zip(plan.files, etags, strict=True)
             ],
         }
+        if part is not None:
+            hf.update(part=part.index, parts=part.count)
+            if part.index == 0:
+                hf["others"] = list(part.others)
+        info["hf"] = hf
+    elif part is not None:
+        raise UsageError("only a torrent with the release's identity can be a part of it")
     return info, piece_layers
 
 
@@ -136,9 +162,10 @@ def build_torrent(
     etags: Sequence[str],
     trackers: Sequence[str] = (),
     webseeds: Sequence[str] = (),
+    part: Part | None = None,
 ) -> bytes:
     """Bencode a deterministic torrent (no creation date) for ``plan`` and its hashes."""
-    info, piece_layers = _info(plan, name, v1_pieces, v2, repo, etags)
+    info, piece_layers = _info(plan, name, v1_pieces, v2, repo, etags, part)
     torrent: dict[str, Bencodable] = {"info": info}
     if piece_layers:
         torrent["piece layers"] = piece_layers
@@ -158,11 +185,13 @@ MAX_INFO_BYTES = 30 * 1024 * 1024
 ARIA2_MAX_INFO_BYTES = 8 * 1024 * 1024
 
 
-def info_cost(plan: TorrentPlan, name: str, repo: RepoRef | None, etags: Sequence[str]) -> tuple[int, int]:
+def info_cost(
+    plan: TorrentPlan, name: str, repo: RepoRef | None, etags: Sequence[str], part: Part | None = None
+) -> tuple[int, int]:
     """(bytes, bencode tokens) of the ``info`` dictionary ``build_torrent`` makes for ``plan``, before any byte
-    is hashed (hashes have fixed sizes)."""
+    is hashed (hashes have fixed sizes; so have the info-hashes part 0 lists)."""
     v2 = [(bytes(32) if f.size else None, b"") for f in plan.files] if plan.has_v2 else []
-    info, _ = _info(plan, name, bytes(20 * plan.num_pieces) if plan.has_v1 else b"", v2, repo, etags)
+    info, _ = _info(plan, name, bytes(20 * plan.num_pieces) if plan.has_v1 else b"", v2, repo, etags, part)
     return len(encode(info)), count_tokens(info)
 
 
@@ -277,6 +306,59 @@ def _hf_identity(raw: object, files: list[TorrentFile]) -> tuple[RepoRef, list[T
     return RepoRef(repo_type, repo_id, commit), out
 
 
+def _part(raw: dict[bytes, Any], fmt: Format) -> Part | None:
+    """``hf.part``/``parts``/``others``: both numbers or neither; part 0 lists every other part's key once."""
+    if b"part" not in raw and b"parts" not in raw:
+        if b"others" in raw:
+            raise MetainfoError("hf.others without hf.part")
+        return None
+    count = _int(raw.get(b"parts"), "hf.parts", 2, MAX_PARTS)
+    index = _int(raw.get(b"part"), "hf.part", 0, count - 1)
+    listed = raw.get(b"others")
+    if index:
+        if listed is not None:
+            raise MetainfoError(f"hf.others in part {index}: only part 0 lists the others")
+        return Part(index, count)
+    width = 40 if fmt == "v1" else 64
+    if not isinstance(listed, list) or len(listed) != count - 1:
+        raise MetainfoError(f"hf.others does not list the {count - 1} other parts")
+    others = tuple(_text(h, "hf.others[]") for h in listed)
+    if any(len(h) != width or not all(c in "0123456789abcdef" for c in h) for h in others):
+        raise MetainfoError(f"hf.others holds something that is not a {width}-hex info-hash")
+    if len(set(others)) != len(others):
+        raise MetainfoError("hf.others lists a part twice")
+    return Part(0, count, others)
+
+
+def check_parts(torrents: Sequence[Torrent]) -> list[Torrent]:
+    """The parts of one release in order, or a ``MetainfoError`` saying why ``torrents`` are not that: one
+    identity, name, format and piece size, every part once, the keys part 0 lists, no file in two parts."""
+    if len(torrents) == 1 and torrents[0].part is None:
+        return list(torrents)
+    if any(t.part is None or t.repo is None for t in torrents):
+        raise MetainfoError("a torrent of a release of one torrent given with others")
+    first = next((t for t in torrents if t.part is not None and t.part.index == 0), None)
+    if first is None or first.part is None:
+        raise MetainfoError("part 0 of the release (the one that lists the others) is missing")
+    by_key = {t.key: t for t in torrents}
+    missing = [key for key in first.part.others if key not in by_key]
+    if missing:
+        raise MetainfoError(f"{len(missing)} of the release's {first.part.count} parts missing (first: {missing[0]})")
+    ordered = [first, *(by_key[key] for key in first.part.others)]
+    if len(by_key) != len(ordered):
+        raise MetainfoError("a torrent that is not a part of this release was given with it")
+    files: set[str] = set()
+    for i, t in enumerate(ordered):
+        same = (t.repo, t.name, t.format, t.piece_size) == (first.repo, first.name, first.format, first.piece_size)
+        if not same or t.part is None or (t.part.index, t.part.count) != (i, first.part.count):
+            raise MetainfoError(f"torrent {t.key} is not part {i} of {first.name}")
+        paths = {f.path for f in t.files}
+        if files & paths:
+            raise MetainfoError(f"{sorted(files & paths)[0]!r} is in two parts of {first.name}")
+        files |= paths
+    return ordered
+
+
 def _urls(value: object) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value] if value is not None else []
     return tuple(u for u in (_maybe_text(v) for v in items) if u)
@@ -358,9 +440,10 @@ def parse_torrent(data: bytes, *, max_tokens: int = MAX_TOKENS) -> Torrent:
         _check_piece_layers(meta.get(b"piece layers"), files, piece_size)
     fmt: Format = "hybrid" if has_v1 and has_v2 else "v2" if has_v2 else "v1"
 
-    repo = None
+    repo, part = None, None
     if b"hf" in info:
         repo, files = _hf_identity(info[b"hf"], files)
+        part = _part(info[b"hf"], fmt)
     return Torrent(
         name=name,
         format=fmt,
@@ -374,6 +457,7 @@ def parse_torrent(data: bytes, *, max_tokens: int = MAX_TOKENS) -> Torrent:
         repo=repo,
         private=info.get(b"private") == 1,
         info_bytes=info_bytes,
+        part=part,
     )
 
 

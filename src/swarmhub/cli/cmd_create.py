@@ -1,4 +1,4 @@
-"""``swarmhub create``: one release, one torrent, streamed from the origin or hashed from a folder."""
+"""``swarmhub create``: the torrent of a release (or its parts), streamed from the origin or hashed from a folder."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from swarmhub.bt.layout import FORMATS
 from swarmhub.cli.args import add_filter_options, parse_size, split_repo_revision
-from swarmhub.cli.output import Progress, atomic_write, print_json
+from swarmhub.cli.output import Progress, atomic_write, human_size, print_json
 from swarmhub.cli.summary import torrent_json, torrent_text
+from swarmhub.errors import UsageError
 from swarmhub.hub.repo import parse_repo_type
 from swarmhub.settings import Settings, check_endpoint
 
@@ -57,11 +58,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="hybrid (v1+v2, default), v1 (every client reads it), v2",
     )
     p.add_argument(
+        "--max-part-files",
+        type=int,
+        metavar="N",
+        help="cut the release into torrents of at most N files (default: cut only what one torrent cannot hold)",
+    )
+    p.add_argument(
         "-o",
         "--output",
         type=Path,
         metavar="FILE",
-        help="where to write the .torrent (default: ./<name>.torrent)",
+        help="where to write the .torrent (default: ./<name>.torrent; parts 1.. beside it as <name>.part-N.torrent)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -70,8 +77,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _create(
     request: CreateRequest, settings: Settings, endpoint: str | None, progress: Progress
-) -> CreatedTorrent:
-    from swarmhub.create.release import create_release_torrent
+) -> list[CreatedTorrent]:
+    from swarmhub.create.release import create_release_torrents
 
     needs_origin = request.from_dir is None
     if needs_origin:
@@ -87,7 +94,7 @@ async def _create(
         else None
     )
     try:
-        return await create_release_torrent(request, client, on_start=progress.start, on_progress=progress.advance)
+        return await create_release_torrents(request, client, on_start=progress.start, on_progress=progress.advance)
     finally:
         progress.close()
         if client is not None:
@@ -95,8 +102,10 @@ async def _create(
 
 
 def run(args: argparse.Namespace) -> int:
-    from swarmhub.create.release import CreateRequest
+    from swarmhub.create.release import CreateRequest, part_path
 
+    if args.max_part_files is not None and args.max_part_files < 1:
+        raise UsageError(f"--max-part-files {args.max_part_files} is not a positive number of files")
     settings = Settings.from_env()
     repo_id, revision = split_repo_revision(args.repo_id, args.revision)
     request = CreateRequest(
@@ -110,13 +119,19 @@ def run(args: argparse.Namespace) -> int:
         piece_size=args.piece_size,
         format=args.format,
         from_dir=args.from_dir,
+        max_part_files=args.max_part_files,
     )
     progress = Progress(f"hashing {repo_id}", enabled=None if not (args.json or args.no_progress) else False)
     started = time.monotonic()
     endpoint = check_endpoint(args.endpoint, "--endpoint") if args.endpoint else None
-    created = asyncio.run(_create(request, settings, endpoint, progress))
-    output: Path = args.output or Path(f"{created.torrent.name}.torrent")
-    atomic_write(output, created.data)
+    made = asyncio.run(_create(request, settings, endpoint, progress))
+    output: Path = args.output or Path(f"{made[0].torrent.name}.torrent")
+    paths = [part_path(output, i) for i in range(len(made))]
+    for created, path in zip(made, paths, strict=True):  # parts 1.. first: part 0 is what names them
+        if created is not made[0]:
+            atomic_write(path, created.data)
+    atomic_write(output, made[0].data)
+    created = made[0]
     if args.json:
         summary = torrent_json(created.torrent)
         summary.update(
@@ -124,9 +139,19 @@ def run(args: argparse.Namespace) -> int:
             seconds=round(time.monotonic() - started, 3),
             torrent_size=len(created.data),
             origin_bytes=created.stats.get("origin_bytes", 0),
+            part_paths=[str(p) for p in paths],
+            release_files=sum(len(c.torrent.files) for c in made),
+            release_size=sum(c.torrent.total_size for c in made),
         )
         print_json(summary)
-    else:
-        print(f"wrote {output} ({len(created.data)} bytes)")
-        print(torrent_text(created.torrent, max_files=20))
+        return 0
+    for c, path in zip(made, paths, strict=True):
+        print(f"wrote {path} ({len(c.data)} bytes)")
+    if len(made) > 1:
+        files, size = sum(len(c.torrent.files) for c in made), sum(c.torrent.total_size for c in made)
+        print(
+            f"the release spans {len(made)} torrents ({files} files, {human_size(size)}): keep them together; "
+            f"swarmhub pull --torrent {output} reads the others beside it"
+        )
+    print(torrent_text(created.torrent, max_files=20))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ from swarmhub.node.client import NodeClient
 from swarmhub.settings import Settings, check_endpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from swarmhub.bt.metainfo import Torrent
     from swarmhub.engine.session import Engine
@@ -344,7 +345,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
     if args.seed:
         args.default_port = 6881  # a seeder others can be told about
     engine = engine_from_args(args)
-    source: RangeSource | None = None
+    sources: list[RangeSource] = []  # what this pull opened besides the origin, closed at its end
     try:
         if args.magnet:
             data = await _magnet_torrent(engine, args.magnet, args.peer, settings.state_dir)
@@ -353,59 +354,75 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         torrent = parse_torrent(data)
         _check_release(torrent, repo_type, repo_id, args.revision)
         assert torrent.repo is not None
+        parts = await _release_parts(args, settings, engine, torrent, data)
         ref, warning = await _branch_checked(origin, torrent, args.revision)
-        source = _fallback_source(args, settings, torrent, origin)
         if warning:
             log.warning("%s", warning)
+        bar = _Bar(repo_id, enabled=sys.stderr.isatty() and not (args.json or args.no_progress))
+        progress = _Progress([t for t, _ in parts], args.include, args.exclude, bar.update)
         node = None if args.local_dir or args.seed else NodeClient.running(settings.state_dir)
         if node is not None:  # the node on this machine owns the cache: it pulls, and seeds after
-            bar = _Bar(repo_id, enabled=sys.stderr.isatty() and not (args.json or args.no_progress))
+            results: list[PullResult] = []
             try:
-                result = await asyncio.to_thread(_pull_on_node, node, torrent, data, args, bar.update)
+                for part, part_data in parts:
+                    report = progress.of(results)
+                    results.append(await asyncio.to_thread(_pull_on_node, node, part, part_data, args, report))
             finally:
                 bar.close()
             CacheDestination(settings.hub_cache, torrent.repo).finish(ref)
-            _report(args, result, torrent, TorrentStore(settings.state_dir).save(torrent, data))
+            store = TorrentStore(settings.state_dir)
+            kept = [store.save(t, d) for t, d in parts]
+            _report(args, _combined(results), torrent, kept[0], len(parts))
             return 0
-        await _confirm(settings, torrent, None if args.no_origin else endpoint)
+        await _confirm(settings, [t for t, _ in parts], None if args.no_origin else endpoint)
         destination: Destination = (
             LocalDirDestination(args.local_dir, torrent.repo)
             if args.local_dir
             else CacheDestination(settings.hub_cache, torrent.repo)
         )
-        bar = _Bar(repo_id, enabled=sys.stderr.isatty() and not (args.json or args.no_progress))
-        pull = Pull(
-            engine,
-            torrent,
-            data,
-            destination,
-            include=args.include,
-            exclude=args.exclude,
-            origin=source,
-            peers=args.peer,
-            part_file_dir=settings.state_dir / "parts",
-            peer_grace=args.origin_after,
-            stall_timeout=args.timeout,
-            on_progress=bar.update,
-        )
+        results = []
+        pulled: list[tuple[Torrent, bytes]] = []
         try:
-            result = await pull.run()
+            for part, part_data in parts:
+                source = _fallback_source(args, settings, part, origin)
+                if source is not None and source.client is not origin:
+                    sources.append(source)
+                pull = Pull(
+                    engine,
+                    part,
+                    part_data,
+                    destination,
+                    include=args.include,
+                    exclude=args.exclude,
+                    origin=source,
+                    peers=args.peer,
+                    part_file_dir=settings.state_dir / "parts",
+                    peer_grace=args.origin_after,
+                    stall_timeout=args.timeout,
+                    on_progress=progress.of(results),
+                )
+                result = await pull.run()
+                if args.magnet and result.key:
+                    part_data = await _whole_torrent(engine, result.key, part_data, result.path)
+                results.append(result)
+                pulled.append((part, part_data))
         finally:
             bar.close()
-        if args.magnet and result.key:
-            data = await _whole_torrent(engine, result.key, data, result.path)
         if isinstance(destination, CacheDestination):
-            torrent_path = TorrentStore(settings.state_dir).save(torrent, data)
+            store = TorrentStore(settings.state_dir)
+            kept = [store.save(t, d) for t, d in pulled]
+            torrent_path: Path | None = kept[0]
             destination.finish(ref)
         else:
             torrent_path = None
-        _report(args, result, torrent, torrent_path)
+        _report(args, _combined(results), torrent, torrent_path, len(parts))
         if args.seed:
-            if result.key:
-                engine.remove(result.key)
-            key = seed_release(engine, torrent, data, settings.hub_cache, settings.state_dir / "parts")
-            if key is None:
-                raise UsageError("nothing of the release is in the cache to seed")
+            for (part, part_data), result in zip(pulled, results, strict=True):
+                if result.key:
+                    engine.remove(result.key)
+                key = seed_release(engine, part, part_data, settings.hub_cache, settings.state_dir / "parts")
+                if key is None:
+                    raise UsageError("nothing of the release is in the cache to seed")
             print(f"seeding {repo_id}@{torrent.repo.commit[:12]} on port {engine.listen_port} (Ctrl-C stops)")
             sys.stdout.flush()
             await until_signal()
@@ -414,22 +431,130 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         engine.close()
         if origin is not None:
             await origin.aclose()
-        if source is not None and source.client is not origin:
+        for source in sources:
             await source.client.aclose()
 
 
-async def _confirm(settings: Settings, torrent: Torrent, endpoint: str | None) -> None:
+async def _release_parts(
+    args: argparse.Namespace, settings: Settings, engine: Engine, first: Torrent, data: bytes
+) -> list[tuple[Torrent, bytes]]:
+    """The torrents of the release ``first`` starts: itself alone, or every part of it (``bt.metainfo``), in
+    order, found by the keys part 0 lists: beside ``--torrent`` (where ``swarmhub create`` wrote them), from
+    peers for a magnet, else among the stored torrents of the release."""
+    from swarmhub.bt.metainfo import check_parts, parse_torrent
+    from swarmhub.create.release import part_path
+    from swarmhub.node.store import TorrentStore
+
+    part, repo = first.part, first.repo
+    if part is None or repo is None:
+        return [(first, data)]
+    what = f"{repo.repo_id}@{repo.commit[:12]}"
+    if part.index:
+        raise UsageError(
+            f"this torrent is part {part.index} of the {part.count} of {what}: a pull starts from part 0, which "
+            "lists the others",
+            hint="pass the part swarmhub create wrote without .part-N in its name",
+        )
+    found: dict[str, bytes] = {}
+    if args.magnet:
+        for key in part.others:
+            found[key] = await _magnet_torrent(
+                engine, _part_magnet(args.magnet, key, first.format), args.peer, settings.state_dir
+            )
+    elif args.torrent is not None:
+        for i in range(1, part.count):
+            path = part_path(args.torrent, i)
+            try:
+                found[str(i)] = path.read_bytes()
+            except OSError as exc:
+                raise UsageError(
+                    f"{what} spans {part.count} torrents and part {i} is not beside {args.torrent}: cannot read "
+                    f"{path} ({exc.strerror or exc})",
+                    hint="keep the torrents swarmhub create wrote together",
+                ) from exc
+    else:
+        stored = TorrentStore(settings.state_dir).find(repo.repo_type, repo.repo_id, repo.commit)
+        found = {s.torrent.key: s.data for s in stored if s.torrent.key in part.others}
+    given = [(parse_torrent(d), d) for d in found.values()]
+    by_key = {t.key: (t, d) for t, d in given}
+    return [(first, data) if t is first else by_key[t.key] for t in check_parts([first, *(t for t, _ in given)])]
+
+
+def _part_magnet(uri: str, key: str, fmt: str) -> str:
+    """The magnet of another part of the release ``uri`` names: its key, the same name, trackers, web seeds."""
+    from swarmhub.bt.magnet import build_magnet, parse_magnet
+
+    m = parse_magnet(uri)
+    v1 = fmt == "v1"
+    return build_magnet(key if v1 else None, None if v1 else key, m.name, m.trackers, m.webseeds)
+
+
+class _Progress:
+    """One progress over the parts of a release, pulled one after another."""
+
+    def __init__(
+        self,
+        parts: list[Torrent],
+        include: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+        update: Callable[[PullProgress], None],
+    ) -> None:
+        from swarmhub.hub.patterns import path_selected
+
+        wanted = [f for t in parts for f in t.files if path_selected(f.path, include, exclude)]
+        self.total, self.files = sum(f.size for f in wanted), len(wanted)
+        self.update = update
+
+    def of(self, before: list[PullResult]) -> Callable[[PullProgress], None]:
+        """What the next part's pull reports through: its figures added to those of the parts before."""
+        done, files = sum(r.bytes for r in before), sum(r.files for r in before)
+        peer, origin = sum(r.peer_bytes for r in before), sum(r.origin_bytes for r in before)
+        if not before:
+            return lambda p: self.update(dataclasses.replace(p, total=self.total, files_total=self.files))
+        return lambda p: self.update(
+            dataclasses.replace(
+                p,
+                done=done + p.done,
+                total=self.total,
+                peer_bytes=peer + p.peer_bytes,
+                origin_bytes=origin + p.origin_bytes,
+                files_landed=files + p.files_landed,
+                files_total=self.files,
+            )
+        )
+
+
+def _combined(results: list[PullResult]) -> PullResult:
+    """One result for the parts of a release (one part: its result)."""
+    if len(results) == 1:
+        return results[0]
+    return dataclasses.replace(
+        results[0],
+        path=results[-1].path,
+        files=sum(r.files for r in results),
+        files_downloaded=sum(r.files_downloaded for r in results),
+        bytes=sum(r.bytes for r in results),
+        peer_bytes=sum(r.peer_bytes for r in results),
+        origin_bytes=sum(r.origin_bytes for r in results),
+        seconds=sum(r.seconds for r in results),
+        banned_peers=tuple(dict.fromkeys(b for r in results for b in r.banned_peers)),
+    )
+
+
+async def _confirm(settings: Settings, parts: list[Torrent], endpoint: str | None) -> None:
     """The confirmation step (``node.confirmation``) before a release lands here: the origin's tree for the
-    commit must list the torrent's files alike (``TorrentMismatch`` otherwise); without an origin to ask, the
-    release is unconfirmed and lands as far as each file's etag checks."""
+    commit must list the files of the release's torrents alike (``TorrentMismatch`` otherwise); without an
+    origin to ask, the release is unconfirmed and lands as far as each file's etag checks."""
     from swarmhub.node.confirmation import Confirmations
     from swarmhub.node.pull import release_files
     from swarmhub.origin.client import OriginClient
 
-    assert torrent.repo is not None
+    repo = parts[0].repo
+    assert repo is not None
     client = None if endpoint is None else OriginClient(endpoint, settings.token, retries=2, timeout=10)
     try:
-        await Confirmations(settings.state_dir, client).confirm(torrent.repo, release_files(torrent))
+        files = [f for t in parts for f in release_files(t)]
+        await Confirmations(settings.state_dir, client).confirm(repo, files)
     finally:
         if client is not None:
             await client.aclose()
@@ -473,7 +598,9 @@ def _pull_on_node(
         raise SwarmhubError(f"the node at {node.url} answered a result without {exc}", hint="see its log") from exc
 
 
-def _report(args: argparse.Namespace, result: PullResult, torrent: Torrent, torrent_path: Path | None) -> None:
+def _report(
+    args: argparse.Namespace, result: PullResult, torrent: Torrent, torrent_path: Path | None, parts: int = 1
+) -> None:
     if args.json:
         print_json(
             {
@@ -492,6 +619,7 @@ def _report(args: argparse.Namespace, result: PullResult, torrent: Torrent, torr
                 "info_hash_v1": torrent.info_hash_v1,
                 "info_hash_v2": torrent.info_hash_v2,
                 "torrent_path": str(torrent_path) if torrent_path else None,
+                "parts": parts,
             }
         )
         sys.stdout.flush()

@@ -29,6 +29,10 @@ def torrent_json(torrent: Torrent) -> dict[str, Any]:
         "trackers": list(torrent.trackers),
         "webseeds": list(torrent.webseeds),
         "files": [{"path": f.path, "size": f.size, "etag": f.etag} for f in torrent.files],
+        # a release spanning several torrents: this one's place, and (part 0) the others' keys
+        "part": torrent.part.index if torrent.part else None,
+        "parts": torrent.part.count if torrent.part else 1,
+        "other_parts": list(torrent.part.others) if torrent.part else [],
     }
 
 
@@ -40,6 +44,11 @@ def torrent_text(torrent: Torrent, *, max_files: int = 50) -> str:
     ]
     if repo:
         lines += [f"repo       {repo.repo_type} {repo.repo_id}", f"commit     {repo.commit}"]
+    if torrent.part is not None:
+        lines.append(
+            f"part       {torrent.part.index} of {torrent.part.count} torrents of the release (0 lists the others)"
+        )
+        lines += [f"  part {i}   {key}" for i, key in enumerate(torrent.part.others, 1)]
     lines += [
         f"size       {human_size(torrent.total_size)} in {len(torrent.files)} files",
         f"pieces     {torrent.num_pieces} x {human_size(torrent.piece_size)}",

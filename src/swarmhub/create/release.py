@@ -1,7 +1,13 @@
-"""One release, one torrent: resolve, list, filter, plan, hash (streamed or local), build.
+"""One release, its torrents: resolve, list, filter, plan, cut, hash (streamed or local), build.
 
-``create_release_torrent`` is what ``swarmhub create`` calls; ``create_hybrid_and_classic`` is what publishing
+``create_release_torrents`` is what ``swarmhub create`` calls; ``create_hybrid_and_classic`` is what publishing
 calls: both torrents of a release from one pass over its bytes (the origin sends each byte once).
+
+A release whose metadata would be more than the clients we support take from peers (``MAX_INFO_TOKENS``,
+``MAX_INFO_BYTES``; for a v1 torrent, which is for every client, aria2's ``ARIA2_MAX_INFO_BYTES``) is cut, before
+a byte is hashed, into parts (``bt.metainfo``'s docstring): runs of its files in torrent order, as few as keep
+each part under ``PART_TOKENS`` and ``PART_BYTES`` (``PART_BYTES_V1``), with room below the limits. A release
+that fits stays one torrent, as before.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from swarmhub.bt.metainfo import (
     ARIA2_MAX_INFO_BYTES,
     MAX_INFO_BYTES,
     MAX_INFO_TOKENS,
+    Part,
     Torrent,
     build_torrent,
+    check_parts,
     info_cost,
     parse_torrent,
 )
@@ -33,7 +41,15 @@ from swarmhub.hub.repo import RepoRef, RepoType, is_commit
 if TYPE_CHECKING:
     from swarmhub.origin.client import OriginClient
 
-__all__ = ["CreateRequest", "CreatedTorrent", "create_hybrid_and_classic", "create_release_torrent", "torrent_name"]
+__all__ = [
+    "CreateRequest",
+    "CreatedTorrent",
+    "create_hybrid_and_classic",
+    "create_release_torrent",
+    "create_release_torrents",
+    "part_path",
+    "torrent_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +60,10 @@ ORIGIN_CHUNK = 8 * 1024 * 1024
 # 8 connections on loopback, 4.1 s -> 3.2 s for 2 GB).
 LOCAL_BUDGET = 96 * 1024 * 1024
 ORIGIN_BUDGET = 128 * 1024 * 1024
+# What one part may hold: 80% of the limits, so a part never lands at the edge of one
+PART_TOKENS = 2_000_000
+PART_BYTES = 24 * 1024 * 1024
+PART_BYTES_V1 = 7 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,7 @@ class CreateRequest:
     piece_size: int | None = None
     format: Format = "hybrid"
     from_dir: Path | None = None
+    max_part_files: int | None = None  # cut into torrents of at most this many files, whatever their size
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,12 @@ class CreatedTorrent:
     torrent: Torrent
     magnet: str
     stats: dict[str, int] = field(default_factory=dict)
+
+
+def part_path(first: Path, index: int) -> Path:
+    """Where ``swarmhub create`` writes part ``index`` of a release whose part 0 it wrote to ``first``, and
+    where ``swarmhub pull --torrent FIRST`` looks for it: ``name.torrent`` -> ``name.part-<index>.torrent``."""
+    return first if index == 0 else first.with_name(f"{first.name.removesuffix('.torrent')}.part-{index}.torrent")
 
 
 def torrent_name(ref: RepoRef) -> str:
@@ -111,48 +138,89 @@ class _Release:
         sizes = [(f.path, f.size) for f in self.files.values()]
         return plan_torrent(sizes, _piece_size(self.request, sum(s for _, s in sizes)), fmt)
 
-    def check_size(self, plan: TorrentPlan) -> None:
-        """Refuse, before a byte is hashed, a torrent the clients we support could not take from peers; warn
-        when only aria2 could not."""
+    def _cost(self, plan: TorrentPlan, part: Part | None = None) -> tuple[int, int]:
         # a folder's etags come with hashing; their lengths are known (sha256 for LFS files, else git sha1)
         etags = [(s.etag or "0" * (64 if s.lfs else 40)) for s in (self.files[f.path] for f in plan.files)]
-        size, tokens = info_cost(plan, torrent_name(self.ref), self.ref, etags)
-        if tokens > MAX_INFO_TOKENS or size > MAX_INFO_BYTES:
+        return info_cost(plan, torrent_name(self.ref), self.ref, etags, part)
+
+    def cut(self, fmt: Format) -> list[TorrentPlan]:
+        """The release as one torrent when its metadata fits what peers take, else its parts (module
+        docstring); all with the piece size of the whole release."""
+        whole = self.plan(fmt)
+        size, tokens = self._cost(whole)
+        limit = ARIA2_MAX_INFO_BYTES if fmt == "v1" else MAX_INFO_BYTES
+        most = self.request.max_part_files or len(whole.files)
+        if tokens <= MAX_INFO_TOKENS and size <= limit and len(whole.files) <= most:
+            return [whole]
+        part_bytes = PART_BYTES_V1 if fmt == "v1" else PART_BYTES
+        files = [(f.path, f.size) for f in whole.files]
+        count = max(2, -(-tokens // PART_TOKENS), -(-size // part_bytes), -(-len(files) // most))
+        while True:
+            plans = [
+                plan_torrent(files[i * len(files) // count : (i + 1) * len(files) // count], whole.piece_size, fmt)
+                for i in range(count)
+            ]
+            costs = [
+                self._cost(p, Part(i, count, ("0" * 64,) * (count - 1) if i == 0 else ())) for i, p in enumerate(plans)
+            ]
+            if all(t <= PART_TOKENS and b <= part_bytes for b, t in costs):
+                break
+            if count >= len(files):  # a file alone past the limits: no cut helps
+                raise UsageError(f"a file of {self.ref.repo_id} alone makes more metadata than a torrent may hold")
+            count += 1
+        empty = next((p for p in plans if not p.total_size), None)
+        if empty is not None:
             raise UsageError(
-                f"{len(plan.files):,} files make a {plan.format} torrent whose metadata is {size / 2**20:.1f} MiB "
-                f"and {tokens:,} bencode tokens: libtorrent and qBittorrent take at most {MAX_INFO_BYTES >> 20} "
-                f"MiB and {MAX_INFO_TOKENS:,} tokens from peers",
-                hint="make a torrent per part of the release with --include/--exclude (e.g. --include 'data/part-00*'):"
-                " one release spanning several torrents is not built yet",
+                f"part of {self.ref.repo_id} from {empty.files[0].path!r} holds only empty files: a torrent needs "
+                "at least one byte",
+                hint="leave the empty files out with --exclude",
             )
-        if plan.format == "v1" and size > ARIA2_MAX_INFO_BYTES:
-            log.warning(
-                "%s: %.1f MiB of metadata; aria2 takes at most %d MiB from peers, so it can use the .torrent file "
-                "but not a magnet link",
-                self.ref.repo_id,
-                size / 2**20,
-                ARIA2_MAX_INFO_BYTES >> 20,
-            )
+        log.info(
+            "%s: %d files in %d %s torrents (%.1f MiB and %d tokens of metadata in one)",
+            self.ref.repo_id,
+            len(files),
+            count,
+            fmt,
+            size / 2**20,
+            tokens,
+        )
+        return plans
 
     async def hash(
         self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | None = None
     ) -> FileDigests:
-        chunk = _chunk_size(plan, self.target_chunk)
         try:
-            return await hash_release(
-                plan,
-                self.source,
-                lfs=[self.files[f.path].lfs for f in plan.files],
-                expected_etags=[self.files[f.path].etag for f in plan.files],
-                chunk_size=chunk,
-                in_flight=max(2, self.budget // chunk),
-                on_progress=on_progress,
-                stream=stream,
-            )
+            return await self._hash(plan, on_progress, stream)
         finally:
             self.source.close()
 
-    def torrent(self, plan: TorrentPlan, v1_pieces: bytes, digests: FileDigests) -> CreatedTorrent:
+    async def hash_each(
+        self, plans: Sequence[TorrentPlan], on_progress: Callable[[int], None] | None
+    ) -> list[FileDigests]:
+        """Each plan's digests, one after another (each file is in one plan: every byte is read once)."""
+        try:
+            return [await self._hash(plan, on_progress, None) for plan in plans]
+        finally:
+            self.source.close()
+
+    async def _hash(
+        self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | None
+    ) -> FileDigests:
+        chunk = _chunk_size(plan, self.target_chunk)
+        return await hash_release(
+            plan,
+            self.source,
+            lfs=[self.files[f.path].lfs for f in plan.files],
+            expected_etags=[self.files[f.path].etag for f in plan.files],
+            chunk_size=chunk,
+            in_flight=max(2, self.budget // chunk),
+            on_progress=on_progress,
+            stream=stream,
+        )
+
+    def torrent(
+        self, plan: TorrentPlan, v1_pieces: bytes, digests: FileDigests, part: Part | None = None
+    ) -> CreatedTorrent:
         data = build_torrent(
             plan,
             torrent_name(self.ref),
@@ -162,11 +230,29 @@ class _Release:
             etags=digests.etags,
             trackers=self.request.trackers,
             webseeds=self.request.webseeds,
+            part=part,
         )
         torrent = parse_torrent(data)  # what we wrote must be what we accept
         client, streamed = self.client, self.request.from_dir is None
         origin_bytes = client.bytes_received if client is not None and streamed else 0
         return CreatedTorrent(data, torrent, magnet_for(torrent), {"origin_bytes": origin_bytes})
+
+    def torrents(self, plans: Sequence[TorrentPlan], hashed: Sequence[FileDigests]) -> list[CreatedTorrent]:
+        """The release's torrents, part 0 first: parts 1.. are built first, since part 0 lists their keys."""
+        if len(plans) == 1:
+            return [self.torrent(plans[0], hashed[0].v1_pieces, hashed[0])]
+        count = len(plans)
+        rest = [
+            self.torrent(plan, digests.v1_pieces, digests, Part(i, count))
+            for i, (plan, digests) in enumerate(zip(plans, hashed, strict=True))
+            if i
+        ]
+        first = self.torrent(
+            plans[0], hashed[0].v1_pieces, hashed[0], Part(0, count, tuple(c.torrent.key for c in rest))
+        )
+        made = [first, *rest]
+        check_parts([c.torrent for c in made])  # what we wrote must be what we accept
+        return made
 
 
 async def _open_release(request: CreateRequest, client: OriginClient | None) -> _Release:
@@ -198,6 +284,22 @@ def _check_selection(request: CreateRequest, chosen: dict[str, SourceFile]) -> N
         )
 
 
+async def create_release_torrents(
+    request: CreateRequest,
+    client: OriginClient | None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[CreatedTorrent]:
+    """The torrents of a release: one, or its parts with part 0 first (module docstring). ``client`` is needed
+    unless ``from_dir`` says everything."""
+    release = await _open_release(request, client)
+    plans = release.cut(request.format)
+    if on_start is not None:
+        on_start(sum(p.total_size for p in plans))
+    return release.torrents(plans, await release.hash_each(plans, on_progress))
+
+
 async def create_release_torrent(
     request: CreateRequest,
     client: OriginClient | None,
@@ -205,14 +307,23 @@ async def create_release_torrent(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> CreatedTorrent:
-    """Create the torrent of a release. ``client`` is needed unless ``from_dir`` says everything."""
+    """The one torrent of a release; a ``UsageError`` for a release that needs several."""
     release = await _open_release(request, client)
-    plan = release.plan(request.format)
-    release.check_size(plan)
+    plans = release.cut(request.format)
+    if len(plans) > 1:
+        raise _too_big(release.ref, len(plans), request.format)
     if on_start is not None:
-        on_start(plan.total_size)
-    digests = await release.hash(plan, on_progress)
-    return release.torrent(plan, digests.v1_pieces, digests)
+        on_start(plans[0].total_size)
+    digests = await release.hash(plans[0], on_progress)
+    return release.torrent(plans[0], digests.v1_pieces, digests)
+
+
+def _too_big(ref: RepoRef, parts: int, fmt: Format) -> UsageError:
+    return UsageError(
+        f"{ref.repo_id}@{ref.commit[:12]} needs {parts} {fmt} torrents: its metadata is more than the clients we "
+        "support take from peers in one",
+        hint="make its parts with swarmhub create, and pull them with swarmhub pull --torrent PART0",
+    )
 
 
 async def create_hybrid_and_classic(
@@ -229,9 +340,10 @@ async def create_hybrid_and_classic(
     the same bytes fed in torrent order to a ``PieceStream``.
     """
     release = await _open_release(request, client)
-    hybrid, classic = release.plan("hybrid"), release.plan("v1")
-    release.check_size(hybrid)
-    release.check_size(classic)
+    hybrids, classics = release.cut("hybrid"), release.cut("v1")
+    if len(hybrids) > 1 or len(classics) > 1:  # the registry stores one hybrid and one classic per release
+        raise _too_big(release.ref, max(len(hybrids), len(classics)), "hybrid" if len(hybrids) > 1 else "v1")
+    hybrid, classic = hybrids[0], classics[0]
     if on_start is not None:
         on_start(hybrid.total_size)
     stream = PieceStream(classic)

@@ -1,0 +1,273 @@
+"""Issue 16: a release spanning several torrents (its parts), made, checked, pulled and seeded as one release.
+
+``bt.metainfo`` says what a part is (``hf.part``/``parts``, part 0 listing the others' keys); these tests make
+parts with the real ``create`` (``--max-part-files`` cuts a small release as the metadata limits cut a big
+one), check that libtorrent loads each part and finds its files, that ``check_parts`` accepts exactly the
+parts of one release, that a hostile ``hf`` part entry is refused in one line, and then the user's path
+through the CLI on a local origin: create streamed, an origin-only pull, ``seed`` of the parts, a pull from
+that seeder alone by the torrent and by part 0's magnet, every file right.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.cli import run_cli
+from support.layouts import COMMIT, NAME, libtorrent_check, write_layout
+from support.swarm import pull, seeding, snapshot_files, swarmhub
+from swarmhub.bt.bencode import decode, encode
+from swarmhub.bt.layout import FORMATS, Format, plan_torrent
+from swarmhub.bt.metainfo import Part, Torrent, check_parts, info_cost, parse_torrent
+from swarmhub.create.release import CreateRequest, create_release_torrent, create_release_torrents, part_path
+from swarmhub.devhub import DevHub
+from swarmhub.errors import MetainfoError, SwarmhubError
+
+REPO = "org/rows"
+FILES = 30
+
+
+def _layout() -> dict[str, int]:
+    return {f"data/part-{i // 10}/rows-{i:03d}.jsonl": 700 + 53 * i for i in range(FILES)}
+
+
+def _made(root: Path, fmt: Format = "hybrid", most: int = 10) -> list[bytes]:
+    """The torrents ``create`` makes of the layout (written under ``root``), part 0 first."""
+    import asyncio
+
+    if not (root / NAME).exists():
+        write_layout(root / NAME, _layout())
+    request = CreateRequest("model", "org/name", COMMIT, format=fmt, piece_size=16384, from_dir=root / NAME,
+                            max_part_files=most)  # fmt: skip
+    return [c.data for c in asyncio.run(create_release_torrents(request, None))]
+
+
+def _parts(root: Path, fmt: Format = "hybrid", most: int = 10) -> list[Torrent]:
+    return [parse_torrent(data) for data in _made(root, fmt, most)]
+
+
+def _with_hf(torrent: Torrent, **changes: Any) -> Torrent:
+    """``torrent`` with keys of its ``info.hf`` changed (None: removed), parsed again."""
+    info = decode(torrent.info_bytes)
+    assert isinstance(info, dict)
+    hf = info[b"hf"]
+    for key, value in changes.items():
+        if value is None:
+            hf.pop(key.encode(), None)
+        else:
+            hf[key.encode()] = value
+    return parse_torrent(encode({b"info": info}))
+
+
+# ------------------------------------------------------------------------------------- made by create
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_create_cuts_a_release_into_parts_that_libtorrent_loads_and_checks(tmp_path: Path, fmt: Format) -> None:
+    made = _made(tmp_path, fmt)
+    parts = [parse_torrent(data) for data in made]
+    assert [(t.part.index, t.part.count) for t in parts if t.part] == [(0, 3), (1, 3), (2, 3)]
+    assert parts[0].part is not None and parts[0].part.others == (parts[1].key, parts[2].key)
+    assert all(t.part and not t.part.others for t in parts[1:])
+    assert check_parts(list(reversed(parts))) == parts  # any order in, part 0's order out
+    assert {t.name for t in parts} == {parts[0].name} and {t.piece_size for t in parts} == {16384}
+    paths = [f.path for t in parts for f in t.files]
+    assert paths == sorted(_layout())  # runs of the release's files, in torrent order, each once
+    for t, data in zip(parts, made, strict=True):
+        assert len(t.files) == 10
+        checked = libtorrent_check(data, tmp_path)  # libtorrent loads the part and finds its files right
+        assert all(checked.valid) and (checked.info_hash_v1, checked.info_hash_v2) == (t.info_hash_v1, t.info_hash_v2)
+
+
+def test_a_release_that_fits_is_one_torrent_without_part_keys(tmp_path: Path) -> None:
+    (single,) = _parts(tmp_path, most=FILES)
+    info = decode(single.info_bytes)
+    assert isinstance(info, dict) and single.part is None
+    assert not {b"part", b"parts", b"others"} & set(info[b"hf"])
+    assert check_parts([single]) == [single]
+
+
+def test_create_of_one_torrent_names_the_parts_a_release_needs(tmp_path: Path) -> None:
+    import asyncio
+
+    write_layout(tmp_path / NAME, _layout())
+    request = CreateRequest("model", "org/name", COMMIT, from_dir=tmp_path / NAME, max_part_files=10)
+    with pytest.raises(SwarmhubError, match="needs 3 hybrid torrents") as refused:
+        asyncio.run(create_release_torrent(request, None))
+    assert "--torrent PART0" in (refused.value.hint or "")
+
+
+def test_the_size_of_part_zero_is_known_before_hashing(tmp_path: Path) -> None:
+    """``info_cost`` with a ``Part`` is what ``create`` then writes: the cut is decided before a byte is read."""
+    first = _parts(tmp_path)[0]
+    assert first.repo is not None and first.part is not None
+    plan = plan_torrent([(f.path, f.size) for f in first.files], first.piece_size, first.format)
+    cost = info_cost(plan, first.name, first.repo, [f.etag or "" for f in first.files], first.part)
+    assert cost[0] == len(first.info_bytes)
+
+
+# --------------------------------------------------------------------------------------- refused
+
+
+def test_check_parts_takes_exactly_the_parts_of_one_release(tmp_path: Path) -> None:
+    parts = _parts(tmp_path / "a")
+    others = _parts(tmp_path / "b", most=15)
+    with pytest.raises(MetainfoError, match="1 of the release's 3 parts missing"):
+        check_parts(parts[:2])
+    with pytest.raises(MetainfoError, match=r"part 0 .* is missing"):
+        check_parts(parts[1:])
+    with pytest.raises(MetainfoError, match="not a part of this release"):
+        check_parts([*parts, others[1]])
+    with pytest.raises(MetainfoError, match="release of one torrent given with others"):
+        check_parts([*parts, _parts(tmp_path / "c", most=FILES)[0]])
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"parts": None}, "hf.parts is not an integer"),
+        ({"parts": 1}, "hf.parts is not an integer between 2"),
+        ({"part": 3}, "hf.part is not an integer between 0 and 2"),
+        ({"others": None}, "hf.others does not list the 2 other parts"),
+        ({"others": [b"ab" * 32]}, "hf.others does not list the 2 other parts"),
+        ({"others": [b"zz" * 32, b"ab" * 32]}, "not a 64-hex info-hash"),
+        ({"others": [b"ab" * 32, b"ab" * 32]}, "lists a part twice"),
+        ({"part": None, "parts": None}, "hf.others without hf.part"),
+    ],
+)
+def test_a_hostile_part_entry_is_refused_in_one_line(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
+    first = _parts(tmp_path)[0]
+    with pytest.raises(MetainfoError, match=message) as refused:
+        _with_hf(first, **changes)
+    assert "\n" not in str(refused.value)
+
+
+def test_only_part_zero_lists_the_others(tmp_path: Path) -> None:
+    second = _parts(tmp_path)[1]
+    with pytest.raises(MetainfoError, match="only part 0 lists the others"):
+        _with_hf(second, others=[b"ab" * 32, b"cd" * 32])
+
+
+def test_parts_disagreeing_on_the_release_are_refused(tmp_path: Path) -> None:
+    parts = _parts(tmp_path)
+    moved = _with_hf(parts[2], part=1)
+    first = _with_hf(parts[0], others=[parts[1].key.encode(), moved.key.encode()])
+    with pytest.raises(MetainfoError, match="is not part 2 of"):
+        check_parts([first, parts[1], moved])
+    assert isinstance(Part(0, 2, ("a" * 64,)), Part)
+
+
+# ------------------------------------------------------------------------------------ through the CLI
+
+
+@dataclass(frozen=True)
+class Release:
+    hub: DevHub
+    torrent: Path
+    created: dict[str, Any]
+    files: dict[str, bytes]
+    seeder_cache: Path
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    root = tmp_path_factory.mktemp("parts")
+    files = {path: (f"{path}\n" * (size // len(path))).encode() for path, size in _layout().items()}
+    repo = root / "origin" / "datasets" / REPO
+    for path, data in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_bytes(data)
+    with DevHub(root / "origin") as hub:
+        torrent = root / "rows.torrent"
+        made = subprocess.run(
+            swarmhub("create", REPO, "--repo-type", "dataset", "--endpoint", hub.endpoint, "--max-part-files", "12",
+                     "-o", torrent, "--json"),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr[-3000:]
+        seeder_cache = root / "seeder" / "hub"
+        pull(
+            REPO, "--repo-type", "dataset", "--torrent", torrent, "--endpoint", hub.endpoint, "--origin-after", "0",
+            "--cache-dir", seeder_cache,
+        )  # fmt: skip
+        yield Release(hub, torrent, json.loads(made.stdout), files, seeder_cache)
+
+
+def _snapshot(cache: Path, commit: object) -> Path:
+    return cache / f"datasets--{REPO.replace('/', '--')}" / "snapshots" / str(commit)
+
+
+def test_create_writes_the_parts_beside_part_zero(release: Release) -> None:
+    created = release.created
+    assert created["parts"] == 3 and created["part"] == 0 and len(created["other_parts"]) == 2
+    assert created["part_paths"] == [str(part_path(release.torrent, i)) for i in range(3)]
+    assert created["release_files"] == FILES and len(created["files"]) == 10
+    assert Path(created["part_paths"][2]).name == "rows.part-2.torrent"
+    shown = run_cli("inspect", created["part_paths"][0])
+    assert shown.returncode == 0 and "part       0 of 3 torrents" in shown.stdout
+
+
+def test_the_origin_only_pull_of_the_parts_lands_the_whole_release(release: Release) -> None:
+    assert snapshot_files(_snapshot(release.seeder_cache, release.created["commit"])) == release.files
+
+
+def test_a_pull_of_the_parts_from_one_seeder_by_torrent_and_by_magnet(release: Release, tmp_path: Path) -> None:
+    torrents = [a for p in release.created["part_paths"] for a in ("--torrent", p)]
+    with seeding(release.seeder_cache, *torrents) as seeder:
+        peer = f"127.0.0.1:{seeder.port}"
+        by_torrent = pull(
+            REPO, "--repo-type", "dataset", "--torrent", release.torrent, "--no-origin", "--peer", peer,
+            "--cache-dir", tmp_path / "a",
+        )  # fmt: skip
+        by_magnet = pull(
+            REPO, "--repo-type", "dataset", "--magnet", release.created["magnet"], "--no-origin", "--peer", peer,
+            "--cache-dir", tmp_path / "b",
+        )  # fmt: skip
+    for result in (by_torrent, by_magnet):
+        assert result["parts"] == 3 and result["files"] == FILES and result["origin_bytes"] == 0
+        assert result["peer_bytes"] >= sum(map(len, release.files.values()))
+        assert snapshot_files(Path(result["snapshot_path"])) == release.files
+
+
+def test_a_pull_from_a_part_that_is_not_the_first_or_without_its_others_says_what_to_do(
+    release: Release, tmp_path: Path
+) -> None:
+    second = release.created["part_paths"][1]
+    refused = run_cli("pull", REPO, "--repo-type", "dataset", "--torrent", second, "--no-origin")
+    assert refused.returncode != 0 and "part 1 of the 3" in refused.stderr and "part 0" in refused.stderr
+    alone = tmp_path / "rows.torrent"
+    alone.write_bytes(release.torrent.read_bytes())
+    missing = run_cli("pull", REPO, "--repo-type", "dataset", "--torrent", alone, "--no-origin")
+    assert missing.returncode != 0 and "part 1 is not beside" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) <= 2  # the error and its hint
+
+
+@pytest.mark.parametrize("fmt", ["hybrid", "v1"])
+def test_a_release_of_100000_files_is_cut_under_what_every_client_takes(fmt: Format) -> None:
+    """At the real limits (no hashing: the cut is made from sizes and names alone): libtorrent's and
+    qBittorrent's 2,500,000 tokens / 30 MiB for a hybrid, aria2's 8 MiB for a classic v1 torrent."""
+    from swarmhub.bt.metainfo import ARIA2_MAX_INFO_BYTES, MAX_INFO_BYTES, MAX_INFO_TOKENS
+    from swarmhub.create.release import _Release
+    from swarmhub.create.sources import SourceFile
+    from swarmhub.hub.repo import RepoRef
+
+    files = {
+        p: SourceFile(p, 550, False, "0" * 40)
+        for p in (f"data/part-{i // 500:03d}/rows-{i:06d}.jsonl" for i in range(100_000))
+    }
+    request = CreateRequest("dataset", REPO, COMMIT, format=fmt)
+    release = _Release(request, RepoRef("dataset", REPO, COMMIT), files, None, 0, 0, None)  # type: ignore[arg-type]
+    plans = release.cut(fmt)
+    assert 2 <= len(plans) <= 6 and sum(len(p.files) for p in plans) == 100_000
+    for i, plan in enumerate(plans):
+        part = Part(i, len(plans), ("0" * (40 if fmt == "v1" else 64),) * (len(plans) - 1) if i == 0 else ())
+        size, tokens = info_cost(
+            plan, "org--rows--" + COMMIT[:12], RepoRef("dataset", REPO, COMMIT), ["0" * 40] * len(plan.files), part
+        )
+        assert tokens <= MAX_INFO_TOKENS and size <= (ARIA2_MAX_INFO_BYTES if fmt == "v1" else MAX_INFO_BYTES)
