@@ -140,7 +140,8 @@ def one_size(work: Path, servers: Servers, origin: str, registry: str, token: st
     )  # fmt: skip
     check(Path(json.loads(out)["snapshot_path"]), expected)
     started = time.perf_counter()
-    seed = [*SWARMHUB, "seed", "--cache-dir", str(seeder_cache), "--torrent", str(torrent), "--listen", "127.0.0.1:0"]
+    parts = [a for p in created.get("part_paths", [str(torrent)]) for a in ("--torrent", p)]  # a release in parts
+    seed = [*SWARMHUB, "seed", "--cache-dir", str(seeder_cache), *parts, "--listen", "127.0.0.1:0"]
     proc, seed_out = servers.start(f"seeder-{n}", [*seed, "--json"], clean_env())
     ready = wait_for(proc, seed_out, first_json, timeout=timeout)
     seconds["seed start-up"] = time.perf_counter() - started
@@ -156,7 +157,8 @@ def one_size(work: Path, servers: Servers, origin: str, registry: str, token: st
         [sys.executable, "-c", HF_SCRIPT, repo_id, str(here / "hf"), origin], servers, timeout, hf_env
     )
     check(Path(out.strip().splitlines()[-1]), expected)
-    seconds["first byte via node"] = first_byte(here, servers, origin, torrent, port, repo_id, max(expected), hf_env)
+    # a file of part 0 (the node's endpoint serves a release of several torrents only as far as part 0 so far)
+    seconds["first byte via node"] = first_byte(here, servers, origin, torrent, port, repo_id, min(expected), hf_env)
     proc.terminate()
     proc.wait(60)
     servers.procs.remove(proc)
@@ -165,7 +167,8 @@ def one_size(work: Path, servers: Servers, origin: str, registry: str, token: st
     return {
         "files": n,
         "file_bytes": size,
-        "torrent_bytes": torrent.stat().st_size,
+        "torrent_bytes": sum(Path(p).stat().st_size for p in created.get("part_paths", [str(torrent)])),
+        "torrents": created.get("parts", 1),
         "piece_size": created["piece_size"],
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "per_1000_files": {k: round(v * 1000 / n, 3) for k, v in seconds.items()},

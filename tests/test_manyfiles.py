@@ -103,11 +103,6 @@ print(json.dumps({"rows": data.num_rows, "ids": sorted(data["id"])}))
 """
 
 
-@pytest.mark.xfail(
-    reason="with 2.1's pread disk I/O a node answered 503 for a file at this size (issue 16, docs/NOTES.md 'The "
-    "disk I/O'); run here with disk_io posix, the setting for datasets of many small files, not yet seen green",
-    strict=False,
-)
 def test_publish_then_load_dataset_through_a_node_from_the_seeder(many: Many, tmp_path: Path) -> None:
     with RegistryServer(tmp_path / "registry.db", upstream=many.hub.endpoint) as registry:
         assert registry.catalog is not None
@@ -129,6 +124,8 @@ def test_publish_then_load_dataset_through_a_node_from_the_seeder(many: Many, tm
                 upstream=many.hub.endpoint,
                 registry=registry.url,
                 peers=[("127.0.0.1", seeder.port)],
+                # posix: the disk I/O for datasets of many small files (docs/NOTES.md, "The disk I/O"); with
+                # 2.1's pread a node once answered 503 for one of the 20,000 files here
                 engine_settings={"disk_io": "posix"},
             ).start()
             try:

@@ -1,6 +1,6 @@
 """Publishing hashes a release's hybrid and classic torrents in one pass: the origin sends each byte once.
 
-Judges: the two-pass results (one ``create_release_torrent`` per format, and the support generator
+Judges: the two-pass results (one ``create_release_torrents`` per format, and the support generator
 ``torrent_by_hashing`` that the libtorrent parity tests pin), the dev hub's request log (bytes served), and a
 counting chunk source whose reads finish out of order.
 """
@@ -16,10 +16,10 @@ import pytest
 
 from support.layouts import NAME, content, edge_layouts, torrent_by_hashing, write_layout
 from swarmhub.bt.layout import Format, plan_torrent
-from swarmhub.bt.metainfo import build_torrent, parse_torrent
+from swarmhub.bt.metainfo import build_torrent, check_parts, parse_torrent
 from swarmhub.create.hashing import PieceStream
 from swarmhub.create.pipeline import hash_release
-from swarmhub.create.release import CreateRequest, create_release_torrent
+from swarmhub.create.release import CreateRequest, create_release_torrents
 from swarmhub.devhub import DevHub
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.publishing import release_torrents
@@ -151,8 +151,10 @@ def _content_bytes_served(hub: DevHub) -> int:
     return sum(e.body_bytes for e in hub.log.entries(method="GET") if e.range is not None)
 
 
-async def _two_passes(client: OriginClient, repo_id: str, commit: str) -> tuple[bytes, bytes]:
-    """What publishing did before: one create_release_torrent per format."""
+async def _two_passes(
+    client: OriginClient, repo_id: str, commit: str, most: int | None = None
+) -> tuple[list[bytes], list[bytes]]:
+    """What publishing did before: one create_release_torrents per format."""
     made = []
     formats: tuple[Format, ...] = ("hybrid", "v1")
     for fmt in formats:
@@ -163,32 +165,54 @@ async def _two_passes(client: OriginClient, repo_id: str, commit: str) -> tuple[
             webseeds=(f"{PUBLIC_URL}/webseed/model/{repo_id}/{commit}/",),
             trackers=(f"{PUBLIC_URL}/announce",),
             format=fmt,
+            max_part_files=most,
         )
-        made.append((await create_release_torrent(request, client)).data)
+        made.append([c.data for c in await create_release_torrents(request, client)])
     return made[0], made[1]
+
+
+def _publish_and_two_passes(
+    hub: DevHub, repo_id: str, most: int | None = None
+) -> tuple[tuple[list[bytes], list[bytes]], int, tuple[list[bytes], list[bytes]], int]:
+    async def go() -> tuple[tuple[list[bytes], list[bytes]], int, tuple[list[bytes], list[bytes]], int]:
+        async with OriginClient(hub.endpoint) as client:
+            commit = await client.resolve_revision("model", repo_id, "main")
+            hub.log.clear()
+            once = await release_torrents(client, "model", repo_id, commit, public_url=PUBLIC_URL, max_part_files=most)
+            served_once = _content_bytes_served(hub)
+            hub.log.clear()
+            twice = await _two_passes(client, repo_id, commit, most)
+            return once, served_once, twice, _content_bytes_served(hub)
+
+    return asyncio.run(go())
 
 
 @pytest.mark.parametrize("name", sorted(HUB_LAYOUTS))
 def test_publishing_streams_the_release_once_and_makes_the_two_pass_torrents(hub: DevHub, name: str) -> None:
     repo_id = f"org/{name.replace('_', '-')}"
     total = sum(HUB_LAYOUTS[name].values()) + len(GITATTRIBUTES)
-
-    async def go() -> tuple[tuple[bytes, bytes], int, tuple[bytes, bytes], int]:
-        async with OriginClient(hub.endpoint) as client:
-            commit = await client.resolve_revision("model", repo_id, "main")
-            hub.log.clear()
-            once = await release_torrents(client, "model", repo_id, commit, public_url=PUBLIC_URL)
-            served_once = _content_bytes_served(hub)
-            hub.log.clear()
-            twice = await _two_passes(client, repo_id, commit)
-            return once, served_once, twice, _content_bytes_served(hub)
-
-    once, served_once, twice, served_twice = asyncio.run(go())
-    assert once == twice
-    hybrid, classic = parse_torrent(once[0]), parse_torrent(once[1])
+    once, served_once, twice, served_twice = _publish_and_two_passes(hub, repo_id)
+    assert once == twice and len(once[0]) == len(once[1]) == 1
+    hybrid, classic = parse_torrent(once[0][0]), parse_torrent(once[1][0])
     assert hybrid.info_hash_v2 is not None and classic.info_hash_v2 is None
     assert hybrid.piece_size == classic.piece_size == HUB_PIECE
     assert served_once == total and served_twice == 2 * total
+
+
+@pytest.mark.parametrize("name", ["boundaries_across_files", "vae_ordering"])
+def test_publishing_a_release_in_parts_streams_it_once_and_makes_each_part_as_create_does(
+    hub: DevHub, name: str
+) -> None:
+    """The classic parts' pieces span files, and the one pass feeds them from the hybrid parts' bytes: each
+    part comes out as ``create --format v1`` makes it alone (``PieceStreams`` moves on at each part's end)."""
+    repo_id = f"org/{name.replace('_', '-')}"
+    total = sum(HUB_LAYOUTS[name].values()) + len(GITATTRIBUTES)
+    once, served_once, twice, _ = _publish_and_two_passes(hub, repo_id, most=2)
+    assert once == twice and len(once[0]) == len(once[1]) >= 2
+    for kind in once:
+        parsed = [parse_torrent(data) for data in kind]
+        assert check_parts(parsed) == parsed
+    assert served_once == total
 
 
 def test_layouts_cover_the_edges_the_task_names() -> None:

@@ -170,7 +170,7 @@ def test_catalog_refuses_mismatched_pairs_and_keeps_tokens_hashed(setup: Setup, 
         assert new and catalog.publish(hybrid, classic, "t") == (release, False)
         token = catalog.create_token("someone")
         assert catalog.publisher(token) == Publisher("someone") and catalog.publisher(token + "x") is None
-        assert catalog.schema_version == 5
+        assert catalog.schema_version == 6
     finally:
         catalog.close()
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("c.db*"))
@@ -222,7 +222,10 @@ def test_each_repos_latest_release_is_flagged_by_publish_and_by_the_migration(
     assert by_publish["newest"] == by_publish["name"] == expected
     assert by_publish["text"] == [("org/a", c[2])]
     catalog.close()
-    with sqlite3.connect(db) as raw:  # back to schema 3: no flag, no indexes on it (nor schema 5's columns)
+    with sqlite3.connect(db) as raw:  # back to schema 3: no flag, no indexes on it (nor schema 5's and 6's)
+        raw.execute("DROP TABLE release_parts")
+        raw.execute("ALTER TABLE releases DROP COLUMN parts")
+        raw.execute("ALTER TABLE releases DROP COLUMN classic_parts")
         for index in ("releases_latest", "releases_latest_newest", "releases_latest_size", "releases_latest_org"):
             raw.execute(f"DROP INDEX {index}")
         raw.execute("ALTER TABLE releases DROP COLUMN latest")
@@ -231,7 +234,7 @@ def test_each_repos_latest_release_is_flagged_by_publish_and_by_the_migration(
         raw.execute("PRAGMA user_version = 3")
     catalog = Catalog(db)
     try:
-        assert catalog.schema_version == 5 and listed(catalog) == by_publish
+        assert catalog.schema_version == 6 and listed(catalog) == by_publish
     finally:
         catalog.close()
 

@@ -38,7 +38,7 @@ from swarmhub.devhub import DevHub, DevHubSettings
 from swarmhub.devhub.faults import FaultRule, Respond
 from swarmhub.gateway import webseed_url
 from swarmhub.origin.client import OriginClient
-from swarmhub.registry.api import MAX_TORRENT
+from swarmhub.registry.api import MAX_TORRENT, MAX_UPLOAD
 from swarmhub.registry.catalog import Catalog, Release
 from swarmhub.registry.client import RegistryClient, RegistryError
 from swarmhub.registry.follower import Follower
@@ -414,13 +414,13 @@ def test_torrent_downloads_say_a_non_ascii_name_as_rfc_6266_does(
         assert encoded.startswith("UTF-8''") and urllib.parse.unquote(encoded[7:]) == name + suffix  # RFC 8187
 
 
-def test_a_publish_body_is_capped_at_16_mib_per_torrent(api: tuple[TestClient, Catalog]) -> None:
+def test_a_publish_body_is_capped_per_torrent_and_in_all(api: tuple[TestClient, Catalog]) -> None:
     http, catalog = api
     auth = {"Authorization": f"Bearer {catalog.create_token('big')}"}
     big = base64.b64encode(bytes(MAX_TORRENT + 1)).decode()
     answer = http.post("/api/releases", json={"torrent": big, "classic_torrent": "AA=="}, headers=auth)
     assert answer.status_code == 413 and f"at most {MAX_TORRENT} bytes" in answer.json()["error"]
-    huge = b'{"torrent": "' + b"A" * (3 * MAX_TORRENT) + b'"}'
+    huge = b'{"torrent": "' + b"A" * MAX_UPLOAD + b'"}'
     answer = http.post("/api/releases", content=huge, headers={**auth, "Content-Type": "application/json"})
     assert answer.status_code == 413
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from swarmhub.bt.metainfo import Part, Torrent, check_parts, info_cost, parse_to
 from swarmhub.create.release import CreateRequest, create_release_torrent, create_release_torrents, part_path
 from swarmhub.devhub import DevHub
 from swarmhub.errors import MetainfoError, SwarmhubError
+from swarmhub.registry.server import RegistryServer
 
 REPO = "org/rows"
 FILES = 30
@@ -271,3 +274,60 @@ def test_a_release_of_100000_files_is_cut_under_what_every_client_takes(fmt: For
             plan, "org--rows--" + COMMIT[:12], RepoRef("dataset", REPO, COMMIT), ["0" * 40] * len(plan.files), part
         )
         assert tokens <= MAX_INFO_TOKENS and size <= (ARIA2_MAX_INFO_BYTES if fmt == "v1" else MAX_INFO_BYTES)
+
+
+def _announce(registry: str, info_hash: bytes) -> bytes:
+    query = urllib.parse.urlencode(
+        {
+            "info_hash": info_hash,
+            "peer_id": b"-TT0001-" + bytes(12),
+            "port": 6881,
+            "uploaded": 0,
+            "downloaded": 0,
+            "left": 0,
+            "compact": 1,
+        }
+    )
+    with urllib.request.urlopen(f"{registry}/announce?{query}", timeout=10) as answer:
+        return bytes(answer.read())
+
+
+def test_publish_of_a_release_in_parts_then_pull_it_from_the_registry(release: Release, tmp_path: Path) -> None:
+    """The registry takes every part (hybrid and classic), its API and website list them, its tracker admits
+    each part's hashes, and a pull by the release's name from the registry gets the whole release."""
+    with RegistryServer(tmp_path / "registry.db", upstream=release.hub.endpoint) as registry:
+        assert registry.catalog is not None
+        token = registry.catalog.create_token("ci")
+        done = run_cli(
+            "publish", REPO, "--repo-type", "dataset", "--registry", registry.url, "--endpoint", release.hub.endpoint,
+            "--max-part-files", "12", "--json", env={"SWARMHUB_TOKEN": token},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        published = json.loads(done.stdout)
+        assert published["verified"] is True and (published["parts"], published["classic_parts"]) == (3, 3)
+        parts = [parse_torrent(_get(url)) for url in published["torrent_urls"]]
+        classics = [parse_torrent(_get(url)) for url in published["classic_torrent_urls"]]
+        assert check_parts(parts) == parts and check_parts(classics) == classics
+        assert {t.format for t in parts} == {"hybrid"} and {t.format for t in classics} == {"v1"}
+        assert [f.path for t in parts for f in t.files] == sorted(release.files)
+        listed = json.loads(_get(f"{registry.url}/api/releases/dataset/{REPO}/{published['commit']}"))
+        assert len(listed["files"]) == FILES and listed["total_size"] == sum(map(len, release.files.values()))
+        by_part = json.loads(_get(f"{registry.url}/api/info-hash/{parts[2].info_hash_v2}"))
+        assert by_part["commit"] == published["commit"]
+        for t in (*parts, *classics):
+            assert t.info_hash_v1 is not None
+            assert b"failure reason" not in _announce(registry.url, bytes.fromhex(t.info_hash_v1))
+        assert b"failure reason" in _announce(registry.url, bytes(20))  # the tracker admits only what it holds
+        page = _get(f"{registry.url}/datasets/{REPO}")
+        assert b'id="parts"' in page and b"Hybrid part 2" in page and b"Classic part 2" in page
+        pulled = pull(
+            REPO, "--repo-type", "dataset", "--registry", registry.url, "--endpoint", release.hub.endpoint,
+            "--cache-dir", tmp_path / "cache",
+        )  # fmt: skip
+    assert pulled["parts"] == 3 and pulled["files"] == FILES
+    assert snapshot_files(Path(pulled["snapshot_path"])) == release.files
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return bytes(answer.read())

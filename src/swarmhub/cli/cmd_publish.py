@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--endpoint", help="origin to stream from (default: $SWARMHUB_UPSTREAM, $HF_ENDPOINT, https://huggingface.co)"
     )
     add_filter_options(p)
+    p.add_argument(
+        "--max-part-files",
+        type=int,
+        metavar="N",
+        help="publish the release as torrents of at most N files (default: cut only what one torrent cannot hold)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars even on a terminal")
     p.set_defaults(func=run)
@@ -63,11 +69,14 @@ async def _publish(args: argparse.Namespace, settings: Settings, registry_url: s
             include=args.include,
             exclude=args.exclude,
             progress=lambda what: Progress(what, enabled=None if not quiet else False),
+            max_part_files=args.max_part_files,
         )
 
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if args.max_part_files is not None and args.max_part_files < 1:
+        raise UsageError(f"--max-part-files {args.max_part_files} is not a positive number of files")
     registry_url = args.registry or os.environ.get("SWARMHUB_REGISTRY")
     if not registry_url:
         raise UsageError("which registry?", hint="pass --registry URL or set SWARMHUB_REGISTRY")
@@ -84,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"  unverified       {why}; a verified publish will replace it")
         print(f"  hybrid torrent   {result['torrent_url']}")
         print(f"  classic torrent  {result['classic_torrent_url']}  (Transmission, aria2)")
+        if result.get("parts", 1) > 1 or result.get("classic_parts", 1) > 1:
+            print(
+                f"  parts            {result['parts']} hybrid, {result['classic_parts']} classic torrents "
+                "(part 0's magnet or torrent leads to the others)"
+            )
         print(f"  magnet           {result['magnet']}")
         sys.stdout.flush()
     return 0

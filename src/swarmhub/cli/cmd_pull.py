@@ -440,7 +440,7 @@ async def _release_parts(
 ) -> list[tuple[Torrent, bytes]]:
     """The torrents of the release ``first`` starts: itself alone, or every part of it (``bt.metainfo``), in
     order, found by the keys part 0 lists: beside ``--torrent`` (where ``swarmhub create`` wrote them), from
-    peers for a magnet, else among the stored torrents of the release."""
+    peers for a magnet, from the registry part 0 came from, else among the stored torrents of the release."""
     from swarmhub.bt.metainfo import check_parts, parse_torrent
     from swarmhub.create.release import part_path
     from swarmhub.node.store import TorrentStore
@@ -456,6 +456,7 @@ async def _release_parts(
             hint="pass the part swarmhub create wrote without .part-N in its name",
         )
     found: dict[str, bytes] = {}
+    registry = args.registry or os.environ.get("SWARMHUB_REGISTRY")
     if args.magnet:
         for key in part.others:
             found[key] = await _magnet_torrent(
@@ -472,6 +473,12 @@ async def _release_parts(
                     f"{path} ({exc.strerror or exc})",
                     hint="keep the torrents swarmhub create wrote together",
                 ) from exc
+    elif registry:
+        from swarmhub.registry.client import RegistryClient
+
+        client = RegistryClient(registry)
+        for i in range(1, part.count):
+            found[str(i)] = await asyncio.to_thread(client.torrent, repo.repo_type, repo.repo_id, repo.commit, part=i)
     else:
         stored = TorrentStore(settings.state_dir).find(repo.repo_type, repo.repo_id, repo.commit)
         found = {s.torrent.key: s.data for s in stored if s.torrent.key in part.others}

@@ -27,7 +27,7 @@ from swarmhub.bt.merkle import (
 from swarmhub.errors import IntegrityError
 from swarmhub.hub.repo import etag_hasher
 
-__all__ = ["ChunkDigest", "FileDigests", "PieceStream", "ReleaseHasher", "V2File", "hash_chunk"]
+__all__ = ["ChunkDigest", "FileDigests", "PieceStream", "PieceStreams", "ReleaseHasher", "V2File", "hash_chunk"]
 
 
 @dataclass
@@ -207,8 +207,35 @@ class PieceStream:
                 self._piece = hashlib.sha1()
                 self._in_piece = 0
 
+    @property
+    def left(self) -> int:
+        """Bytes still to feed."""
+        return self.plan.stream_length - self._fed
+
     def pieces(self) -> bytes:
         """The ``pieces`` string: every piece's SHA-1, in order."""
         if self._fed != self.plan.stream_length:
             raise RuntimeError(f"piece stream fed {self._fed} of {self.plan.stream_length} bytes")
         return bytes(self._digests)
+
+
+class PieceStreams:
+    """``PieceStream``s of consecutive v1 plans (the parts of a release) fed as one stream, in torrent order:
+    bytes past one plan's end go to the next."""
+
+    def __init__(self, plans: Sequence[TorrentPlan]) -> None:
+        self.streams = [PieceStream(plan) for plan in plans]
+        self._at = 0
+
+    def feed(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            while self._at < len(self.streams) - 1 and not self.streams[self._at].left:
+                self._at += 1
+            stream = self.streams[self._at]
+            take = min(len(view), stream.left) if self._at < len(self.streams) - 1 else len(view)
+            stream.feed(view[:take])
+            view = view[take:]
+
+    def pieces(self, index: int) -> bytes:
+        return self.streams[index].pieces()

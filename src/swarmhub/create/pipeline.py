@@ -21,7 +21,7 @@ from functools import partial
 from typing import Protocol
 
 from swarmhub.bt.layout import Chunk, TorrentPlan
-from swarmhub.create.hashing import FileDigests, PieceStream, ReleaseHasher, hash_chunk
+from swarmhub.create.hashing import FileDigests, PieceStream, PieceStreams, ReleaseHasher, hash_chunk
 from swarmhub.errors import SwarmhubError
 from swarmhub.workers import PriorityPool
 
@@ -56,7 +56,7 @@ async def hash_release(
     in_flight: int,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
-    stream: PieceStream | None = None,
+    stream: PieceStream | PieceStreams | None = None,
 ) -> FileDigests:
     """Hash ``plan``'s files read from ``source``; ``stream``, if given, is also fed every byte in order."""
     hasher = ReleaseHasher(plan, lfs, expected_etags)

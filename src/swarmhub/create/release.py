@@ -31,7 +31,7 @@ from swarmhub.bt.metainfo import (
     info_cost,
     parse_torrent,
 )
-from swarmhub.create.hashing import FileDigests, PieceStream
+from swarmhub.create.hashing import FileDigests, PieceStream, PieceStreams
 from swarmhub.create.pipeline import hash_release
 from swarmhub.create.sources import LocalRelease, LocalSource, OriginSource, SourceFile, local_release
 from swarmhub.errors import LocalSourceError, UsageError
@@ -186,25 +186,21 @@ class _Release:
         )
         return plans
 
-    async def hash(
-        self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | None = None
-    ) -> FileDigests:
-        try:
-            return await self._hash(plan, on_progress, stream)
-        finally:
-            self.source.close()
-
     async def hash_each(
-        self, plans: Sequence[TorrentPlan], on_progress: Callable[[int], None] | None
+        self,
+        plans: Sequence[TorrentPlan],
+        on_progress: Callable[[int], None] | None,
+        stream: PieceStream | PieceStreams | None = None,
     ) -> list[FileDigests]:
-        """Each plan's digests, one after another (each file is in one plan: every byte is read once)."""
+        """Each plan's digests, one after another (each file is in one plan: every byte is read once);
+        ``stream`` is fed every byte in torrent order across them."""
         try:
-            return [await self._hash(plan, on_progress, None) for plan in plans]
+            return [await self._hash(plan, on_progress, stream) for plan in plans]
         finally:
             self.source.close()
 
     async def _hash(
-        self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | None
+        self, plan: TorrentPlan, on_progress: Callable[[int], None] | None, stream: PieceStream | PieceStreams | None
     ) -> FileDigests:
         chunk = _chunk_size(plan, self.target_chunk)
         return await hash_release(
@@ -314,7 +310,7 @@ async def create_release_torrent(
         raise _too_big(release.ref, len(plans), request.format)
     if on_start is not None:
         on_start(plans[0].total_size)
-    digests = await release.hash(plans[0], on_progress)
+    (digests,) = await release.hash_each(plans, on_progress)
     return release.torrent(plans[0], digests.v1_pieces, digests)
 
 
@@ -332,23 +328,30 @@ async def create_hybrid_and_classic(
     *,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> tuple[CreatedTorrent, CreatedTorrent]:
-    """The hybrid torrent of a release and its classic v1 twin (no pads) from one pass over its bytes; each
-    is what ``create_release_torrent`` makes with that ``format`` (``request.format`` is not used).
+) -> tuple[list[CreatedTorrent], list[CreatedTorrent]]:
+    """The hybrid torrents of a release and its classic v1 twins (no pads) from one pass over its bytes; each
+    list is what ``create_release_torrents`` makes with that ``format`` (``request.format`` is not used): one
+    torrent, or the release's parts, part 0 first (the two may be cut in different places).
 
     The pipeline hashes the hybrid layout's chunks; the classic layout's pieces span files, so they come from
-    the same bytes fed in torrent order to a ``PieceStream``.
+    the same bytes fed in torrent order to ``PieceStreams`` (the classic parts' files, one after another, are
+    the hybrid parts' files in the same order).
     """
     release = await _open_release(request, client)
     hybrids, classics = release.cut("hybrid"), release.cut("v1")
-    if len(hybrids) > 1 or len(classics) > 1:  # the registry stores one hybrid and one classic per release
-        raise _too_big(release.ref, max(len(hybrids), len(classics)), "hybrid" if len(hybrids) > 1 else "v1")
-    hybrid, classic = hybrids[0], classics[0]
     if on_start is not None:
-        on_start(hybrid.total_size)
-    stream = PieceStream(classic)
-    digests = await release.hash(hybrid, on_progress, stream)
-    return release.torrent(hybrid, digests.v1_pieces, digests), release.torrent(classic, stream.pieces(), digests)
+        on_start(sum(p.total_size for p in hybrids))
+    streams = PieceStreams(classics)
+    hashed = await release.hash_each(hybrids, on_progress, streams)
+    etags = {
+        f.path: etag
+        for plan, d in zip(hybrids, hashed, strict=True)
+        for f, etag in zip(plan.files, d.etags, strict=True)
+    }
+    classic_digests = [
+        FileDigests(tuple(etags[f.path] for f in plan.files), streams.pieces(i), ()) for i, plan in enumerate(classics)
+    ]
+    return release.torrents(hybrids, hashed), release.torrents(classics, classic_digests)
 
 
 def _local_ref(request: CreateRequest, local: LocalRelease) -> RepoRef:

@@ -3,10 +3,11 @@
     GET  /api/info                                          public URL, announce URL, web-seed base
     GET  /api/releases?q=&org=&type=&sort=&limit=&offset=   latest release of each matching repo
     POST /api/releases                                      publish {"torrent", "classic_torrent"} (base64)
+                                                            [, "torrent_parts", "classic_torrent_parts"]
     GET  /api/repos/{type}/{org}/{name}                     every release of a repo, newest first
     GET  /api/repos/{type}/{org}/{name}/latest              its newest release
     GET  /api/releases/{type}/{org}/{name}/{commit}         one release (a commit prefix of 7+ hex works)
-    GET  /api/releases/{type}/{org}/{name}/{commit}/torrent[?classic=1]
+    GET  /api/releases/{type}/{org}/{name}/{commit}/torrent[?classic=1][&part=N]
     GET  /api/releases/{type}/{org}/{name}/{commit}/magnet
     GET  /api/info-hash/{hash}                              by v1, v2 (or its 40-hex truncation), classic
     GET  /api/follows                                       followed repos and orgs, and their last check
@@ -19,6 +20,11 @@ repo of another org), two torrents of at most ``MAX_TORRENT`` bytes each (413), 
 then asks the upstream (``verify``: 403 for a repo that is not public, 422 for torrents that are not the
 upstream's release) and stores it verified or unverified (409 when the catalog keeps another release of the
 commit). Every release's JSON says ``verified`` (and ``verified_at``).
+
+A release spanning several torrents (``bt.metainfo``) is published with its other parts in
+``torrent_parts``/``classic_torrent_parts`` (in order, after the part 0s in ``torrent``/``classic_torrent``);
+its JSON says ``parts``/``classic_parts`` and gives every part's URL (``torrent_urls``/``classic_torrent_urls``,
+part 0 first); ``/torrent?part=N`` serves part N, ``/api/info-hash/`` finds the release by any part's hash.
 """
 
 from __future__ import annotations
@@ -47,11 +53,13 @@ from swarmhub.registry.pair import PublishRefused, TorrentPair
 from swarmhub.registry.verify import Verification, verify_release
 from swarmhub.serving import read_capped
 
-__all__ = ["MAX_TORRENT", "ApiConfig", "api_routes", "content_disposition", "follow_json", "release_json"]
+__all__ = ["MAX_TORRENT", "MAX_UPLOAD", "ApiConfig", "api_routes", "content_disposition", "follow_json", "release_json"]
 
-# A torrent of a 100k-file release, or of 1.3 TB in 16 MiB pieces (v1 and v2 hashes: 52 bytes a piece), fits.
-MAX_TORRENT = 16 * 1024 * 1024
-MAX_UPLOAD = 2 * (MAX_TORRENT * 4 // 3 + 4) + 4096  # both in base64, and the JSON around them
+# A part as create cuts it (at most 30 MiB of info, with its piece layers), or a torrent of 1.3 TB in 16 MiB
+# pieces (v1 and v2 hashes: 52 bytes a piece), fits.
+MAX_TORRENT = 32 * 1024 * 1024
+MAX_RELEASE_TORRENTS = 96 * 1024 * 1024  # every torrent of a publish: a release of ~200,000 small files
+MAX_UPLOAD = MAX_RELEASE_TORRENTS * 4 // 3 + 64 * 1024  # in base64, and the JSON around them
 MAX_LIMIT = 500  # releases per page (the catalog's largest)
 MAX_OFFSET = 10**9
 SORTS: dict[str, Sort] = {"newest": "newest", "name": "name", "size": "size"}
@@ -78,9 +86,10 @@ class ApiConfig:
     def webseed(self, r: Release) -> str:
         return f"{self.public_url}/webseed/{r.repo_type}/{r.repo_id}/{r.commit}/"
 
-    def torrent_url(self, r: Release, *, classic: bool = False) -> str:
+    def torrent_url(self, r: Release, *, classic: bool = False, part: int = 0) -> str:
         url = f"{self.public_url}/api/releases/{r.repo_type}/{r.repo_id}/{r.commit}/torrent"
-        return url + "?classic=1" if classic else url
+        query = "&".join(q for q in ("classic=1" if classic else "", f"part={part}" if part else "") if q)
+        return f"{url}?{query}" if query else url
 
     def magnet(self, r: Release) -> str:
         return build_magnet(
@@ -111,6 +120,10 @@ def release_json(r: Release, config: ApiConfig) -> dict[str, Any]:
         "torrent_url": config.torrent_url(r),
         "classic_torrent_url": config.torrent_url(r, classic=True),
         "webseed": config.webseed(r),
+        "parts": r.parts,
+        "classic_parts": r.classic_parts,
+        "torrent_urls": [config.torrent_url(r, part=i) for i in range(r.parts)],
+        "classic_torrent_urls": [config.torrent_url(r, classic=True, part=i) for i in range(r.classic_parts)],
     }
 
 
@@ -197,8 +210,21 @@ def api_routes(catalog: Catalog, config: ApiConfig) -> list[BaseRoute]:
         if release is None:
             return _error(404, "no such release")
         classic = request.query_params.get("classic") in ("1", "true", "yes")
-        data = await run(lambda: catalog.torrent(release.repo_type, release.repo_id, release.commit, classic=classic))
-        filename = f"{release.name}{'.v1' if classic else ''}.torrent"
+        count = release.classic_parts if classic else release.parts
+        try:
+            part = int(request.query_params.get("part", "0"))
+        except ValueError:
+            part = -1
+        if not 0 <= part < count:
+            return _error(
+                404, f"the release has {count} {'classic' if classic else 'hybrid'} torrents: part 0 to {count - 1}"
+            )
+        data = await run(
+            lambda: catalog.torrent(release.repo_type, release.repo_id, release.commit, classic=classic, part=part)
+        )
+        if data is None:
+            return _error(404, "no such torrent")
+        filename = f"{release.name}{'.v1' if classic else ''}{f'.part-{part}' if part else ''}.torrent"
         return Response(
             data,
             media_type="application/x-bittorrent",
@@ -277,18 +303,22 @@ def _bearer(request: Request) -> str:
 
 
 def _pair_of(body: bytes) -> TorrentPair:
-    """The torrents of a publish request's body, parsed and checked (in a worker thread: up to 2 x 16 MiB)."""
+    """The torrents of a publish request's body, parsed and checked (in a worker thread: up to 96 MiB)."""
     try:
         payload = json.loads(body)
         hybrid = base64.b64decode(payload["torrent"], validate=True)
         classic = base64.b64decode(payload["classic_torrent"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        hybrid_parts = [base64.b64decode(t, validate=True) for t in payload.get("torrent_parts", [])]
+        classic_parts = [base64.b64decode(t, validate=True) for t in payload.get("classic_torrent_parts", [])]
+    except (ValueError, KeyError, TypeError, binascii.Error, AttributeError):
         raise PublishRefused(
-            'send JSON {"torrent": <base64 hybrid>, "classic_torrent": <base64 v1>}', status=400
+            'send JSON {"torrent": <base64 hybrid>, "classic_torrent": <base64 v1>} (and, for a release of '
+            'several torrents, "torrent_parts" and "classic_torrent_parts": lists of base64)',
+            status=400,
         ) from None
-    if max(len(hybrid), len(classic)) > MAX_TORRENT:
+    if max(map(len, [hybrid, classic, *hybrid_parts, *classic_parts])) > MAX_TORRENT:
         raise PublishRefused(f"a published torrent is at most {MAX_TORRENT} bytes", status=413)
-    return TorrentPair.parse(hybrid, classic)
+    return TorrentPair.parse(hybrid, classic, hybrid_parts, classic_parts)
 
 
 async def _store(
@@ -366,6 +396,16 @@ def _op(summary: str, *, params: tuple[str, ...] = (), body: bool = False, binar
                         "properties": {
                             "torrent": {"type": "string", "format": "byte", "description": "the hybrid"},
                             "classic_torrent": {"type": "string", "format": "byte", "description": "v1"},
+                            "torrent_parts": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "byte"},
+                                "description": "a release of several torrents: the hybrid parts after part 0",
+                            },
+                            "classic_torrent_parts": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "byte"},
+                                "description": "the classic parts after part 0",
+                            },
                         },
                     }
                 }
@@ -376,7 +416,7 @@ def _op(summary: str, *, params: tuple[str, ...] = (), body: bool = False, binar
         op["responses"]["401"] = {"description": "no or unknown token"}
         op["responses"]["403"] = {"description": "the token may not publish this org, or the repo is not public"}
         op["responses"]["409"] = {"description": "another release of the commit is kept (the error says why)"}
-        op["responses"]["413"] = {"description": f"a torrent over {MAX_TORRENT} bytes"}
+        op["responses"]["413"] = {"description": f"a torrent over {MAX_TORRENT} bytes, or a body over {MAX_UPLOAD}"}
         op["responses"]["422"] = {"description": "torrents refused, or not the upstream's release (the error says why)"}
     return op
 

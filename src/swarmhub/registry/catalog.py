@@ -1,5 +1,9 @@
 """The registry's catalog: releases and their two torrents, publishing tokens, follows, in one SQLite file.
 
+A release spanning several torrents (``bt.metainfo``'s parts) keeps its two part 0s in its row (what every
+reader of "the release's torrent" gets, and what authenticates the others) and its other parts in
+``release_parts``; the row's files and sizes are the whole release's.
+
 One file, WAL mode (readers never wait for the writer), versioned migrations (``PRAGMA user_version``), one
 writer at a time (a lock around every write). A release is (repo type, repo id, commit) -> the hybrid torrent
 (libtorrent-based clients, our nodes) and the classic v1 torrent (Transmission 3, aria2), both of the same
@@ -22,6 +26,7 @@ last listing gave (``org_repos``), each with the outcome of its own last check.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
@@ -44,6 +49,7 @@ __all__ = [
     "Follow",
     "FollowKind",
     "FollowedRepo",
+    "PartHashes",
     "PublishRefused",
     "Publisher",
     "Release",
@@ -51,6 +57,7 @@ __all__ = [
     "ReleaseKey",
     "Sort",
     "TorrentPair",
+    "part_tracker_hashes",
 ]
 
 Sort = Literal["newest", "name", "size"]
@@ -137,6 +144,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE releases ADD COLUMN verified_at REAL;
     ALTER TABLE tokens ADD COLUMN orgs TEXT;
     """,
+    # 6: releases spanning several torrents: how many parts each kind has, and the parts after part 0
+    """
+    ALTER TABLE releases ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE releases ADD COLUMN classic_parts INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE release_parts (
+        release_id INTEGER NOT NULL REFERENCES releases (id),
+        classic INTEGER NOT NULL,
+        part INTEGER NOT NULL,
+        info_hash_v1 TEXT NOT NULL,
+        info_hash_v2 TEXT,
+        torrent BLOB NOT NULL,
+        PRIMARY KEY (release_id, classic, part)
+    );
+    CREATE INDEX release_parts_v1 ON release_parts (info_hash_v1);
+    CREATE INDEX release_parts_v2 ON release_parts (info_hash_v2);
+    """,
 )
 
 MAX_OFFSET = 2**62  # SQLite's integers are 64-bit: a larger OFFSET is an OverflowError, not an empty page
@@ -197,6 +220,16 @@ class ReleaseFile:
 
 
 @dataclass(frozen=True)
+class PartHashes:
+    """A part after part 0 of a release's hybrid or classic torrents, by its info-hashes (hex)."""
+
+    classic: bool
+    part: int
+    info_hash_v1: str
+    info_hash_v2: str | None
+
+
+@dataclass(frozen=True)
 class Release:
     repo_type: RepoType
     repo_id: str
@@ -210,6 +243,9 @@ class Release:
     info_hash_v2: str
     classic_info_hash: str  # v1 info-hash of the classic torrent
     verified_at: float | None = None  # when its files were found in the upstream's tree; None: unverified
+    parts: int = 1  # hybrid torrents the release spans
+    classic_parts: int = 1
+    other_parts: tuple[PartHashes, ...] = ()  # the parts after each part 0
 
     @property
     def org(self) -> str:
@@ -222,7 +258,7 @@ class Release:
 
 _COLUMNS = (
     "repo_type, repo_id, commit_sha, published_at, published_by, total_size, files_json, name, "
-    "info_hash_v1, info_hash_v2, classic_info_hash, verified_at"
+    "info_hash_v1, info_hash_v2, classic_info_hash, verified_at, parts, classic_parts, id"
 )
 
 
@@ -241,6 +277,8 @@ def _release(row: sqlite3.Row) -> Release:
         info_hash_v2=row["info_hash_v2"],
         classic_info_hash=row["classic_info_hash"],
         verified_at=row["verified_at"],
+        parts=row["parts"],
+        classic_parts=row["classic_parts"],
     )
 
 
@@ -263,7 +301,8 @@ def _flag_latest(db: sqlite3.Connection, repo_type: str, repo_id: str) -> None:
 
 _KEY = "repo_type = ? AND repo_id = ? AND commit_sha = ?"
 _TORRENT_COLUMNS = (
-    "total_size, num_files, files_json, name, info_hash_v1, info_hash_v2, torrent, classic_info_hash, classic_torrent"
+    "total_size, num_files, files_json, name, info_hash_v1, info_hash_v2, torrent, classic_info_hash, "
+    "classic_torrent, parts, classic_parts"
 )
 
 
@@ -276,8 +315,8 @@ def _torrent_values(pair: TorrentPair) -> tuple[object, ...]:
     h, c = pair.parsed_hybrid, pair.parsed_classic
     files = [{"path": f.path, "size": f.size, "etag": f.etag} for f in pair.files]
     return (
-        h.total_size,
-        len(h.files),
+        sum(f.size for f in pair.files),
+        len(files),
         json.dumps(files),
         h.name,
         h.info_hash_v1,
@@ -285,6 +324,23 @@ def _torrent_values(pair: TorrentPair) -> tuple[object, ...]:
         pair.hybrid,
         c.info_hash_v1,
         pair.classic,
+        1 + len(pair.hybrid_parts),
+        1 + len(pair.classic_parts),
+    )
+
+
+def _store_parts(db: sqlite3.Connection, ref: RepoRef, pair: TorrentPair) -> None:
+    """The release's parts after its part 0s, replacing any stored before."""
+    (release_id,) = db.execute(f"SELECT id FROM releases WHERE {_KEY}", _key(ref)).fetchone()
+    db.execute("DELETE FROM release_parts WHERE release_id = ?", (release_id,))
+    db.executemany(
+        "INSERT INTO release_parts (release_id, classic, part, info_hash_v1, info_hash_v2, torrent) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (release_id, classic, i, t.info_hash_v1, t.info_hash_v2, data)
+            for classic, parts in ((0, pair.hybrid_parts), (1, pair.classic_parts))
+            for i, (data, t) in enumerate(parts, 1)
+        ],
     )
 
 
@@ -487,11 +543,14 @@ class Catalog:
             existing = self.get(ref.repo_type, ref.repo_id, ref.commit)
             action = _storing(existing, pair, verified)
             if action == "insert":
+                values: tuple[object, ...] = (*_key(ref), ref.repo_id.split("/")[0], now, by, now if verified else None)
+                values += _torrent_values(pair)
                 db.execute(
                     "INSERT INTO releases (repo_type, repo_id, commit_sha, org, published_at, published_by, "
-                    f"verified_at, {_TORRENT_COLUMNS}) VALUES ({', '.join('?' * 16)})",
-                    (*_key(ref), ref.repo_id.split("/")[0], now, by, now if verified else None, *_torrent_values(pair)),
+                    f"verified_at, {_TORRENT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                    values,
                 )
+                _store_parts(db, ref, pair)
                 _flag_latest(db, ref.repo_type, ref.repo_id)
             elif action == "verify":
                 db.execute(f"UPDATE releases SET verified_at = ? WHERE {_KEY}", (now, *_key(ref)))
@@ -501,6 +560,7 @@ class Catalog:
                     f"UPDATE releases SET published_by = ?, verified_at = ?, {assignments} WHERE {_KEY}",
                     (by, now, *_torrent_values(pair), *_key(ref)),
                 )
+                _store_parts(db, ref, pair)
         release = self.get(ref.repo_type, ref.repo_id, ref.commit)
         assert release is not None
         return release, action in ("insert", "replace")
@@ -516,7 +576,25 @@ class Catalog:
     def _one(self, where: str, *args: object) -> Release | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM releases WHERE {where} LIMIT 1", args).fetchone()
-        return None if row is None else _release(row)
+        return None if row is None else self._releases([row])[0]
+
+    def _releases(self, rows: list[sqlite3.Row]) -> list[Release]:
+        """Rows as releases, with the parts of those that span several torrents (one query for them all)."""
+        releases = [_release(row) for row in rows]
+        spanning = {row["id"]: i for i, row in enumerate(rows) if row["parts"] > 1 or row["classic_parts"] > 1}
+        if not spanning:
+            return releases
+        found: dict[int, list[PartHashes]] = {}
+        with self._lock:
+            for release_id, classic, part, v1, v2 in self._db.execute(
+                "SELECT release_id, classic, part, info_hash_v1, info_hash_v2 FROM release_parts WHERE release_id "
+                f"IN ({', '.join('?' * len(spanning))}) ORDER BY release_id, classic, part",
+                list(spanning),
+            ):
+                found.setdefault(release_id, []).append(PartHashes(bool(classic), part, v1, v2))
+        for release_id, i in spanning.items():
+            releases[i] = dataclasses.replace(releases[i], other_parts=tuple(found.get(release_id, ())))
+        return releases
 
     def get(self, repo_type: RepoType, repo_id: str, commit: str) -> Release | None:
         return self._one("repo_type = ? AND repo_id = ? AND commit_sha = ?", repo_type, repo_id, commit)
@@ -539,16 +617,35 @@ class Catalog:
         the classic torrent's."""
         h = info_hash.lower()
         if len(h) == 64:
-            return self._one("info_hash_v2 = ?", h)
-        return self._one("info_hash_v1 = ? OR classic_info_hash = ? OR substr(info_hash_v2, 1, 40) = ?", h, h, h)
-
-    def torrent(self, repo_type: RepoType, repo_id: str, commit: str, *, classic: bool = False) -> bytes | None:
-        column = "classic_torrent" if classic else "torrent"
+            found = self._one("info_hash_v2 = ?", h)
+            of_part = "info_hash_v2 = ?"
+        else:
+            found = self._one("info_hash_v1 = ? OR classic_info_hash = ? OR substr(info_hash_v2, 1, 40) = ?", h, h, h)
+            of_part = "info_hash_v1 = ? OR substr(info_hash_v2, 1, 40) = ?"
+        if found is not None:
+            return found
         with self._lock:
             row = self._db.execute(
-                f"SELECT {column} FROM releases WHERE repo_type = ? AND repo_id = ? AND commit_sha = ?",
-                (repo_type, repo_id, commit),
+                f"SELECT release_id FROM release_parts WHERE {of_part} LIMIT 1", (h,) * of_part.count("?")
             ).fetchone()
+        return None if row is None else self._one("id = ?", row[0])
+
+    def torrent(
+        self, repo_type: RepoType, repo_id: str, commit: str, *, classic: bool = False, part: int = 0
+    ) -> bytes | None:
+        """A torrent of the release: the hybrid (or classic) part 0, or a later part; None if there is none."""
+        with self._lock:
+            if part:
+                row = self._db.execute(
+                    "SELECT p.torrent FROM release_parts p JOIN releases r ON r.id = p.release_id WHERE "
+                    "r.repo_type = ? AND r.repo_id = ? AND r.commit_sha = ? AND p.classic = ? AND p.part = ?",
+                    (repo_type, repo_id, commit, int(classic), part),
+                ).fetchone()
+            else:
+                row = self._db.execute(
+                    f"SELECT {'classic_torrent' if classic else 'torrent'} FROM releases WHERE {_KEY}",
+                    (repo_type, repo_id, commit),
+                ).fetchone()
         return None if row is None else bytes(row[0])
 
     def search(
@@ -592,7 +689,7 @@ class Catalog:
                 f"SELECT {_COLUMNS} FROM releases WHERE {chosen} ORDER BY {_ORDERS[sort]} LIMIT ? OFFSET ?",
                 [*args, max(0, min(limit, 500)), max(0, min(offset, MAX_OFFSET))],
             ).fetchall()
-        return [_release(r) for r in rows], total
+        return self._releases(rows), total
 
     def releases_of(self, repo_type: RepoType, repo_id: str) -> list[Release]:
         with self._lock:
@@ -600,16 +697,31 @@ class Catalog:
                 f"SELECT {_COLUMNS} FROM releases WHERE repo_type = ? AND repo_id = ? ORDER BY published_at DESC",
                 (repo_type, repo_id),
             ).fetchall()
-        return [_release(r) for r in rows]
+        return self._releases(rows)
 
-    def info_hashes(self) -> dict[ReleaseKey, tuple[bytes, bytes, bytes]]:
+    def info_hashes(self) -> dict[ReleaseKey, tuple[bytes, ...]]:
         """Every release's info-hashes as trackers see them (20 bytes: the hybrid's v1, its v2 truncated, the
-        classic's)."""
+        classic's, then those of its other parts)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT repo_type, repo_id, commit_sha, info_hash_v1, info_hash_v2, classic_info_hash FROM releases"
+                "SELECT id, repo_type, repo_id, commit_sha, info_hash_v1, info_hash_v2, classic_info_hash FROM releases"
             ).fetchall()
+            parts: dict[int, list[bytes]] = {}
+            for release_id, v1, v2 in self._db.execute(
+                "SELECT release_id, info_hash_v1, info_hash_v2 FROM release_parts"
+            ):
+                parts.setdefault(release_id, []).extend(part_tracker_hashes(v1, v2))
         return {
-            (kind, repo_id, commit): (bytes.fromhex(v1), bytes.fromhex(v2)[:20], bytes.fromhex(classic))
-            for kind, repo_id, commit, v1, v2, classic in rows
+            (kind, repo_id, commit): (
+                bytes.fromhex(v1),
+                bytes.fromhex(v2)[:20],
+                bytes.fromhex(classic),
+                *parts.get(release_id, ()),
+            )
+            for release_id, kind, repo_id, commit, v1, v2, classic in rows
         }
+
+
+def part_tracker_hashes(v1: str, v2: str | None) -> tuple[bytes, ...]:
+    """A part's info-hashes as trackers see them (20 bytes: v1, and v2 truncated for a hybrid part)."""
+    return (bytes.fromhex(v1),) if v2 is None else (bytes.fromhex(v1), bytes.fromhex(v2)[:20])

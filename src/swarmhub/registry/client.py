@@ -16,6 +16,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urljoin
 
@@ -101,13 +102,22 @@ class RegistryClient:
     def info(self) -> dict[str, Any]:
         return self._json("/api/info")
 
-    def publish(self, hybrid: bytes, classic: bytes) -> dict[str, Any]:
+    def publish(
+        self, hybrid: bytes, classic: bytes, hybrid_parts: Sequence[bytes] = (), classic_parts: Sequence[bytes] = ()
+    ) -> dict[str, Any]:
+        """Publish a release: its two torrents (the part 0s, and the other parts of a release of several)."""
         if not self.token:
             raise UsageError(
                 "publishing needs a token",
                 hint="set SWARMHUB_TOKEN to a token from `swarmhub registry token create NAME` on the registry",
             )
-        body = {"torrent": base64.b64encode(hybrid).decode(), "classic_torrent": base64.b64encode(classic).decode()}
+        body: dict[str, Any] = {
+            "torrent": base64.b64encode(hybrid).decode(),
+            "classic_torrent": base64.b64encode(classic).decode(),
+        }
+        if hybrid_parts or classic_parts:
+            body["torrent_parts"] = [base64.b64encode(t).decode() for t in hybrid_parts]
+            body["classic_torrent_parts"] = [base64.b64encode(t).decode() for t in classic_parts]
         return self._json("/api/releases", body=body, auth=True)
 
     def release(self, repo_type: RepoType, repo_id: str, commit: str | None) -> dict[str, Any] | None:
@@ -120,6 +130,8 @@ class RegistryClient:
                 return None
             raise
 
-    def torrent(self, repo_type: RepoType, repo_id: str, commit: str, *, classic: bool = False) -> bytes:
+    def torrent(self, repo_type: RepoType, repo_id: str, commit: str, *, classic: bool = False, part: int = 0) -> bytes:
+        """The release's hybrid (or classic) torrent: part 0, or part ``part`` of a release of several."""
+        query = "&".join(q for q in ("classic=1" if classic else "", f"part={part}" if part else "") if q)
         path = f"/api/releases/{repo_type}/{repo_id}/{commit}/torrent"
-        return self._request(path + ("?classic=1" if classic else ""))
+        return self._request(path + (f"?{query}" if query else ""))

@@ -31,7 +31,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.hub.listing import ListedRepo
 from swarmhub.hub.repo import RepoFile, RepoRef, RepoType
 from swarmhub.origin.client import OriginClient
-from swarmhub.registry.catalog import FOLLOWER, Catalog, Follow, PublishRefused, Release
+from swarmhub.registry.catalog import FOLLOWER, Catalog, Follow, PublishRefused, Release, TorrentPair
 from swarmhub.registry.publishing import release_torrents
 from swarmhub.registry.verify import public_files, verify_release
 
@@ -132,7 +132,8 @@ class Follower:
             return commit, None
         await public_files(self.origin, ref)
         hybrid, classic = await release_torrents(self.origin, kind, repo_id, commit, public_url=self.public_url)
-        release, new = await asyncio.to_thread(self.catalog.publish, hybrid, classic, FOLLOWER, verified=True)
+        pair = await asyncio.to_thread(TorrentPair.parse, hybrid[0], classic[0], hybrid[1:], classic[1:])
+        release, new = await asyncio.to_thread(self.catalog.store, pair, FOLLOWER, verified=True)
         return commit, release if new else None
 
     async def _settled(self, ref: RepoRef) -> bool:

@@ -1,5 +1,8 @@
 """Publishing a release: its hybrid and classic torrents, streamed from the origin once, uploaded to a registry.
 
+A release too big for one torrent is published as its parts (``create.release``'s docstring), hybrid and
+classic, in one request.
+
 Both torrents carry the registry's gateway as web seed (``{public}/webseed/{type}/{repo}/{commit}/``) and its
 tracker, so any BitTorrent client finds peers there and falls back to the Hub through the gateway.
 
@@ -34,8 +37,10 @@ async def release_torrents(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     progress: Callable[[str], Progress] | None = None,
-) -> tuple[bytes, bytes]:
-    """The hybrid and the classic torrent of a release, streamed once, with the registry's web seed and tracker."""
+    max_part_files: int | None = None,
+) -> tuple[list[bytes], list[bytes]]:
+    """The hybrid and the classic torrents of a release (one each, or its parts, part 0 first), streamed once,
+    with the registry's web seed and tracker."""
     public_url = public_url.rstrip("/")
     request = CreateRequest(
         repo_type,
@@ -45,13 +50,14 @@ async def release_torrents(
         exclude=exclude,
         webseeds=(f"{public_url}/webseed/{repo_type}/{repo_id}/{commit}/",),
         trackers=(f"{public_url}/announce",),
+        max_part_files=max_part_files,
     )
     bar = progress(f"hybrid+v1 {repo_id}") if progress else Progress("", enabled=False)
     try:
         hybrid, classic = await create_hybrid_and_classic(request, origin, on_start=bar.start, on_progress=bar.advance)
     finally:
         bar.close()
-    return hybrid.data, classic.data
+    return [t.data for t in hybrid], [t.data for t in classic]
 
 
 async def publish_release(
@@ -64,6 +70,7 @@ async def publish_release(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     progress: Callable[[str], Progress] | None = None,
+    max_part_files: int | None = None,
 ) -> dict[str, Any]:
     """Returns the registry's answer: the release with ``info_hash_v1``, ``info_hash_v2``, ``magnet``,
     ``torrent_url``, ``classic_torrent_url`` and ``new``."""
@@ -80,5 +87,6 @@ async def publish_release(
         include=include,
         exclude=exclude,
         progress=progress,
+        max_part_files=max_part_files,
     )
-    return await asyncio.to_thread(registry.publish, hybrid, classic)
+    return await asyncio.to_thread(registry.publish, hybrid[0], classic[0], hybrid[1:], classic[1:])

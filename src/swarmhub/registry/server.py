@@ -16,6 +16,7 @@ URL's and ``allow_hosts`` (``guard``: DNS rebinding).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -37,7 +38,7 @@ from swarmhub.hub.repo import RepoType
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry import verify
 from swarmhub.registry.api import ApiConfig, api_routes
-from swarmhub.registry.catalog import Catalog, Release, ReleaseKey
+from swarmhub.registry.catalog import Catalog, Release, ReleaseKey, part_tracker_hashes
 from swarmhub.registry.web import SwarmHealth, website_routes
 from swarmhub.serving import BackgroundServer
 from swarmhub.tracker.app import tracker_app
@@ -65,8 +66,10 @@ class _Published:
         return info_hash in self._hashes
 
 
-def _tracker_hashes(r: Release) -> tuple[bytes, bytes, bytes]:
-    return bytes.fromhex(r.info_hash_v1), bytes.fromhex(r.info_hash_v2)[:20], bytes.fromhex(r.classic_info_hash)
+def _tracker_hashes(r: Release) -> tuple[bytes, ...]:
+    """The hybrid's v1 and v2 (truncated) hashes, the classic's, then every other part's."""
+    parts = (h for p in r.other_parts for h in part_tracker_hashes(p.info_hash_v1, p.info_hash_v2))
+    return bytes.fromhex(r.info_hash_v1), bytes.fromhex(r.info_hash_v2)[:20], bytes.fromhex(r.classic_info_hash), *parts
 
 
 class _Torrents:
@@ -87,7 +90,12 @@ class _Torrents:
         data = self.catalog.torrent(repo_type, repo_id, commit)
         if data is None:
             return None
-        torrent = self._cache[key] = parse_torrent(data)
+        torrent = parse_torrent(data)
+        if torrent.part is not None:  # a release of several torrents: one name, one piece size, every file
+            more = (self.catalog.torrent(repo_type, repo_id, commit, part=i) for i in range(1, torrent.part.count))
+            files = [*torrent.files, *(f for d in more if d is not None for f in parse_torrent(d).files)]
+            torrent = dataclasses.replace(torrent, files=tuple(files))
+        self._cache[key] = torrent
         while len(self._cache) > self.keep:
             self._cache.popitem(last=False)
         return torrent
@@ -126,7 +134,7 @@ def registry_app(
     def health(release: Release) -> SwarmHealth:
         """A hybrid's peers announce under its v1 and its v2 hash: count them once (the larger swarm), then add
         the classic torrent's."""
-        v1, v2, classic = _tracker_hashes(release)
+        v1, v2, classic = _tracker_hashes(release)[:3]  # part 0s: who seeds a release seeds its every part
         counts = swarms.scrape((v1, v2, classic), time.monotonic())
         zero = SwarmHealth(0, 0, 0)
         hybrid = [counts.get(h) for h in (v1, v2)]

@@ -111,10 +111,12 @@ def utc_iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def torrent_path(release: Release, *, classic: bool = False) -> str:
-    """The JSON API's .torrent URL path: the hybrid, or the classic v1 one with ``?classic=1``."""
+def torrent_path(release: Release, *, classic: bool = False, part: int = 0) -> str:
+    """The JSON API's .torrent URL path: the hybrid, or the classic v1 one with ``?classic=1``; ``part`` N of a
+    release of several torrents with ``part=N``."""
     path = f"/api/releases/{release.repo_type}/{quote(release.repo_id)}/{release.commit}/torrent"
-    return path + "?classic=1" if classic else path
+    query = "&".join(q for q in ("classic=1" if classic else "", f"part={part}" if part else "") if q)
+    return f"{path}?{query}" if query else path
 
 
 def magnet_uri(release: Release, public_url: str) -> str:
