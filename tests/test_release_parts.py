@@ -10,6 +10,7 @@ that seeder alone by the torrent and by part 0's magnet, every file right.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import urllib.parse
@@ -30,7 +31,9 @@ from swarmhub.bt.metainfo import Part, Torrent, check_parts, info_cost, parse_to
 from swarmhub.create.release import CreateRequest, create_release_torrent, create_release_torrents, part_path
 from swarmhub.devhub import DevHub
 from swarmhub.errors import MetainfoError, SwarmhubError
+from swarmhub.node.daemon import Node
 from swarmhub.registry.server import RegistryServer
+from swarmhub.settings import Settings
 
 REPO = "org/rows"
 FILES = 30
@@ -324,6 +327,19 @@ def test_publish_of_a_release_in_parts_then_pull_it_from_the_registry(release: R
             REPO, "--repo-type", "dataset", "--registry", registry.url, "--endpoint", release.hub.endpoint,
             "--cache-dir", tmp_path / "cache",
         )  # fmt: skip
+        # a node that knows the release from the registry alone serves a file of its last part
+        settings = dataclasses.replace(Settings.from_env().with_cache(tmp_path / "node" / "hub"), token=None)
+        node = Node(settings, port=0, upstream=release.hub.endpoint, registry=registry.url).start()
+        try:
+            from huggingface_hub import hf_hub_download
+
+            last = max(release.files)
+            read = hf_hub_download(REPO, last, repo_type="dataset", revision=str(published["commit"]),
+                                   endpoint=node.url, cache_dir=tmp_path / "program", token=False)  # fmt: skip
+            assert Path(read).read_bytes() == release.files[last]
+            assert node.library is not None and [r["repo_id"] for r in node.library.releases()] == [REPO]
+        finally:
+            node.stop()
     assert pulled["parts"] == 3 and pulled["files"] == FILES
     assert snapshot_files(Path(pulled["snapshot_path"])) == release.files
 
@@ -331,3 +347,35 @@ def test_publish_of_a_release_in_parts_then_pull_it_from_the_registry(release: R
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=30) as answer:
         return bytes(answer.read())
+
+
+def test_a_node_pulls_and_serves_a_release_in_parts_from_the_seeder(release: Release, tmp_path: Path) -> None:
+    """``swarmhub pull`` hands all the parts to the node running on the machine; programs then read any file
+    of any part through the node's endpoint, every byte from the seeder (none from the origin)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    torrents = [a for p in release.created["part_paths"] for a in ("--torrent", p)]
+    with seeding(release.seeder_cache, *torrents) as seeder:
+        cache = tmp_path / "node" / "hub"
+        settings = dataclasses.replace(Settings.from_env().with_cache(cache), token=None)
+        node = Node(settings, port=0, upstream=release.hub.endpoint, peers=[("127.0.0.1", seeder.port)]).start()
+        try:
+            release.hub.log.clear()
+            handed = pull(
+                REPO, "--repo-type", "dataset", "--torrent", release.torrent, "--include", "data/part-2/*",
+                "--cache-dir", cache,
+            )  # fmt: skip
+            assert handed["parts"] == 3 and handed["files"] == 10 and handed["origin_bytes"] == 0
+            assert node.library is not None and [r["repo_id"] for r in node.library.releases()] == [REPO]  # the node's
+            commit = str(release.created["commit"])
+            first = min(release.files)  # in part 0, which the node has not pulled
+            read = hf_hub_download(REPO, first, repo_type="dataset", revision=commit, endpoint=node.url,
+                                   cache_dir=tmp_path / "program", token=False)  # fmt: skip
+            assert Path(read).read_bytes() == release.files[first]
+            whole = snapshot_download(REPO, repo_type="dataset", revision=commit, endpoint=node.url,
+                                      cache_dir=tmp_path / "program", token=False)  # fmt: skip
+            assert snapshot_files(Path(whole)) == release.files
+        finally:
+            node.stop()
+    assert [e.path for e in release.hub.log.entries("*/resolve/*", method="GET")] == []
+    assert snapshot_files(_snapshot(cache, release.created["commit"])) == release.files

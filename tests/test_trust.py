@@ -30,7 +30,7 @@ from swarmhub.hub.repo import RepoFile
 from swarmhub.node import store as store_module
 from swarmhub.node.client import NodeClient
 from swarmhub.node.confirmation import Confirmations
-from swarmhub.node.daemon import Node
+from swarmhub.node.daemon import MAX_PULL_BODY, Node
 from swarmhub.node.library import Library, TooManyPulls
 from swarmhub.node.pull import release_files
 from swarmhub.node.store import TorrentStore
@@ -120,16 +120,16 @@ def test_the_secret_is_the_owners_only_and_the_cli_uses_it(node: Node) -> None:
     assert node.secret not in status.stdout
 
 
-def test_a_32_mb_body_is_refused_without_reading_it(node: Node) -> None:
+def test_a_body_past_the_cap_is_refused_without_reading_it(node: Node) -> None:
     client = NodeClient.running(node.settings.state_dir)
     assert client is not None
     auth = {"Authorization": f"Bearer {client.secret}", "Content-Type": "application/json"}
     rss = psutil.Process().memory_info().rss
-    declared = httpx.post(f"{node.url}/pull", content=b"[" * (32 << 20), headers=auth, timeout=60)
+    declared = httpx.post(f"{node.url}/pull", content=b"[" * (MAX_PULL_BODY + (1 << 20)), headers=auth, timeout=60)
     assert declared.status_code == 413
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: read until past the cap, then refused
-        for _ in range(32):
+        for _ in range((MAX_PULL_BODY >> 20) + 1):
             yield b" " * (1 << 20)
 
     streamed = httpx.post(f"{node.url}/pull", content=chunks(), headers=auth, timeout=60)

@@ -362,17 +362,14 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
         progress = _Progress([t for t, _ in parts], args.include, args.exclude, bar.update)
         node = None if args.local_dir or args.seed else NodeClient.running(settings.state_dir)
         if node is not None:  # the node on this machine owns the cache: it pulls, and seeds after
-            results: list[PullResult] = []
+            store = TorrentStore(settings.state_dir)  # the node's: it finds a release's other parts there
+            kept = [store.save(t, d) for t, d in parts]
             try:
-                for part, part_data in parts:
-                    report = progress.of(results)
-                    results.append(await asyncio.to_thread(_pull_on_node, node, part, part_data, args, report))
+                result = await asyncio.to_thread(_pull_on_node, node, torrent, data, args, bar.update)
             finally:
                 bar.close()
             CacheDestination(settings.hub_cache, torrent.repo).finish(ref)
-            store = TorrentStore(settings.state_dir)
-            kept = [store.save(t, d) for t, d in parts]
-            _report(args, _combined(results), torrent, kept[0], len(parts))
+            _report(args, result, torrent, kept[0], len(parts))
             return 0
         await _confirm(settings, [t for t, _ in parts], None if args.no_origin else endpoint)
         destination: Destination = (
@@ -380,7 +377,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             if args.local_dir
             else CacheDestination(settings.hub_cache, torrent.repo)
         )
-        results = []
+        results: list[PullResult] = []
         pulled: list[tuple[Torrent, bytes]] = []
         try:
             for part, part_data in parts:
@@ -574,7 +571,8 @@ def _pull_on_node(
     args: argparse.Namespace,
     on_progress: Callable[[PullProgress], None],
 ) -> PullResult:
-    """``POST /pull`` to the running node: its progress lines drive ours; its last line is the result."""
+    """``POST /pull`` to the running node (of a release of several torrents: part 0, the others in the store):
+    its progress lines drive ours; its last line is the result."""
     import time
 
     from swarmhub.node.pull import PullProgress, PullResult

@@ -86,8 +86,10 @@ class NodeClient:
         timeout: float,
         on_progress: Callable[[dict[str, Any]], None],
     ) -> dict[str, Any]:
-        """Land those files of the torrent ``data``; ``on_progress`` gets each progress line; the result."""
-        body = {"torrent": base64.b64encode(data).decode(), "include": include, "exclude": exclude}
+        """Land those files of the torrent ``data``; ``on_progress`` gets each progress line; the result. Of a
+        release of several torrents, ``data`` is part 0 and the node finds the others in its store (where
+        ``swarmhub pull`` puts them first: the node and the command share the state folder)."""
+        body: dict[str, Any] = {"torrent": base64.b64encode(data).decode(), "include": include, "exclude": exclude}
         try:
             with self._open(self._request("/pull", body), timeout) as response:
                 for line in _lines(response):

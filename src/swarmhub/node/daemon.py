@@ -56,12 +56,12 @@ from swarmhub.registry.client import RegistryClient
 from swarmhub.serving import BackgroundServer, Startable, UvicornThread, read_capped
 from swarmhub.settings import Settings
 
-__all__ = ["Node"]
+__all__ = ["MAX_PULL_BODY", "Node"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8480
-MAX_PULL_BODY = 24 << 20  # a 16 MiB torrent in base64 (4/3 larger) and the JSON around it
+MAX_PULL_BODY = 44 << 20  # a torrent of 32 MiB (a part create cuts: <= 24 MiB of info) in base64, and the JSON
 CONTROL_ROUTES = frozenset({"/pull", "/seed"})
 CONFIRM_TIMEOUT = 10.0  # seconds the upstream's tree listing may take when a release is confirmed
 JOIN_WAIT = 10.0  # seconds unfinished preheats wait at start for the coordinator to answer a report
@@ -280,7 +280,11 @@ def node_app(node: Node, endpoint: ASGIApp) -> Starlette:
             data = base64.b64decode(body["torrent"], validate=True)
             include, exclude = _patterns(body.get("include")), _patterns(body.get("exclude"))
         except (ValueError, KeyError, TypeError) as exc:
-            return _problem(400, f"bad request: {exc}", 'send {"torrent": base64, "include": [...], "exclude": [...]}')
+            return _problem(
+                400,
+                f"bad request: {exc}",
+                'send {"torrent": base64, "include": [...], "exclude": [...]}',
+            )
         try:  # parsed off the event loop: programs keep reading from the endpoint meanwhile
             torrent = await asyncio.to_thread(parse_torrent, data)
             release = await node.library.adopt(torrent, data)

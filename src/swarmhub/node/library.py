@@ -6,6 +6,10 @@ catalog (fetched once, then stored). For each known release the library holds at
     seeding (upload only, the landed files)  --a program wants a file not landed-->  pulling (linger)
     pulling  --the pull fails or the node stops-->  gone (seeded again at the next start)
 
+A release spanning several torrents (``bt.metainfo``'s parts) is one release here: its files are every part's,
+each part is seeded as its own torrent, and a file is pulled by a pull of the part that holds it (one pull per
+part at a time; ``max_pulls`` counts releases).
+
 A preheat (a coordinator asking for a whole release) is the node's job until done: its torrent is kept in
 ``<state>/preheats/`` from the moment it is taken, a preheat whose pull fails (a full disk, an origin down, a
 stall) is tried again after 5 s, doubling up to 5 min, and a node that starts resumes the preheats it had not
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmhub.bt.metainfo import Torrent, cluster_variant, parse_torrent
+from swarmhub.bt.metainfo import Torrent, check_parts, cluster_variant, parse_torrent
 from swarmhub.cluster.brain import encode_pieces
 from swarmhub.engine.session import Engine, StorageFile
 from swarmhub.errors import MetainfoError, SwarmhubError, TorrentMismatch
@@ -84,19 +88,23 @@ class LibraryStats:
 
 
 class SwarmRelease:
-    """A release the swarm knows (``node.releases.KnownRelease``)."""
+    """A release the swarm knows (``node.releases.KnownRelease``): its torrent, or its parts (part 0 first)."""
 
-    def __init__(self, library: Library, torrent: Torrent, data: bytes) -> None:
+    def __init__(
+        self, library: Library, torrent: Torrent, data: bytes, parts: Sequence[tuple[Torrent, bytes]] = ()
+    ) -> None:
         assert torrent.repo is not None
         self.library = library
         self.confirmed = False  # the upstream confirmed the file list; else files are served landed only
         self.whole = False  # (confirmed) the torrent lists every file of the commit
         self.public_at: float | None = None  # (confirmed) time.time() the repo answered an anonymous request
-        self.torrent = torrent
+        self.torrent = torrent  # part 0 of a release of several torrents
         self.data = data
+        self.parts: list[tuple[Torrent, bytes]] = [(torrent, data), *parts]
         self._ref: RepoRef = torrent.repo
-        self._files = release_files(torrent)
+        self._files = [f for t, _ in self.parts for f in release_files(t)]
         self._by_path = {f.path: f for f in self._files}
+        self._part_of = {f.path: i for i, (t, _) in enumerate(self.parts) for f in t.files}
         self.dest = CacheDestination(library.cache_dir, torrent.repo)
         self._placements: dict[str, Placement] | None = None
 
@@ -111,6 +119,10 @@ class SwarmRelease:
     def file(self, path: str) -> RepoFile:
         """The file of the release at ``path`` (KeyError when it has none)."""
         return self._by_path[path]
+
+    def part(self, path: str) -> int:
+        """Which of the release's torrents holds ``path`` (0 for a release of one torrent)."""
+        return self._part_of[path]
 
     def blob(self, path: str) -> Path | None:
         """The landed blob of ``path`` (its snapshot link made if missing: a twin of a landed file, an empty
@@ -219,7 +231,7 @@ class Library:
         self.stall_timeout = stall_timeout
         self._releases: dict[RepoRef, SwarmRelease] = {}
         self._seeding: dict[RepoRef, list[str]] = {}  # engine keys (hybrid, classic) seeding a release
-        self._pulls: dict[RepoRef, tuple[Pull, asyncio.Task[object]]] = {}
+        self._pulls: dict[tuple[RepoRef, int], tuple[Pull, asyncio.Task[object]]] = {}  # by release and part
         self._registry_misses: dict[RepoRef, float] = {}
         self._kept: set[RepoRef] = set()  # releases whose torrent this node stored
         self._refused: set[RepoRef] = set()  # releases whose stored or registry torrent the upstream contradicts
@@ -259,25 +271,45 @@ class Library:
 
     def seed_new(self) -> int:
         """Seed the stored releases not seeded or pulled yet; returns how many torrents."""
-        busy = self._seeding.keys() | self._pulls.keys()
+        busy = self._seeding.keys() | self._pulled()
         return sum(self._seed(s) for s in self.store.all() if s.torrent.repo not in busy)
 
-    async def adopt(self, torrent: Torrent, data: bytes) -> SwarmRelease:
-        """A release handed over with its torrent (``swarmhub pull``, a preheat): confirmed against the upstream
-        (``TorrentMismatch`` when it disagrees), known from now on, stored once a file of it lands."""
+    def _pulled(self) -> set[RepoRef]:
+        """The releases with a pull (of some part) in the engine."""
+        return {ref for ref, _ in self._pulls}
+
+    async def adopt(self, torrent: Torrent, data: bytes, parts: Sequence[tuple[Torrent, bytes]] = ()) -> SwarmRelease:
+        """A release handed over with its torrent, or its parts (``swarmhub pull``, a preheat): confirmed
+        against the upstream (``TorrentMismatch`` when it disagrees), known from now on, stored once a file of
+        it lands."""
         torrent, data = self._ours(torrent, data)
         if torrent.repo is None:
             raise MetainfoError(f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)")
+        if torrent.part is not None and not parts:  # part 0 handed over: the others are in the store
+            parts = self._stored_parts(torrent)
+        parts = [self._ours(t, d) for t, d in parts]
+        check_parts([torrent, *(t for t, _ in parts)])
         known = self._releases.get(torrent.repo)
         if known is not None and known.torrent.key == torrent.key:
             return known
-        release = SwarmRelease(self, torrent, data)
+        release = SwarmRelease(self, torrent, data, parts)
         release.confirmed = await self.confirmations.confirm(release.ref, release.files) == "confirmed"
         self._recorded(release)
         if known is not None and (known.confirmed or not release.confirmed):
             return known  # the release is known already, by a torrent as trusted (another format of it)
         self._releases[release.ref] = release
         return release
+
+    def _stored_parts(self, first: Torrent) -> list[tuple[Torrent, bytes]]:
+        """The parts after ``first`` (part 0) of a release, from the store; ``MetainfoError`` naming what is
+        missing (``check_parts``)."""
+        assert first.repo is not None and first.part is not None
+        if first.part.index:
+            raise MetainfoError(f"part {first.part.index} of {first.name} handed over: a pull starts from part 0")
+        stored = {
+            s.torrent.key: s for s in self.store.find(first.repo.repo_type, first.repo.repo_id, first.repo.commit)
+        }
+        return [(stored[key].torrent, stored[key].data) for key in first.part.others if key in stored]
 
     def _ours(self, torrent: Torrent, data: bytes) -> tuple[Torrent, bytes]:
         """In a private cluster, the cluster's variant of a torrent (TLS peers only); else the torrent itself."""
@@ -319,8 +351,8 @@ class Library:
         found = await asyncio.to_thread(self._find, ref)
         if found is None:
             return None
-        torrent, data = found
-        release = SwarmRelease(self, torrent, data)
+        (torrent, data), *parts = found
+        release = SwarmRelease(self, torrent, data, parts)
         release.confirmed = await self._confirm(release, authorization)
         if ref in self._refused:
             return None
@@ -335,7 +367,8 @@ class Library:
             self._refused.add(release.ref)
             self._kept.discard(release.ref)
             self._releases.pop(release.ref, None)
-            await asyncio.to_thread(self.store.remove, release.torrent)
+            for torrent, _ in release.parts:
+                await asyncio.to_thread(self.store.remove, torrent)
             return False
         if outcome != "confirmed":
             return False
@@ -348,16 +381,26 @@ class Library:
         if record is not None:
             release.whole, release.public_at = record.whole, record.public_at
 
-    def _find(self, ref: RepoRef) -> tuple[Torrent, bytes] | None:
+    def _find(self, ref: RepoRef) -> list[tuple[Torrent, bytes]] | None:
+        """The release's torrent (its parts, part 0 first): from the store, else from the registry."""
         stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
         stored.sort(key=lambda s: s.torrent.format != "hybrid")  # the hybrid, when there is one
         if stored and stored[0].torrent.repo == ref:
-            return self._ours(stored[0].torrent, stored[0].data)
+            first = stored[0].torrent
+            by_key = {s.torrent.key: (s.torrent, s.data) for s in stored}
+            others = first.part.others if first.part is not None and first.part.index == 0 else ()
+            if all(key in by_key for key in others):
+                return [self._ours(*by_key[key]) for key in (first.key, *others)]
         if self.registry is None or time.monotonic() - self._registry_misses.get(ref, -1e9) < REGISTRY_MISS_TTL:
             return None
         try:
             data = self.registry.torrent(ref.repo_type, ref.repo_id, ref.commit)
             torrent = parse_torrent(data)
+            found = [(torrent, data)]
+            for i in range(1, torrent.part.count if torrent.part is not None else 1):
+                more = self.registry.torrent(ref.repo_type, ref.repo_id, ref.commit, part=i)
+                found.append((parse_torrent(more), more))
+            check_parts([t for t, _ in found])
         except (RegistryError, SwarmhubError) as exc:
             if not isinstance(exc, RegistryError) or exc.status != 404:
                 log.warning("registry: %s", exc)
@@ -366,7 +409,7 @@ class Library:
         if torrent.repo != ref:
             log.warning("registry sent a torrent of %s for %s; ignored", torrent.repo, ref)
             return None
-        return self._ours(torrent, data)
+        return [self._ours(t, d) for t, d in found]
 
     async def knows(self, repo_type: RepoType, repo_id: str) -> bool:
         """Whether the swarm may hold a release of this repo (a stored torrent, or a registry to ask)."""
@@ -407,8 +450,9 @@ class Library:
 
     async def pull_for(self, release: SwarmRelease, path: str) -> Pull:
         """The running pull of ``release``, fetching ``path`` too; started when there is none."""
+        part = release.part(path)
         async with self._lock:
-            running = self._pulls.get(release.ref)
+            running = self._pulls.get((release.ref, part))
             if running is not None and not running[1].done():
                 running[0].want([path])
                 return running[0]
@@ -416,12 +460,14 @@ class Library:
                 raise TooManyPulls(
                     f"the node pulls {self.max_pulls} releases already", hint="try again once one of them is done"
                 )
-            for key in self._seeding.pop(release.ref, []):  # one torrent per release in the engine
+            # one torrent per file in the engine: the release's seeding ones go (seeded again as pulls end)
+            for key in self._seeding.pop(release.ref, []):
                 self.engine.remove(key)
+            torrent, data = release.parts[part]
             pull = Pull(
                 self.engine,
-                release.torrent,
-                release.data,
+                torrent,
+                data,
                 release.dest,
                 include=[],
                 origin=HubSource(self.upstream, release.ref) if self.upstream is not None else None,
@@ -435,21 +481,21 @@ class Library:
             )
             pull.want([path])
             if self.assignments is not None:
-                pull.assigned = self.assignments.get(release.torrent.key, frozenset())
+                pull.assigned = self.assignments.get(torrent.key, frozenset())
             task: asyncio.Task[object] = asyncio.create_task(pull.run())
-            task.add_done_callback(functools.partial(self._pull_ended, release.ref, pull))
-            self._pulls[release.ref] = (pull, task)
+            task.add_done_callback(functools.partial(self._pull_ended, (release.ref, part), pull))
+            self._pulls[(release.ref, part)] = (pull, task)
             return pull
 
     def busy(self, ref: RepoRef) -> bool:
         """Whether a pull of ``ref`` would be refused: ``max_pulls`` other releases are being pulled."""
-        running = [r for r, (_, task) in self._pulls.items() if not task.done()]
+        running = {r for (r, _), (_, task) in self._pulls.items() if not task.done()}
         return ref not in running and len(running) >= self.max_pulls
 
     async def land(self, release: SwarmRelease, path: str) -> Path:
         """``path`` of ``release`` landed in the cache (its etag checked): its blob."""
         pull = await self.pull_for(release, path)
-        await pull.until_landed([path], self._pulls[release.ref][1])
+        await pull.until_landed([path], self._pulls[(release.ref, release.part(path))][1])
         blob = await asyncio.to_thread(release.blob, path)
         if blob is None:
             raise SwarmhubError(f"{path} of {release.ref.repo_id} landed but its blob is missing")
@@ -467,33 +513,47 @@ class Library:
         else:
             found = any(p.file.size and release.dest.landed(p) for p in release.dest.placements(list(release.files)))
         if found:
-            self.store.save(release.torrent, release.data)
+            for torrent, data in release.parts:
+                self.store.save(torrent, data)
             self._kept.add(release.ref)
 
     async def pull_release(
         self, release: SwarmRelease, paths: Sequence[str], on_progress: Callable[[PullProgress], None]
     ) -> PullProgress:
         """Land these files of ``release`` (``swarmhub pull`` handing its work to the node); returns the
-        pull's counters at the end."""
+        pull's counters at the end (of every part's pull, for a release of several torrents)."""
         if not paths:
             return PullProgress(0, 0, 0, 0, 0, 0, 0)
-        pull = await self.pull_for(release, paths[0])
-        pull.want(paths)
-        running = self._pulls[release.ref][1]
-        waiting = asyncio.create_task(pull.until_landed(paths, running))
+        by_part: dict[int, list[str]] = {}
+        for path in paths:
+            by_part.setdefault(release.part(path), []).append(path)
+        pulls: list[Pull] = []
+        waiting: list[asyncio.Task[None]] = []
         try:
-            while not waiting.done():
-                await asyncio.wait([waiting], timeout=0.5)
-                on_progress(pull.progress())
-            waiting.result()
+            for part, wanted in by_part.items():
+                pull = await self.pull_for(release, wanted[0])
+                pull.want(wanted)
+                pulls.append(pull)
+                running = self._pulls[(release.ref, part)][1]
+                waiting.append(asyncio.create_task(pull.until_landed(wanted, running)))
+            while not all(w.done() for w in waiting):
+                await asyncio.wait(waiting, timeout=0.5, return_when=asyncio.FIRST_EXCEPTION)
+                on_progress(_sum_progress(pulls))
+                for w in waiting:
+                    if w.done():
+                        w.result()
+            for w in waiting:
+                w.result()
         finally:
-            waiting.cancel()
+            for w in waiting:
+                w.cancel()
         await asyncio.to_thread(self._keep, release, paths)
-        return pull.progress()
+        return _sum_progress(pulls)
 
-    def _pull_ended(self, ref: RepoRef, pull: Pull, task: asyncio.Task[object]) -> None:
-        if self._pulls.get(ref, (None,))[0] is pull:
-            del self._pulls[ref]
+    def _pull_ended(self, key: tuple[RepoRef, int], pull: Pull, task: asyncio.Task[object]) -> None:
+        ref = key[0]
+        if self._pulls.get(key, (None,))[0] is pull:
+            del self._pulls[key]
         self._done_bytes["origin"] += pull.origin_bytes()
         with contextlib.suppress(SwarmhubError):
             self._done_bytes["peer"] += self.engine.status(pull.key).payload_download
@@ -508,7 +568,7 @@ class Library:
                 self._keep(release)
             except OSError as exc:
                 log.warning("could not store the torrent of %s: %s", ref.repo_id, exc)
-        if not task.cancelled() and ref not in self._seeding:  # what landed is seeded again
+        if not task.cancelled() and ref not in self._seeding and ref not in self._pulled():  # seeded again
             for stored in self.store.find(ref.repo_type, ref.repo_id, ref.commit):
                 self._seed(stored)
 
@@ -632,7 +692,7 @@ class Library:
                 peers += status.num_peers
         origin += sum(pull.origin_bytes() for pull, _ in self._pulls.values())
         return LibraryStats(
-            releases=len(self._seeding.keys() | self._pulls.keys()),
+            releases=len(self._seeding.keys() | self._pulled()),
             pulling=len(self._pulls),
             peer_bytes=peer,
             origin_bytes=origin,
@@ -644,11 +704,10 @@ class Library:
     def releases(self) -> list[dict[str, object]]:
         """What the node holds and does, for ``swarmhub status``."""
         out: list[dict[str, object]] = []
-        for ref in sorted(self._seeding.keys() | self._pulls.keys(), key=lambda r: (r.repo_id, r.commit)):
+        for ref in sorted(self._seeding.keys() | self._pulled(), key=lambda r: (r.repo_id, r.commit)):
             keys = list(self._seeding.get(ref, []))
-            running = self._pulls.get(ref)
-            if running is not None and running[0].key:
-                keys.append(running[0].key)
+            running = [pull for (r, _), (pull, _) in self._pulls.items() if r == ref]
+            keys += [pull.key for pull in running if pull.key]
             statuses = []
             for key in keys:
                 with contextlib.suppress(SwarmhubError):
@@ -658,13 +717,19 @@ class Library:
                     "repo_type": ref.repo_type,
                     "repo_id": ref.repo_id,
                     "commit": ref.commit,
-                    "state": "pulling" if running is not None else "seeding",
+                    "state": "pulling" if running else "seeding",
                     "peers": sum(s.num_peers for s in statuses),
                     "uploaded_bytes": sum(s.payload_upload for s in statuses),
                     "downloaded_bytes": sum(s.payload_download for s in statuses),
                 }
             )
         return out
+
+
+def _sum_progress(pulls: Sequence[Pull]) -> PullProgress:
+    """One progress for the pulls of a release's parts."""
+    each = [pull.progress() for pull in pulls]
+    return PullProgress(*(sum(getattr(p, name) for p in each) for name in PullProgress.__dataclass_fields__))
 
 
 def _cached_releases(cache_dir: Path) -> list[RepoRef]:
