@@ -10,7 +10,9 @@ import pytest
 
 from support.torrents import make_torrent
 from swarmhub.bt.metainfo import parse_torrent
+from swarmhub.cli.engineopts import engine_from_args
 from swarmhub.engine.session import (
+    MANY_FILES,
     Engine,
     Event,
     HashFailed,
@@ -85,6 +87,20 @@ def test_each_disk_io_moves_a_release(tmp_path: Path, disk_io: str) -> None:
         asyncio.run(_until(leecher, TorrentFinished, key))
     for path, data in FILES.items():
         assert (tmp_path / "leech" / "release" / path).read_bytes() == data
+
+
+def test_a_pull_of_many_files_runs_on_posix_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pread's cache never evicts a piece a pad file ends (docs/NOTES.md): an engine for torrents of
+    ``MANY_FILES`` files or more takes posix, one for fewer (or not known) pread, SWARMHUB_LIBTORRENT wins."""
+    from swarmhub.cli.main import build_parser
+
+    args = build_parser().parse_args(["pull", "org/name"])
+    for files, expected in ((0, "pread"), (MANY_FILES - 1, "pread"), (MANY_FILES, "posix")):
+        with engine_from_args(args, files=files) as engine:
+            assert engine.disk_io == expected
+    monkeypatch.setenv("SWARMHUB_LIBTORRENT", '{"disk_io": "pread"}')
+    with engine_from_args(args, files=10 * MANY_FILES) as engine:
+        assert engine.disk_io == "pread"
 
 
 def test_an_unknown_disk_io_is_refused_naming_the_choices() -> None:

@@ -226,7 +226,8 @@ def test_clash_filter() -> None:
 # ------------------------------------------------------------------------------------- CLI, end to end
 
 VAE = edge_layouts(16384)["vae_ordering"]
-RUN_KEYS = {"path", "seconds", "torrent_size", "origin_bytes"}  # about the run, not the torrent
+# about the run (or the release the torrent is a part of), not the torrent
+RUN_KEYS = {"path", "seconds", "torrent_size", "origin_bytes", "part_paths", "release_files", "release_size"}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

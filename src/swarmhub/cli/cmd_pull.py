@@ -344,10 +344,11 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.seed:
         args.default_port = 6881  # a seeder others can be told about
-    engine = engine_from_args(args)
+    # a magnet needs the engine for its metadata; else it starts once the torrents say how many files they hold
+    engine = engine_from_args(args) if args.magnet else None
     sources: list[RangeSource] = []  # what this pull opened besides the origin, closed at its end
     try:
-        if args.magnet:
+        if engine is not None:
             data = await _magnet_torrent(engine, args.magnet, args.peer, settings.state_dir)
         else:
             data = await release_torrent(args, settings, repo_type, repo_id, origin)
@@ -372,6 +373,8 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             _report(args, result, torrent, kept[0], len(parts))
             return 0
         await _confirm(settings, [t for t, _ in parts], None if args.no_origin else endpoint)
+        if engine is None:
+            engine = engine_from_args(args, files=sum(len(t.files) for t, _ in parts))
         destination: Destination = (
             LocalDirDestination(args.local_dir, torrent.repo)
             if args.local_dir
@@ -425,7 +428,8 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             await until_signal()
         return 0
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
         if origin is not None:
             await origin.aclose()
         for source in sources:
@@ -433,7 +437,7 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _release_parts(
-    args: argparse.Namespace, settings: Settings, engine: Engine, first: Torrent, data: bytes
+    args: argparse.Namespace, settings: Settings, engine: Engine | None, first: Torrent, data: bytes
 ) -> list[tuple[Torrent, bytes]]:
     """The torrents of the release ``first`` starts: itself alone, or every part of it (``bt.metainfo``), in
     order, found by the keys part 0 lists: beside ``--torrent`` (where ``swarmhub create`` wrote them), from
@@ -454,7 +458,7 @@ async def _release_parts(
         )
     found: dict[str, bytes] = {}
     registry = args.registry or os.environ.get("SWARMHUB_REGISTRY")
-    if args.magnet:
+    if engine is not None:  # a magnet's
         for key in part.others:
             found[key] = await _magnet_torrent(
                 engine, _part_magnet(args.magnet, key, first.format), args.peer, settings.state_dir

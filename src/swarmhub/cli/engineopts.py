@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from swarmhub.cli.args import parse_address, parse_size
-from swarmhub.engine.session import Engine, Profile
+from swarmhub.engine.session import Engine, Profile, disk_io_for
 from swarmhub.errors import ConfigError
 
 __all__ = ["add_engine_options", "engine_from_args", "until_signal"]
@@ -39,8 +39,11 @@ def add_engine_options(parser: argparse.ArgumentParser, *, default_port: int) ->
     parser.set_defaults(default_port=default_port)
 
 
-def engine_from_args(args: argparse.Namespace) -> Engine:
+def engine_from_args(args: argparse.Namespace, *, files: int = 0) -> Engine:
+    """The engine the options ask for; ``files``: how many files its torrents hold, when known, for the disk
+    I/O (``engine.session.disk_io_for``) unless ``SWARMHUB_LIBTORRENT`` names one."""
     profile, listen, extra = engine_params(args)
+    extra.setdefault("disk_io", disk_io_for(files))
     return Engine(profile, listen=listen, extra=extra)
 
 

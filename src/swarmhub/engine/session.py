@@ -39,7 +39,9 @@ from swarmhub import __version__
 from swarmhub.errors import ConfigError, MetainfoError, SwarmhubError
 
 __all__ = [
+    "DISK_IO",
     "INCONSISTENT_HASHES",
+    "MANY_FILES",
     "Engine",
     "Event",
     "FileRenamed",
@@ -59,6 +61,7 @@ __all__ = [
     "TorrentFinished",
     "TorrentStatus",
     "dht_bootstrap_settings",
+    "disk_io_for",
     "new_peer_id",
     "settings_for",
     "storage_layout",
@@ -116,6 +119,13 @@ def new_peer_id() -> bytes:
 # 128-179 s, against 9 s for 10,000). posix: 30,000 files in 42 s, 2 GB of big files ~15% slower. mmap: 31 s,
 # but a node crashed (SIGSEGV) in a chaos run with a corrupt peer; not offered.
 DISK_IO = {"pread": "pread_disk_io_constructor", "posix": "posix_disk_io_constructor"}
+MANY_FILES = 10_000  # from here on a pull's files are many small ones to pread: posix (``disk_io_for``)
+
+
+def disk_io_for(files: int) -> str:
+    """The disk I/O for an engine whose torrents hold ``files`` files (0: not known): pread, past
+    ``MANY_FILES`` posix. A hybrid pads every file, so files count the pads pread never evicts."""
+    return "posix" if files >= MANY_FILES else "pread"
 
 
 def _disk_io(name: object) -> str:
@@ -473,7 +483,8 @@ class Engine:
             settings["listen_interfaces"] = _with_tls_ports(str(settings["listen_interfaces"]))
         try:
             params = lt.session_params()
-            params.disk_io_constructor = _disk_io(settings.pop("disk_io", "pread"))
+            self.disk_io = str(settings.pop("disk_io", "pread"))  # which back-end (``DISK_IO``)
+            params.disk_io_constructor = _disk_io(self.disk_io)
             params.settings = settings  # type: ignore[assignment]  # the binding takes a dict
             self._session = lt.session(params)
         except (KeyError, TypeError) as exc:
