@@ -81,7 +81,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("SWARMHUB_LIBTORRENT",),
         "",
         'JSON object of libtorrent settings to override, e.g. {"connections_limit": 500}; "disk_io": "posix" '
-        "or \"pread\" (default: pread, posix for a pull of 10,000 files or more)",
+        'or "pread" (default: pread, posix for a pull of 10,000 files or more)',
     ),
 )
 
