@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swarmhub.cli.args import add_filter_options, parse_address, split_repo_revision
-from swarmhub.cli.engineopts import add_engine_options, engine_from_args, until_signal
+from swarmhub.cli.engineopts import add_engine_options, disk_io_wanted, engine_from_args, until_signal
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import (
     OriginError,
@@ -373,8 +373,12 @@ async def _pull(args: argparse.Namespace, settings: Settings) -> int:
             _report(args, result, torrent, kept[0], len(parts))
             return 0
         await _confirm(settings, [t for t, _ in parts], None if args.no_origin else endpoint)
+        files = sum(len(t.files) for t, _ in parts)
+        if engine is not None and engine.disk_io != disk_io_wanted(files):  # a magnet's: the metadata is in
+            engine.close()
+            engine = None
         if engine is None:
-            engine = engine_from_args(args, files=sum(len(t.files) for t, _ in parts))
+            engine = engine_from_args(args, files=files)
         destination: Destination = (
             LocalDirDestination(args.local_dir, torrent.repo)
             if args.local_dir

@@ -14,7 +14,7 @@ from swarmhub.cli.args import parse_address, parse_size
 from swarmhub.engine.session import Engine, Profile, disk_io_for
 from swarmhub.errors import ConfigError
 
-__all__ = ["add_engine_options", "engine_from_args", "until_signal"]
+__all__ = ["add_engine_options", "disk_io_wanted", "engine_from_args", "until_signal"]
 
 
 def add_engine_options(parser: argparse.ArgumentParser, *, default_port: int) -> None:
@@ -43,8 +43,14 @@ def engine_from_args(args: argparse.Namespace, *, files: int = 0) -> Engine:
     """The engine the options ask for; ``files``: how many files its torrents hold, when known, for the disk
     I/O (``engine.session.disk_io_for``) unless ``SWARMHUB_LIBTORRENT`` names one."""
     profile, listen, extra = engine_params(args)
-    extra.setdefault("disk_io", disk_io_for(files))
+    extra["disk_io"] = disk_io_wanted(files)
     return Engine(profile, listen=listen, extra=extra)
+
+
+def disk_io_wanted(files: int) -> str:
+    """The disk I/O for torrents of ``files`` files: the one ``SWARMHUB_LIBTORRENT`` names, else
+    ``disk_io_for``'s."""
+    return str(libtorrent_overrides(os.environ).get("disk_io", disk_io_for(files)))
 
 
 def engine_params(args: argparse.Namespace) -> tuple[Profile, str, dict[str, Any]]:
