@@ -274,7 +274,18 @@ def test_a_big_repo_is_walked_once_and_again_when_it_changes(tmp_path: Path, mon
         == added.file("part-0/row-00000.jsonl").etag
     )
     monkeypatch.setattr(repos, "WALK_AT_LEAST", 0.0)
+    monkeypatch.setattr(repos, "WALK_SPACING", 0.0)
     assert store.snapshot("dataset", "org/many").file("part-0/row-00000.jsonl").etag == blob_sha1(b'{"x": 7}\n')
+
+
+def test_a_walk_that_takes_long_is_spaced_by_its_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repo whose walk takes 2 s (100,000 files) is walked again after 40 s, not every ``WALK_AT_LEAST``."""
+    from swarmhub.devhub import repos
+
+    kept = repos._Kept(None, [], walked=100.0, looked=100.0, cost=2.0)  # type: ignore[arg-type]
+    assert not kept.walk_due(100.0 + repos.WALK_AT_LEAST) and not kept.walk_due(139.0) and kept.walk_due(140.0)
+    quick = repos._Kept(None, [], walked=100.0, looked=100.0, cost=0.01)  # type: ignore[arg-type]
+    assert not quick.walk_due(109.0) and quick.walk_due(100.0 + repos.WALK_AT_LEAST)
 
 
 def test_hashes_cached_per_size_and_mtime(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ hashes what changed. A repo of up to ``WALK_EVERY_TIME`` files is walked (a ``st
 lookup, so a change shows at once. A bigger one would cost a walk per request (100,000 files: ~0.5 s, and a
 download asks once per file), so its listing is kept: for ``TRUST_FOR`` seconds as it is, then as long as no
 folder of it changed (a file added, removed or replaced changes its folder's mtime; one look at the folders),
-and walked again at least every ``WALK_AT_LEAST`` seconds (a file rewritten in place changes no folder).
+and walked again at least every ``WALK_AT_LEAST`` seconds (a file rewritten in place changes no folder), or
+every ``WALK_SPACING`` times what the walk took when that is longer (100,000 files: a walk of ~4 s every 10 s
+was 40% of the origin's CPU under a download).
 Everything here is blocking I/O; async callers run it in a worker thread.
 """
 
@@ -55,6 +57,7 @@ LFS_SIZE_THRESHOLD = 10 * 1024 * 1024  # the Hub rejects regular (non-LFS) git f
 WALK_EVERY_TIME = 200  # files: a repo of at most this many is walked at every lookup (~2 ms)
 TRUST_FOR = 1.0  # seconds a bigger repo's listing is used without a look
 WALK_AT_LEAST = 10.0  # seconds: a bigger repo is walked again at least this often
+WALK_SPACING = 20.0  # ... or, when longer, this many times the walk's own time (walks <= 5% of the time)
 _CHUNK = 1 << 20
 HashKind = Literal["blob", "sha256"]
 
@@ -243,6 +246,10 @@ class _Kept:
     folders: list[tuple[str, int]]
     walked: float  # when the files were walked (time.monotonic)
     looked: float  # when the folders were last looked at
+    cost: float = 0.0  # seconds the walk took
+
+    def walk_due(self, now: float) -> bool:
+        return now - self.walked >= max(WALK_AT_LEAST, WALK_SPACING * self.cost)
 
 
 def _read_gitattributes(folder: Path) -> str:
@@ -286,15 +293,15 @@ class RepoStore:
         with walking:  # requests that arrive during a walk take its result
             kept = self._kept.get(key)
             now = time.monotonic()
-            if kept is not None and now - kept.walked < WALK_AT_LEAST and now - kept.looked < TRUST_FOR:
+            if kept is not None and not kept.walk_due(now) and now - kept.looked < TRUST_FOR:
                 return kept.snapshot
             folders = _folder_times(folder)
-            if kept is not None and now - kept.walked < WALK_AT_LEAST and folders == kept.folders:
+            if kept is not None and not kept.walk_due(now) and folders == kept.folders:
                 kept.looked = now
                 return kept.snapshot
             snap = self._walk(repo_type, repo_id, folder)
             if len(snap.files) > WALK_EVERY_TIME:
-                self._kept[key] = _Kept(snap, folders, now, now)
+                self._kept[key] = _Kept(snap, folders, now, now, time.monotonic() - now)
             else:
                 self._kept.pop(key, None)
             return snap
