@@ -16,14 +16,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from support.cli import run_cli
-from support.swarm import pull, seeding, snapshot_files, swarmhub
-from swarmhub.devhub import DevHub
+from support.swarm import SeededDataset, pull, seeded_dataset, seeding, snapshot_files
 from swarmhub.node.daemon import Node
 from swarmhub.registry.server import RegistryServer
 from swarmhub.settings import Settings
@@ -37,49 +35,23 @@ def _rows(i: int) -> bytes:
     return (json.dumps({"id": i, "text": f"row {i} of the many-files dataset"}) + "\n").encode()
 
 
-@dataclass(frozen=True)
-class Many:
-    root: Path
-    hub: DevHub
-    torrent: Path
-    created: dict[str, object]
-    files: dict[str, bytes]
-    seeder_cache: Path
-
-
 @pytest.fixture(scope="module")
-def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Many]:
-    root = tmp_path_factory.mktemp("many")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDataset]:
     files = {f"data/part-{i // PER_FOLDER:03d}/rows-{i:05d}.jsonl": _rows(i) for i in range(N)}
-    repo = root / "origin" / "datasets" / REPO
-    for path, data in files.items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_bytes(data)
-    with DevHub(root / "origin") as hub:
-        torrent = root / "many.torrent"
-        made = subprocess.run(
-            swarmhub("create", REPO, "--repo-type", "dataset", "--endpoint", hub.endpoint, "-o", torrent, "--json"),
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr[-3000:]
-        seeder_cache = root / "seeder" / "hub"
-        pull(
-            REPO, "--repo-type", "dataset", "--torrent", torrent, "--endpoint", hub.endpoint, "--origin-after", "0",
-            "--cache-dir", seeder_cache, timeout=600,
-        )  # fmt: skip
-        yield Many(root, hub, torrent, json.loads(made.stdout), files, seeder_cache)
+    with seeded_dataset(tmp_path_factory.mktemp("many"), REPO, files, name="many.torrent", timeout=600) as many:
+        yield many
 
 
 def _snapshot(cache: Path, commit: object) -> Path:
     return cache / f"datasets--{REPO.replace('/', '--')}" / "snapshots" / str(commit)
 
 
-def test_the_torrent_holds_every_file_and_the_origin_only_pull_lands_them(many: Many) -> None:
+def test_the_torrent_holds_every_file_and_the_origin_only_pull_lands_them(many: SeededDataset) -> None:
     assert len(many.created["files"]) == N  # type: ignore[arg-type]
     assert snapshot_files(_snapshot(many.seeder_cache, many.created["commit"])) == many.files
 
 
-def test_a_pull_from_one_seeder_and_by_magnet(many: Many, tmp_path: Path) -> None:
+def test_a_pull_from_one_seeder_and_by_magnet(many: SeededDataset, tmp_path: Path) -> None:
     with seeding(many.seeder_cache, "--torrent", many.torrent, timeout=120) as seeder:
         peer = f"127.0.0.1:{seeder.port}"
         by_torrent = pull(
@@ -103,7 +75,7 @@ print(json.dumps({"rows": data.num_rows, "ids": sorted(data["id"])}))
 """
 
 
-def test_publish_then_load_dataset_through_a_node_from_the_seeder(many: Many, tmp_path: Path) -> None:
+def test_publish_then_load_dataset_through_a_node_from_the_seeder(many: SeededDataset, tmp_path: Path) -> None:
     with RegistryServer(tmp_path / "registry.db", upstream=many.hub.endpoint) as registry:
         assert registry.catalog is not None
         token = registry.catalog.create_token("ci")

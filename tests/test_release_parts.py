@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,11 @@ import pytest
 
 from support.cli import run_cli
 from support.layouts import COMMIT, NAME, libtorrent_check, write_layout
-from support.swarm import pull, seeding, snapshot_files, swarmhub
+from support.swarm import SeededDataset, pull, seeded_dataset, seeding, snapshot_files
 from swarmhub.bt.bencode import decode, encode
 from swarmhub.bt.layout import FORMATS, Format, plan_torrent
 from swarmhub.bt.metainfo import Part, Torrent, check_parts, info_cost, parse_torrent
 from swarmhub.create.release import CreateRequest, create_release_torrent, create_release_torrents, part_path
-from swarmhub.devhub import DevHub
 from swarmhub.errors import MetainfoError, SwarmhubError
 from swarmhub.node.daemon import Node
 from swarmhub.registry.server import RegistryServer
@@ -172,44 +169,20 @@ def test_parts_disagreeing_on_the_release_are_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ through the CLI
 
 
-@dataclass(frozen=True)
-class Release:
-    hub: DevHub
-    torrent: Path
-    created: dict[str, Any]
-    files: dict[str, bytes]
-    seeder_cache: Path
-
-
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
-    root = tmp_path_factory.mktemp("parts")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededDataset]:
     files = {path: (f"{path}\n" * (size // len(path))).encode() for path, size in _layout().items()}
-    repo = root / "origin" / "datasets" / REPO
-    for path, data in files.items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_bytes(data)
-    with DevHub(root / "origin") as hub:
-        torrent = root / "rows.torrent"
-        made = subprocess.run(
-            swarmhub("create", REPO, "--repo-type", "dataset", "--endpoint", hub.endpoint, "--max-part-files", "12",
-                     "-o", torrent, "--json"),
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr[-3000:]
-        seeder_cache = root / "seeder" / "hub"
-        pull(
-            REPO, "--repo-type", "dataset", "--torrent", torrent, "--endpoint", hub.endpoint, "--origin-after", "0",
-            "--cache-dir", seeder_cache,
-        )  # fmt: skip
-        yield Release(hub, torrent, json.loads(made.stdout), files, seeder_cache)
+    with seeded_dataset(
+        tmp_path_factory.mktemp("parts"), REPO, files, "--max-part-files", "12", name="rows.torrent"
+    ) as release:
+        yield release
 
 
 def _snapshot(cache: Path, commit: object) -> Path:
     return cache / f"datasets--{REPO.replace('/', '--')}" / "snapshots" / str(commit)
 
 
-def test_create_writes_the_parts_beside_part_zero(release: Release) -> None:
+def test_create_writes_the_parts_beside_part_zero(release: SeededDataset) -> None:
     created = release.created
     assert created["parts"] == 3 and created["part"] == 0 and len(created["other_parts"]) == 2
     assert created["part_paths"] == [str(part_path(release.torrent, i)) for i in range(3)]
@@ -219,11 +192,11 @@ def test_create_writes_the_parts_beside_part_zero(release: Release) -> None:
     assert shown.returncode == 0 and "part       0 of 3 torrents" in shown.stdout
 
 
-def test_the_origin_only_pull_of_the_parts_lands_the_whole_release(release: Release) -> None:
+def test_the_origin_only_pull_of_the_parts_lands_the_whole_release(release: SeededDataset) -> None:
     assert snapshot_files(_snapshot(release.seeder_cache, release.created["commit"])) == release.files
 
 
-def test_a_pull_of_the_parts_from_one_seeder_by_torrent_and_by_magnet(release: Release, tmp_path: Path) -> None:
+def test_a_pull_of_the_parts_from_one_seeder_by_torrent_and_by_magnet(release: SeededDataset, tmp_path: Path) -> None:
     torrents = [a for p in release.created["part_paths"] for a in ("--torrent", p)]
     with seeding(release.seeder_cache, *torrents) as seeder:
         peer = f"127.0.0.1:{seeder.port}"
@@ -242,7 +215,7 @@ def test_a_pull_of_the_parts_from_one_seeder_by_torrent_and_by_magnet(release: R
 
 
 def test_a_pull_from_a_part_that_is_not_the_first_or_without_its_others_says_what_to_do(
-    release: Release, tmp_path: Path
+    release: SeededDataset, tmp_path: Path
 ) -> None:
     second = release.created["part_paths"][1]
     refused = run_cli("pull", REPO, "--repo-type", "dataset", "--torrent", second, "--no-origin")
@@ -295,7 +268,7 @@ def _announce(registry: str, info_hash: bytes) -> bytes:
         return bytes(answer.read())
 
 
-def test_publish_of_a_release_in_parts_then_pull_it_from_the_registry(release: Release, tmp_path: Path) -> None:
+def test_publish_of_a_release_in_parts_then_pull_it_from_the_registry(release: SeededDataset, tmp_path: Path) -> None:
     """The registry takes every part (hybrid and classic), its API and website list them, its tracker admits
     each part's hashes, and a pull by the release's name from the registry gets the whole release."""
     with RegistryServer(tmp_path / "registry.db", upstream=release.hub.endpoint) as registry:
@@ -349,7 +322,7 @@ def _get(url: str) -> bytes:
         return bytes(answer.read())
 
 
-def test_a_node_pulls_and_serves_a_release_in_parts_from_the_seeder(release: Release, tmp_path: Path) -> None:
+def test_a_node_pulls_and_serves_a_release_in_parts_from_the_seeder(release: SeededDataset, tmp_path: Path) -> None:
     """``swarmhub pull`` hands all the parts to the node running on the machine; programs then read any file
     of any part through the node's endpoint, every byte from the seeder (none from the origin)."""
     from huggingface_hub import hf_hub_download, snapshot_download

@@ -105,3 +105,43 @@ def seeding(cache: Path, *extra: str | Path, timeout: float = 30) -> Iterator[Se
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@dataclass(frozen=True)
+class SeededDataset:
+    """A dataset repo on a local origin, ``swarmhub create``'s torrent of it (and its ``--json``), and a
+    seeder's cache filled by an origin-only pull."""
+
+    hub: Any  # swarmhub.devhub.DevHub, serving ``root / "origin"``
+    torrent: Path
+    created: dict[str, Any]
+    files: dict[str, bytes]
+    seeder_cache: Path
+
+
+@contextlib.contextmanager
+def seeded_dataset(
+    root: Path, repo_id: str, files: dict[str, bytes], *create_args: str, name: str, timeout: float = 120
+) -> Iterator[SeededDataset]:
+    """``files`` written as dataset ``repo_id`` under ``root / "origin"`` and served by a DevHub while the
+    context lasts; ``create_args`` go to ``swarmhub create``, which writes ``root / name``."""
+    from swarmhub.devhub import DevHub
+
+    repo = root / "origin" / "datasets" / repo_id
+    for path, data in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_bytes(data)
+    with DevHub(root / "origin") as hub:
+        torrent = root / name
+        made = subprocess.run(
+            swarmhub("create", repo_id, "--repo-type", "dataset", "--endpoint", hub.endpoint, *create_args,
+                     "-o", torrent, "--json"),
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr[-3000:]
+        seeder_cache = root / "seeder" / "hub"
+        pull(
+            repo_id, "--repo-type", "dataset", "--torrent", torrent, "--endpoint", hub.endpoint, "--origin-after",
+            "0", "--cache-dir", seeder_cache, timeout=timeout,
+        )  # fmt: skip
+        yield SeededDataset(hub, torrent, json.loads(made.stdout), files, seeder_cache)

@@ -482,11 +482,10 @@ async def _release_parts(
         from swarmhub.registry.client import RegistryClient
 
         client = RegistryClient(registry)
-        for i in range(1, part.count):
-            found[str(i)] = await asyncio.to_thread(client.torrent, repo.repo_type, repo.repo_id, repo.commit, part=i)
+        more = await asyncio.to_thread(client.other_parts, repo.repo_type, repo.repo_id, repo.commit, part.count)
+        found = {str(i): d for i, d in enumerate(more, 1)}
     else:
-        stored = TorrentStore(settings.state_dir).find(repo.repo_type, repo.repo_id, repo.commit)
-        found = {s.torrent.key: s.data for s in stored if s.torrent.key in part.others}
+        found = {s.torrent.key: s.data for s in TorrentStore(settings.state_dir).parts(first)}
     given = [(parse_torrent(d), d) for d in found.values()]
     by_key = {t.key: (t, d) for t, d in given}
     return [(first, data) if t is first else by_key[t.key] for t in check_parts([first, *(t for t, _ in given)])]
@@ -521,8 +520,6 @@ class _Progress:
         """What the next part's pull reports through: its figures added to those of the parts before."""
         done, files = sum(r.bytes for r in before), sum(r.files for r in before)
         peer, origin = sum(r.peer_bytes for r in before), sum(r.origin_bytes for r in before)
-        if not before:
-            return lambda p: self.update(dataclasses.replace(p, total=self.total, files_total=self.files))
         return lambda p: self.update(
             dataclasses.replace(
                 p,
@@ -538,8 +535,6 @@ class _Progress:
 
 def _combined(results: list[PullResult]) -> PullResult:
     """One result for the parts of a release (one part: its result)."""
-    if len(results) == 1:
-        return results[0]
     return dataclasses.replace(
         results[0],
         path=results[-1].path,

@@ -286,7 +286,11 @@ class Library:
         if torrent.repo is None:
             raise MetainfoError(f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)")
         if torrent.part is not None and not parts:  # part 0 handed over: the others are in the store
-            parts = self._stored_parts(torrent)
+            if torrent.part.index:
+                raise MetainfoError(
+                    f"part {torrent.part.index} of {torrent.name} handed over: a pull starts from part 0"
+                )
+            parts = [(s.torrent, s.data) for s in self.store.parts(torrent)]
         parts = [self._ours(t, d) for t, d in parts]
         check_parts([torrent, *(t for t, _ in parts)])
         known = self._releases.get(torrent.repo)
@@ -299,17 +303,6 @@ class Library:
             return known  # the release is known already, by a torrent as trusted (another format of it)
         self._releases[release.ref] = release
         return release
-
-    def _stored_parts(self, first: Torrent) -> list[tuple[Torrent, bytes]]:
-        """The parts after ``first`` (part 0) of a release, from the store; ``MetainfoError`` naming what is
-        missing (``check_parts``)."""
-        assert first.repo is not None and first.part is not None
-        if first.part.index:
-            raise MetainfoError(f"part {first.part.index} of {first.name} handed over: a pull starts from part 0")
-        stored = {
-            s.torrent.key: s for s in self.store.find(first.repo.repo_type, first.repo.repo_id, first.repo.commit)
-        }
-        return [(stored[key].torrent, stored[key].data) for key in first.part.others if key in stored]
 
     def _ours(self, torrent: Torrent, data: bytes) -> tuple[Torrent, bytes]:
         """In a private cluster, the cluster's variant of a torrent (TLS peers only); else the torrent itself."""
@@ -386,20 +379,18 @@ class Library:
         stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
         stored.sort(key=lambda s: s.torrent.format != "hybrid")  # the hybrid, when there is one
         if stored and stored[0].torrent.repo == ref:
-            first = stored[0].torrent
-            by_key = {s.torrent.key: (s.torrent, s.data) for s in stored}
-            others = first.part.others if first.part is not None and first.part.index == 0 else ()
-            if all(key in by_key for key in others):
-                return [self._ours(*by_key[key]) for key in (first.key, *others)]
+            first = stored[0]
+            parts = [first, *self.store.parts(first.torrent)]
+            if first.torrent.part is None or len(parts) == first.torrent.part.count:
+                return [self._ours(s.torrent, s.data) for s in parts]
         if self.registry is None or time.monotonic() - self._registry_misses.get(ref, -1e9) < REGISTRY_MISS_TTL:
             return None
         try:
             data = self.registry.torrent(ref.repo_type, ref.repo_id, ref.commit)
             torrent = parse_torrent(data)
-            found = [(torrent, data)]
-            for i in range(1, torrent.part.count if torrent.part is not None else 1):
-                more = self.registry.torrent(ref.repo_type, ref.repo_id, ref.commit, part=i)
-                found.append((parse_torrent(more), more))
+            count = torrent.part.count if torrent.part is not None else 1
+            more = self.registry.other_parts(ref.repo_type, ref.repo_id, ref.commit, count)
+            found = [(torrent, data), *((parse_torrent(d), d) for d in more)]
             check_parts([t for t, _ in found])
         except (RegistryError, SwarmhubError) as exc:
             if not isinstance(exc, RegistryError) or exc.status != 404:

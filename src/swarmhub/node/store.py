@@ -103,3 +103,11 @@ class TorrentStore:
         if revision and is_commit_prefix(revision):
             found = [s for s in found if s.torrent.repo is not None and s.torrent.repo.commit.startswith(revision)]
         return found
+
+    def parts(self, first: Torrent) -> list[StoredTorrent]:
+        """The stored torrents of the parts that ``first`` (part 0 of a release of several torrents) lists, in
+        its order; those not stored are left out (``bt.metainfo.check_parts`` then says which are missing)."""
+        if first.repo is None or first.part is None or first.part.index:
+            return []
+        stored = {s.torrent.key: s for s in self.find(first.repo.repo_type, first.repo.repo_id, first.repo.commit)}
+        return [stored[key] for key in first.part.others if key in stored]

@@ -135,3 +135,7 @@ class RegistryClient:
         query = "&".join(q for q in ("classic=1" if classic else "", f"part={part}" if part else "") if q)
         path = f"/api/releases/{repo_type}/{repo_id}/{commit}/torrent"
         return self._request(path + (f"?{query}" if query else ""))
+
+    def other_parts(self, repo_type: RepoType, repo_id: str, commit: str, count: int) -> list[bytes]:
+        """Hybrid parts 1 to ``count - 1`` of a release of ``count`` torrents (none for a release of one)."""
+        return [self.torrent(repo_type, repo_id, commit, part=i) for i in range(1, count)]
