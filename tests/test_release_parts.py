@@ -352,3 +352,27 @@ def test_a_node_pulls_and_serves_a_release_in_parts_from_the_seeder(release: See
             node.stop()
     assert [e.path for e in release.hub.log.entries("*/resolve/*", method="GET")] == []
     assert snapshot_files(_snapshot(cache, release.created["commit"])) == release.files
+
+
+def test_a_node_finds_a_release_in_parts_in_its_store_whatever_order_they_are_listed_in(
+    release: SeededDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store lists torrents by file name (their keys): part 0, which names the others, may come last."""
+    import asyncio
+
+    from swarmhub.engine.session import Engine
+    from swarmhub.node.library import Library
+    from swarmhub.node.store import TorrentStore
+
+    state = tmp_path / "state"
+    store = TorrentStore(state)
+    for path in release.created["part_paths"]:
+        data = Path(path).read_bytes()
+        store.save(parse_torrent(data), data)
+    listed = TorrentStore.find
+    monkeypatch.setattr(TorrentStore, "find", lambda self, *a: list(reversed(listed(self, *a))))
+    with Engine() as engine:
+        library = Library(engine, tmp_path / "hub", state, upstream=None)
+        found = asyncio.run(library.release("dataset", REPO, str(release.created["commit"])))
+    assert found is not None and [t.part.index for t, _ in found.parts if t.part] == [0, 1, 2]
+    assert sorted(f.path for f in found.files) == sorted(release.files)

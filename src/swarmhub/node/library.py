@@ -377,7 +377,8 @@ class Library:
     def _find(self, ref: RepoRef) -> list[tuple[Torrent, bytes]] | None:
         """The release's torrent (its parts, part 0 first): from the store, else from the registry."""
         stored = self.store.find(ref.repo_type, ref.repo_id, ref.commit)
-        stored.sort(key=lambda s: s.torrent.format != "hybrid")  # the hybrid, when there is one
+        # the hybrid, when there is one, and of a release of several torrents its part 0 (which names the others)
+        stored.sort(key=lambda s: (s.torrent.format != "hybrid", s.torrent.part.index if s.torrent.part else 0))
         if stored and stored[0].torrent.repo == ref:
             first = stored[0]
             parts = [first, *self.store.parts(first.torrent)]
