@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -278,6 +279,44 @@ def test_a_big_repo_is_walked_once_and_again_when_it_changes(tmp_path: Path, mon
     assert store.snapshot("dataset", "org/many").file("part-0/row-00000.jsonl").etag == blob_sha1(b'{"x": 7}\n')
 
 
+def test_a_long_walk_due_by_time_runs_beside_the_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A walk due by time alone that takes ``WALK_BESIDE`` or more does not hold requests: they get the kept
+    listing while it runs in a thread, and its result once it is done; a folder that changed is walked at once."""
+    from swarmhub.devhub import repos
+
+    repo = tmp_path / "datasets/org/many"
+    write_repo(repo, {f"part-{i // 500}/row-{i:05d}.jsonl": b'{"x": %d}\n' % i for i in range(600)})
+    store = RepoStore(tmp_path)
+    first = store.snapshot("dataset", "org/many")
+    started, release, walls = threading.Event(), threading.Event(), []
+    walk = RepoStore._walk
+
+    def slow_walk(self: RepoStore, *a: Any) -> repos.RepoSnapshot:
+        walls.append(threading.current_thread() is threading.main_thread())
+        started.set()
+        release.wait(10)
+        return walk(self, *a)
+
+    target = repo / "part-0/row-00000.jsonl"
+    target.write_bytes(b'{"x": 7}\n')  # same size, in place: no folder changes
+    os.utime(target, ns=(0, target.stat().st_mtime_ns + 10**9))
+    for name, value in (("TRUST_FOR", 0.0), ("WALK_AT_LEAST", 0.0), ("WALK_SPACING", 0.0), ("WALK_BESIDE", 0.0)):
+        monkeypatch.setattr(repos, name, value)
+    monkeypatch.setattr(RepoStore, "_walk", slow_walk)
+    assert store.snapshot("dataset", "org/many") is first  # the walk started beside, held by slow_walk
+    assert started.wait(10) and store.snapshot("dataset", "org/many") is first and walls == [False]  # one walk
+    release.set()
+    for _ in range(100):
+        if not store._kept[("dataset", "org/many")].refreshing:
+            break
+        time.sleep(0.05)
+    monkeypatch.setattr(repos, "WALK_AT_LEAST", 1000.0)  # no walk due by time from here
+    assert store.snapshot("dataset", "org/many").file("part-0/row-00000.jsonl").etag == blob_sha1(b'{"x": 7}\n')
+    write_repo(repo, {"part-9/new.jsonl": b"{}\n"})  # a folder changed: walked before the answer
+    assert "part-9/new.jsonl" in {f.path for f in store.snapshot("dataset", "org/many").files}
+    assert walls[-1] is True
+
+
 def test_a_walk_that_takes_long_is_spaced_by_its_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A repo whose walk takes 2 s (100,000 files) is walked again after 40 s, not every ``WALK_AT_LEAST``."""
     from swarmhub.devhub import repos
@@ -517,6 +556,21 @@ def test_list_models_with_real_client(hub: DevHub) -> None:
     assert len(hub.log.entries("/api/models")) == 1  # page_size 2: one page, no Link
     assert [m.id for m in api.list_models()] == ["org/gated", "org/tiny", "solo"]
     assert len(hub.log.entries("/api/models")) == 3  # two pages, the second through the Link header
+
+
+def test_repo_info_expand_holds_only_what_was_asked_with_real_client(hub: DevHub) -> None:
+    """``repo_info(expand=[...])``: only ``_id``, ``id`` and the properties named (a node asks ``expand=sha`` of
+    every program's branch lookup: a 100,000-file repo's siblings are 5 MB)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.endpoint, token=False)
+    commit = hub.state.store.snapshot("dataset", "org/data").commit
+    full = api.repo_info("org/data", repo_type="dataset", revision="main")
+    assert full.sha == commit and full.siblings
+    info = api.repo_info("org/data", repo_type="dataset", revision="main", expand=["sha"])
+    assert info.sha == commit and info.siblings is None and info.last_modified is None
+    answer = httpx.get(f"{hub.endpoint}/api/datasets/org/data/revision/main?expand=sha&expand=lastModified")
+    assert set(answer.json()) == {"_id", "id", "sha", "lastModified"}
 
 
 def test_tree_can_be_switched_off(state: DevHubState) -> None:

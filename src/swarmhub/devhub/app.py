@@ -13,6 +13,8 @@ What huggingface_hub relies on, and so what the origin does (``file_download.get
 - ``/tree/`` pages are linked with ``Link: <absolute url>; rel="next"`` (``utils/_pagination.py``), and so
   are repo listings (``/api/models?author=ORG``, ``/api/datasets?...``; ``limit`` sets the page size,
   ``expand=sha`` adds each repo's commit, as ``HfApi.list_models(author=..., expand=["sha"])`` asks);
+- a repo's info (``/api/models/REPO[/revision/REV]``) with ``expand=...`` (repeated) holds only ``_id``,
+  ``id`` and the properties named, as ``HfApi.repo_info(expand=[...])`` gets them;
 - ``POST /api/{models,datasets}/REPO/paths-info/REV`` (``HfApi.get_paths_info``, ``HfFileSystem.info``) takes
   form fields ``paths=...`` (repeated) and ``expand=true|false``, or the same as a JSON object, and answers
   the ``/tree`` entries of the paths that exist (``expand`` adds ``lastCommit``), leaving out the others;
@@ -251,6 +253,9 @@ async def _info(state: DevHubState, request: Request, params: dict[str, str]) ->
     }
     if snap.repo_type == "model":
         body["modelId"] = snap.repo_id
+    expand = request.query_params.getlist("expand")
+    if expand:  # as the Hub: only the properties asked for (a 100,000-file listing is 5 MB of siblings)
+        body = {k: v for k, v in body.items() if k in ("_id", "id", *expand)}
     return JSONResponse(body)
 
 

@@ -29,12 +29,13 @@ import contextlib
 import dataclasses
 import errno
 import hashlib
+import itertools
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +209,11 @@ class Pull:
         self._pending: dict[int, _File] = {}  # storage index -> a file this pull writes that has not landed
         self._piece_uses: collections.Counter[int] = collections.Counter()  # piece -> pending files on it
         self._fetch_pieces: set[int] = set()  # the pieces of the pending files
+        # ... in ascending order, from the first one still among them (a pass over every piece at each origin
+        # run made a 100,000-file pull quadratic: one run per file, each sorting every piece left)
+        self._fetch_order: list[int] = []
+        self._fetch_front = 0
+        self._fetch_order_stale = False
         for f in self._files:
             self._add_pending(f)
         self._landed_count = sum(f.landed for f in self._files)
@@ -317,7 +323,9 @@ class Pull:
         if f.placement.primary and not f.landed and f.placement.file.size:
             self._pending[f.storage.index] = f
             self._piece_uses.update(f.pieces)
-            self._fetch_pieces.update(f.pieces)
+            if not self._fetch_pieces.issuperset(f.pieces):
+                self._fetch_pieces.update(f.pieces)
+                self._fetch_order_stale = True
 
     def _mark_landed(self, f: _File) -> None:
         if f.landed:
@@ -342,6 +350,21 @@ class Pull:
     def _wanted_pieces(self) -> set[int]:
         """The pieces of the files still to fetch (kept as files land or are wanted: do not change it)."""
         return self._fetch_pieces
+
+    def _missing_in_order(self) -> Iterator[int]:
+        """The pieces of the files still to fetch that libtorrent does not have, ascending; a piece leaves
+        ``_fetch_pieces`` only when its files land (for good, unless a file wanted later brings it back), so the
+        pieces before the first one left are passed over once."""
+        if self._fetch_order_stale:
+            self._fetch_order, self._fetch_front, self._fetch_order_stale = sorted(self._fetch_pieces), 0, False
+        order, pieces = self._fetch_order, self._fetch_pieces
+        while self._fetch_front < len(order) and order[self._fetch_front] not in pieces:
+            self._fetch_front += 1
+        have = self._state.have
+        for i in range(self._fetch_front, len(order)):
+            piece = order[i]
+            if piece in pieces and piece not in have:
+                yield piece
 
     def _storage_name(self, f: _File) -> str:
         """Where libtorrent keeps the file: its pending name until it lands. A duplicate's bytes arrive in its
@@ -937,13 +960,15 @@ class Pull:
                 peers_looked, peer_bytes = now, self._peer_bytes()
                 if peer_bytes != last_peer_bytes:
                     last_peer_bytes, last_peer_progress = peer_bytes, now
-            if not self._wanted_pieces() - state.have:  # nothing to wait for: peers idle, not stalled, and a
-                started = last_peer_progress = now  # file wanted later gets its own grace (the node)
+            if next(self._missing_in_order(), None) is None:  # nothing to wait for: peers idle, not stalled,
+                started = last_peer_progress = now  # and a file wanted later gets its own grace (the node)
             self._withdraw(in_flight)
             if len(in_flight) < limit:
-                eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress)
                 run_bytes = origin_run_bytes(rate.rate() if in_flight else None, limit, self._last_run_bytes)
                 self._last_run_bytes = run_bytes
+                # as many as the runs below can take: ``_runs`` makes the same runs of them as of every piece
+                most = limit * max(1, run_bytes // self.layout.piece_size)
+                eligible = self._origin_pieces(claimed, now - started, now - last_peer_progress, most)
                 for run in self._runs(eligible, limit, run_bytes, limit - len(in_flight)):
                     for piece in run:
                         claimed[piece] = math.inf
@@ -965,24 +990,39 @@ class Pull:
                 log.info("origin run of pieces %d-%d withdrawn: dealt to another node", run[0], run[-1])
                 task.cancel()
 
-    def _origin_pieces(self, claimed: dict[int, float], waited: float, peers_quiet: float) -> list[int]:
-        """The pieces to fetch from the origin now, readers' first: those the coordinator assigned (at once),
-        or, deciding alone, after ``peer_grace``: in a cluster this node's share of those no connected peer
-        has, elsewhere those no connected peer has, or all while peers send nothing."""
+    def _origin_pieces(
+        self, claimed: dict[int, float], waited: float, peers_quiet: float, most: int | None = None
+    ) -> list[int]:
+        """The pieces to fetch from the origin now (the first ``most`` of them), readers' first, then in
+        order: those the coordinator assigned (at once), or, deciding alone, after ``peer_grace``: in a cluster
+        this node's share of those no connected peer has, elsewhere those no connected peer has, or all while
+        peers send nothing."""
         state = self._state
-        missing = self._wanted_pieces() - state.have - set(claimed)
+        among: Callable[[int], bool] | None = None
         if self.assigned is not None:
-            missing &= self.assigned
-        elif waited < self.peer_grace or not missing:
+            among = self.assigned.__contains__
+        elif waited < self.peer_grace:
             return []
         elif self._split is not None:
-            missing &= self._split_share()
+            among = self._split_share().__contains__
         elif peers_quiet < self.peer_grace:
             availability = self.engine.availability(self.key)
             if availability:
-                missing = {p for p in missing if availability[p] == 0}
-        urgent = sorted(missing.intersection(state.readers))
-        return urgent + sorted(missing.difference(urgent)) if urgent else sorted(missing)
+
+                def among(piece: int) -> bool:
+                    return availability[piece] == 0
+
+        urgent = sorted(
+            p
+            for p in state.readers
+            if p in self._fetch_pieces and p not in state.have and p not in claimed and (among is None or among(p))
+        )
+        rest = (
+            p
+            for p in self._missing_in_order()
+            if p not in claimed and (among is None or among(p)) and p not in state.readers
+        )
+        return urgent + list(itertools.islice(rest, None if most is None else max(0, most - len(urgent))))
 
     def _split_share(self) -> set[int]:
         """This node's share of the pieces no peer holds, among the cluster nodes it sees (``cluster.split``);
