@@ -288,7 +288,7 @@ async def _tree(state: DevHubState, request: Request, params: dict[str, str]) ->
             after = base64.urlsafe_b64decode(cursor.encode()).decode()
         except ValueError:
             raise _Problem(400, "Invalid cursor") from None
-        start = bisect.bisect_right([e["path"] for e in entries], after)
+        start = bisect.bisect_right(entries, after, key=lambda e: e["path"])  # not a list of every path per page
     page = _with_xet_hashes(state, entries[start : start + state.settings.page_size])
     headers = {}
     if start + len(page) < len(entries):

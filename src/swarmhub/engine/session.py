@@ -308,6 +308,7 @@ class StorageLayout:
     num_pieces: int
     total_size: int
     files: tuple[StorageFile, ...]
+    v1_hashes: bytes | None = None  # the v1 pieces' SHA-1s, 20 bytes each (v1 and hybrid torrents)
 
     def piece_length(self, piece: int) -> int:
         return min(self.piece_size, self.total_size - piece * self.piece_size)
@@ -350,7 +351,8 @@ def _torrent_info(torrent: bytes) -> Any:
 
 def storage_layout(torrent: bytes) -> StorageLayout:
     """libtorrent's file storage of a torrent, pads included: the truth for renames and piece maps."""
-    fs = _torrent_info(torrent).files()
+    info = _torrent_info(torrent)
+    fs = info.files()
     name_prefix = fs.name() + "/"
     files = []
     for i in range(fs.num_files()):
@@ -364,7 +366,8 @@ def storage_layout(torrent: bytes) -> StorageLayout:
                 pad=bool(fs.file_flags(i) & lt.file_storage.flag_pad_file),
             )
         )
-    return StorageLayout(int(fs.piece_length()), int(fs.num_pieces()), int(fs.total_size()), tuple(files))
+    v1 = b"".join(info.hash_for_piece(i) for i in range(info.num_pieces())) if info.info_hashes().has_v1() else None
+    return StorageLayout(int(fs.piece_length()), int(fs.num_pieces()), int(fs.total_size()), tuple(files), v1)
 
 
 def _key(hashes: Any) -> str:

@@ -137,8 +137,7 @@ class CacheDestination:
         out = []
         for f, cached in zip(files, self.layout.files(files), strict=True):
             self._cached[f.path] = cached
-            blob = Path(cached.blob)
-            out.append(Placement(f, blob.with_name(blob.name + PART_SUFFIX), blob, cached.first_of_blob))
+            out.append(Placement(f, Path(cached.blob + PART_SUFFIX), Path(cached.blob), cached.first_of_blob))
         return out
 
     def landed(self, placement: Placement) -> bool:

@@ -39,7 +39,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmhub.bt.bencode import decode
 from swarmhub.bt.metainfo import Torrent
 from swarmhub.cluster.split import Split
 from swarmhub.engine.session import (
@@ -172,7 +171,6 @@ class Pull:
         self.origin = origin
         self.peers = tuple(peers)
         self.part_file_dir = part_file_dir
-        self._v1_hashes = _v1_piece_hashes(torrent_bytes)
         self._origin_wrong = 0  # origin pieces whose bytes did not match the torrent
         self._last_run_bytes = 0  # the run size the origin's last measured rate gave
         self._claimed: dict[int, float] = {}  # origin pieces in flight or awaiting libtorrent's verdict
@@ -196,6 +194,7 @@ class Pull:
         self._every = {f.path: f for f in every}
         self.wanted = [f for f in every if path_selected(f.path, include, exclude)]
         self.layout: StorageLayout = storage_layout(torrent_bytes)
+        self._v1_hashes = self.layout.v1_hashes  # to check the origin's bytes before libtorrent takes them
         self._storage_of = {f.path: f for f in self.layout.files if not f.pad}
         self._files = self._map_files(every)
         self._twins: dict[str, list[_File]] = {}  # etag -> the files of it (a release may hold one blob twice)
@@ -1168,11 +1167,3 @@ class RateMeter:
             return None
         (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
         return (b1 - b0) / (t1 - t0) if t1 - t0 >= 0.5 else None
-
-
-def _v1_piece_hashes(torrent_bytes: bytes) -> bytes | None:
-    """The torrent's v1 piece hashes (20 bytes each), to check the origin's bytes before libtorrent takes them."""
-    meta = decode(torrent_bytes)
-    info = meta.get(b"info") if isinstance(meta, dict) else None
-    pieces = info.get(b"pieces") if isinstance(info, dict) else None
-    return pieces if isinstance(pieces, bytes) else None
