@@ -376,3 +376,82 @@ def test_a_node_finds_a_release_in_parts_in_its_store_whatever_order_they_are_li
         found = asyncio.run(library.release("dataset", REPO, str(release.created["commit"])))
     assert found is not None and [t.part.index for t, _ in found.parts if t.part] == [0, 1, 2]
     assert sorted(f.path for f in found.files) == sorted(release.files)
+
+
+# ------------------------------------------------------------------------------------ a cluster's preheat
+
+
+def _report(node: str, torrents: list[Torrent], complete: bool = False) -> dict[str, Any]:
+    from swarmhub.cluster.brain import encode_bitfield
+
+    have = [(1 << t.num_pieces) - 1 if complete else 0 for t in torrents]
+    releases = [{"key": t.key, "num_pieces": t.num_pieces, "have": encode_bitfield(h, t.num_pieces)}
+                for t, h in zip(torrents, have, strict=True)]  # fmt: skip
+    return {"node_id": node, "labels": {}, "bt_port": 7000, "releases": releases}
+
+
+def test_a_coordinator_preheats_a_release_in_parts_as_one(tmp_path: Path) -> None:
+    """``/cluster/preheat`` takes part 0 and the others (in any order); a node is sent them all, part 0 first,
+    again only after ``RESEND_AFTER``; it is done once it holds every part; a set that is not one release is
+    refused in one line; the record on disk brings the parts back after a restart."""
+    import base64
+
+    from swarmhub.cluster import coordinator as module
+    from swarmhub.cluster.brain import Brain
+    from swarmhub.cluster.coordinator import Coordinator
+    from swarmhub.errors import ClusterError
+
+    datas = _made(tmp_path)
+    torrents = [parse_torrent(d) for d in datas]
+    b64 = [base64.b64encode(d).decode() for d in datas]
+    clock = [0.0]
+    coordinator = Coordinator(Brain(), clock=lambda: clock[0], state_dir=tmp_path / "state")
+    coordinator.report(_report("a", []), "127.0.0.1")
+    with pytest.raises(ClusterError, match=r"not the torrents of one release: .*part"):
+        coordinator.preheat({"torrent": b64[0], "parts": b64[1:2]})
+    asked = coordinator.preheat({"torrent": b64[0], "parts": [b64[2], b64[1]], "nodes": "all"})
+    assert asked["keys"] == [t.key for t in torrents] and asked["nodes"] == ["a"]
+    assert coordinator.report(_report("a", []), "127.0.0.1")["pull"] == [b64]
+    clock[0] += 1
+    assert coordinator.report(_report("a", torrents[:1]), "127.0.0.1")["pull"] == []  # sent a second ago
+    clock[0] += module.RESEND_AFTER
+    assert coordinator.report(_report("a", torrents[:2]), "127.0.0.1")["pull"] == [b64]  # part 2 still missing
+    assert coordinator.report(_report("a", torrents), "127.0.0.1")["pull"] == []
+    assert coordinator.status()["preheats"][asked["key"]]["done"] == []  # added, not complete
+    coordinator.report(_report("a", torrents, complete=True), "127.0.0.1")
+    assert coordinator.status()["preheats"][asked["key"]]["done"] == ["a"]
+    again = Coordinator(Brain(), state_dir=tmp_path / "state")
+    assert [t.key for _, t in again.preheats[asked["key"]].torrents] == asked["keys"]
+
+
+def test_a_private_cluster_s_variants_of_a_release_in_parts_stay_one_release(tmp_path: Path) -> None:
+    """Each part gets the cluster's CA, and part 0 names the others' variants: ``check_parts`` takes them, the
+    keys are new, and making the variants again changes nothing (the coordinator and the nodes both do)."""
+    from swarmhub.bt.metainfo import cluster_variants
+
+    datas = _made(tmp_path)
+    variants = cluster_variants(datas, b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    ordered = check_parts([parse_torrent(v) for v in variants])
+    assert all(t.private for t in ordered)
+    assert {t.key for t in ordered}.isdisjoint(parse_torrent(d).key for d in datas)
+    assert cluster_variants(variants, b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n") == variants
+
+
+def test_preheat_of_a_release_in_parts_lands_it_on_every_node(release: SeededDataset, tmp_path: Path) -> None:
+    """``swarmhub preheat --torrent`` of part 0 finds the other parts beside it; two nodes of a cluster each
+    end with the whole release where huggingface_hub looks, and ``--wait`` counts every part."""
+    import contextlib
+
+    from swarmhub.cluster.coordinator import CoordinatorServer
+
+    with CoordinatorServer(fetchers=1) as coordinator, contextlib.ExitStack() as stack:
+        for i in range(2):
+            settings = dataclasses.replace(Settings.from_env().with_cache(tmp_path / f"node{i}" / "hub"), token=None)
+            stack.enter_context(Node(settings, port=0, upstream=release.hub.endpoint, coordinator=coordinator.url))
+        done = run_cli("preheat", REPO, "--repo-type", "dataset", "--torrent", release.torrent, "--coordinator",
+                       coordinator.url, "--wait", "--json", "--timeout", "120")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    last = json.loads(done.stdout.strip().splitlines()[-1])
+    assert last["complete"] == last["nodes"] == 2 and set(last["per_node"].values()) == {f"{FILES}/{FILES}"}
+    for i in range(2):
+        assert snapshot_files(_snapshot(tmp_path / f"node{i}" / "hub", release.created["commit"])) == release.files

@@ -42,7 +42,16 @@ from swarmhub.hub.repo import (
     validate_repo_id,
 )
 
-__all__ = ["Part", "Torrent", "TorrentFile", "build_torrent", "check_parts", "cluster_variant", "parse_torrent"]
+__all__ = [
+    "Part",
+    "Torrent",
+    "TorrentFile",
+    "build_torrent",
+    "check_parts",
+    "cluster_variant",
+    "cluster_variants",
+    "parse_torrent",
+]
 
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: no Hub file comes near; larger values are hostile or broken
 MAX_FILES = 1_000_000
@@ -491,16 +500,27 @@ def _check_piece_layers(raw: object, files: list[TorrentFile], piece_size: int) 
             raise MetainfoError(f"the piece layer of {file.path!r} does not hash to its pieces root")
 
 
-def cluster_variant(data: bytes, ca_pem: bytes) -> bytes:
+def cluster_variant(data: bytes, ca_pem: bytes, others: Sequence[str] | None = None) -> bytes:
     """The torrent a private cluster trades: the same files and pieces (no byte hashed again), with the
     cluster's CA as ``ssl-cert`` (libtorrent then talks to peers over TLS only, and only to those holding a
     certificate that CA signed) and ``private`` set in ``info``; no public trackers or web seeds (the
     coordinator is the tracker, nodes fetch from the origin themselves). A new info-hash; applying it twice
-    changes nothing."""
+    changes nothing. ``others``: part 0's list of the other parts, theirs as variants (``cluster_variants``)."""
     parse_torrent(data)  # only a torrent we accept becomes a cluster's
     meta = decode(data)
     assert isinstance(meta, dict) and isinstance(meta.get(b"info"), dict)
     info: dict[bytes, Any] = {**meta[b"info"], b"ssl-cert": ca_pem, b"private": 1}
+    if others is not None:
+        info[b"hf"] = {**info[b"hf"], b"others": [k.encode() for k in others]}
     out = {k: v for k, v in meta.items() if k not in (b"announce", b"announce-list", b"url-list")}
     out[b"info"] = info
     return encode(out)
+
+
+def cluster_variants(datas: Sequence[bytes], ca_pem: bytes) -> list[bytes]:
+    """``cluster_variant`` of a release's torrents, part 0 first (``check_parts`` order): a release in parts
+    stays one release, part 0 naming the other parts' variants; applying it twice changes nothing."""
+    if len(datas) == 1:
+        return [cluster_variant(datas[0], ca_pem)]
+    rest = [cluster_variant(d, ca_pem) for d in datas[1:]]
+    return [cluster_variant(datas[0], ca_pem, [parse_torrent(d).key for d in rest]), *rest]

@@ -192,7 +192,7 @@ def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, 
 
 def _preheat(args: argparse.Namespace) -> int:
     from swarmhub.bt.metainfo import parse_torrent
-    from swarmhub.cli.cmd_pull import release_torrent
+    from swarmhub.cli.cmd_pull import _release_parts, release_torrent
 
     url = (args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or "").rstrip("/")
     if not url:
@@ -205,33 +205,46 @@ def _preheat(args: argparse.Namespace) -> int:
     torrent = parse_torrent(data)
     if torrent.repo is None or torrent.repo.repo_id != repo_id:
         raise UsageError(f"the torrent is not of {repo_id}")
+    parts = asyncio.run(_release_parts(args, settings, None, torrent, data))  # a release in parts: all of them
     nodes: object = int(args.nodes) if args.nodes.isdigit() else args.nodes
-    asked = _call(url, "/cluster/preheat", {"torrent": base64.b64encode(data).decode(), "nodes": nodes})
+    body = {"torrent": base64.b64encode(data).decode(), "nodes": nodes}
+    if len(parts) > 1:
+        body["parts"] = [base64.b64encode(d).decode() for _, d in parts[1:]]
+    asked = _call(url, "/cluster/preheat", body)
     if not args.wait:
         if args.json:
             print_json(asked)
         else:
             print(f"{len(asked['nodes'])} node(s) fetch {repo_id}@{asked['commit'][:12]}: {', '.join(asked['nodes'])}")
         return 0
-    return _follow(url, asked, torrent.total_size, args)
+    return _follow(url, asked, sum(t.total_size for t, _ in parts), args)
+
+
+def _held(releases: dict[str, Any], keys: list[str]) -> dict[str, int] | None:
+    """A node's pieces of the release's torrents, summed; None until it holds every one of them."""
+    held = [releases.get(key) for key in keys]
+    if any(h is None for h in held):
+        return None
+    return {"pieces": sum(h["pieces"] for h in held if h), "of": sum(h["of"] for h in held if h)}
 
 
 def _follow(url: str, asked: dict[str, Any], size: int, args: argparse.Namespace) -> int:
-    """Until every chosen node holds the whole release: per node pieces; at the end origin vs peer bytes."""
-    key, chosen = asked["key"], set(asked["nodes"])
+    """Until every chosen node holds the whole release (every part of one in parts): per node pieces; at the
+    end origin vs peer bytes."""
+    keys, chosen = asked.get("keys", [asked["key"]]), set(asked["nodes"])
     started = time.monotonic()
     while True:
         status = _call(url, "/cluster/status")
-        progress = {n["node_id"]: n["releases"].get(key) for n in status["nodes"] if n["node_id"] in chosen}
+        progress = {n["node_id"]: _held(n["releases"], keys) for n in status["nodes"] if n["node_id"] in chosen}
         gone = sorted(n["node_id"] for n in status["nodes"] if n["node_id"] in chosen and not n["alive"])
         done = [n for n, p in progress.items() if p and p["pieces"] == p["of"] and n not in gone]
-        release = status["releases"].get(key, {})
+        releases = [status["releases"].get(key, {}) for key in keys]
         line = {
             "seconds": round(time.monotonic() - started, 1),
             "complete": len(done),
             "nodes": len(chosen),
-            "origin_bytes": release.get("origin_bytes", 0),
-            "peer_bytes": release.get("peer_bytes", 0),
+            "origin_bytes": sum(r.get("origin_bytes", 0) for r in releases),
+            "peer_bytes": sum(r.get("peer_bytes", 0) for r in releases),
             "per_node": {n: f"{p['pieces']}/{p['of']}" if p else "waiting" for n, p in sorted(progress.items())},
             "gone": gone,
         }

@@ -6,7 +6,10 @@
 - ``GET /announce``, ``/scrape``  the tracker (BEP 3/23/48). Nodes announce with ``&node=<id>`` in the URL, and
   get peers of their rack first, then their zone.
 - ``POST /cluster/preheat``  ``{"torrent": base64, "nodes": "all" | "LABEL=VALUE" | N}``: those nodes fetch
-  the release at their next heartbeat.
+  the release at their next heartbeat. A release in parts (``bt.metainfo``): ``torrent`` is part 0 and
+  ``"parts": [base64, ...]`` the others; the answer to a report then names the release as the list of its
+  torrents, part 0 first. A node is sent a preheat again only after ``RESEND_AFTER`` seconds (a 16 MiB
+  torrent each second to every node that has not yet added it is a flood).
 - ``GET /cluster/revision?type=model&repo=ORG/NAME&rev=main``  which commit a branch or tag is at, looked up
   on the upstream (anonymously) at most once per TTL for the whole cluster (``node.knowledge``): ``{"commit",
   "age", "stale"}`` (``stale``: the upstream failed and the last head known answers); the upstream's error
@@ -44,6 +47,7 @@ import base64
 import html
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +62,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from swarmhub.bt.metainfo import MAX_PIECES, Torrent, cluster_variant, parse_torrent
+from swarmhub.bt.metainfo import MAX_PIECES, Torrent, check_parts, cluster_variants, parse_torrent
 from swarmhub.bt.tracker import AnnounceReply, Swarms
 from swarmhub.cluster.brain import MAX_RELEASES, Brain, ReleaseReport, decode_bitfield, encode_bitfield
 from swarmhub.errors import ClusterError, ConfigError, ShardError, SwarmhubError, TrackerRequestError
@@ -78,18 +82,28 @@ __all__ = ["Coordinator", "CoordinatorServer", "coordinator_app", "select_nodes"
 ANNOUNCE_INTERVAL = 30  # seconds; nodes re-announce often: a cluster's membership changes fast
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is ~1 KB a shard (its torrent's piece hashes): room for thousands
 MAX_REPORT_BYTES = 1 << 20
-MAX_PREHEAT_BYTES = 24 << 20  # a 16 MiB torrent, as base64 (4/3), in its JSON
+MAX_PREHEAT_BYTES = 96 << 20  # a release of 64 MiB of torrents (a 16 MiB one, or parts), as base64 (4/3)
+RESEND_AFTER = 10.0  # seconds before a node that has not added a preheat's torrents is sent them again
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Preheat:
-    torrent: Torrent
-    data: bytes
+    torrents: list[tuple[bytes, Torrent]]  # the release's torrents (as the nodes get them), part 0 first
     nodes: set[str]  # who is asked
     asked_at: float
     done: set[str] = field(default_factory=set)
+    sent: dict[str, float] = field(default_factory=dict)  # node -> when it was last sent the torrents
+
+    @property
+    def torrent(self) -> Torrent:
+        return self.torrents[0][1]
+
+    def encoded(self) -> str | list[str]:
+        """As a report's answer names it: the torrent, or the list of a release's parts."""
+        datas = [base64.b64encode(d).decode() for d, _ in self.torrents]
+        return datas[0] if len(datas) == 1 else datas
 
 
 class Coordinator:
@@ -126,16 +140,19 @@ class Coordinator:
         port = body.get("bt_port")
         address = (client_host, port) if isinstance(port, int) and 0 < port < 65536 else None
         assigned = self.brain.report(node_id, labels, address, reports, now)
-        held = {r.key for r in reports}
-        pulls = []
+        held = {r.key: r for r in reports}
+        pulls: list[str | list[str]] = []
         for key, preheat in self.preheats.items():
-            if node_id in preheat.nodes and key not in held and _key_variants(preheat.torrent).isdisjoint(held):
-                pulls.append(base64.b64encode(preheat.data).decode())
-            elif node_id in preheat.nodes:
-                done = next((r for r in reports if r.key in _key_variants(preheat.torrent)), None)
-                if done is not None and done.complete and node_id not in preheat.done:
-                    preheat.done.add(node_id)
-                    self._save_preheat(key, preheat)
+            if node_id not in preheat.nodes:
+                continue
+            mine = [next((held[k] for k in _key_variants(t) if k in held), None) for _, t in preheat.torrents]
+            if None in mine:  # a torrent of the release it has not added (yet)
+                if now - preheat.sent.get(node_id, -math.inf) >= RESEND_AFTER:
+                    preheat.sent[node_id] = now
+                    pulls.append(preheat.encoded())
+            elif all(r is not None and r.complete for r in mine) and node_id not in preheat.done:
+                preheat.done.add(node_id)
+                self._save_preheat(key, preheat)
         sizes = {r.key: r.num_pieces for r in reports}
         return {
             "assignments": {key: encode_bitfield(p, sizes[key]) for key, p in assigned.items()},
@@ -161,38 +178,57 @@ class Coordinator:
     def hub_requests(self) -> dict[str, dict[str, int]]:
         return self._knowledge.upstream.requests_by_kind() if self._knowledge is not None else {}
 
-    def torrent_of(self, body: Mapping[str, Any]) -> tuple[bytes, Torrent]:
-        """The torrent a preheat's body names (as the nodes will get it), parsed; touches no state, so it may
-        run off the event loop (a 16 MiB torrent takes a while)."""
+    def torrents_of(self, body: Mapping[str, Any]) -> list[tuple[bytes, Torrent]]:
+        """The torrents a preheat's body names (as the nodes will get them), parsed, part 0 first; touches no
+        state, so it may run off the event loop (a 16 MiB torrent takes a while)."""
         try:
-            data = base64.b64decode(str(body["torrent"]), validate=True)
+            datas = [base64.b64decode(str(body["torrent"]), validate=True)]
+            parts = body.get("parts", [])
+            if not isinstance(parts, list):
+                raise ValueError("parts is not a list")
+            datas += [base64.b64decode(str(d), validate=True) for d in parts]
         except (KeyError, ValueError) as exc:
-            raise ClusterError("preheat needs {'torrent': base64 of the .torrent}") from exc
+            raise ClusterError(
+                "preheat needs {'torrent': base64 of the .torrent} (and 'parts': [base64, ...] of a release in parts)"
+            ) from exc
         if self.ca_pem is not None:
-            data = cluster_variant(data, self.ca_pem)
-        torrent = parse_torrent(data)
-        if torrent.repo is None:
+            datas = cluster_variants(datas, self.ca_pem)
+        torrents = [parse_torrent(d) for d in datas]
+        if torrents[0].repo is None:
             raise ClusterError("not a swarmhub release torrent (no Hub identity in info.hf)")
-        return data, torrent
+        try:
+            ordered = check_parts(torrents)
+        except SwarmhubError as exc:
+            raise ClusterError(f"not the torrents of one release: {exc}") from exc
+        data_of = {t.key: d for d, t in zip(datas, torrents, strict=True)}
+        return [(data_of[t.key], t) for t in ordered]
 
-    def preheat(self, body: Mapping[str, Any], parsed: tuple[bytes, Torrent] | None = None) -> dict[str, Any]:
-        """Ask the nodes ``body["nodes"]`` chooses to fetch the release; ``parsed``: ``torrent_of(body)``."""
-        data, torrent = self.torrent_of(body) if parsed is None else parsed
+    def preheat(self, body: Mapping[str, Any], parsed: list[tuple[bytes, Torrent]] | None = None) -> dict[str, Any]:
+        """Ask the nodes ``body["nodes"]`` chooses to fetch the release; ``parsed``: ``torrents_of(body)``."""
+        torrents = self.torrents_of(body) if parsed is None else parsed
+        torrent = torrents[0][1]
         assert torrent.repo is not None
         now = self.clock()
         alive = [n for n in self.brain.nodes(now) if n.alive]
         chosen = select_nodes(alive, body.get("nodes", "all"))
         if not chosen:
             raise ClusterError(f"no live node matches {body.get('nodes', 'all')!r}")
-        self.preheats[torrent.key] = preheat = _Preheat(torrent, data, set(chosen), now)
+        self.preheats[torrent.key] = preheat = _Preheat(torrents, set(chosen), now)
         self._save_preheat(torrent.key, preheat)
-        return {"key": torrent.key, "repo_id": torrent.repo.repo_id, "commit": torrent.repo.commit, "nodes": chosen}
+        return {
+            "key": torrent.key,
+            "keys": [t.key for _, t in torrents],
+            "repo_id": torrent.repo.repo_id,
+            "commit": torrent.repo.commit,
+            "nodes": chosen,
+        }
 
     def _save_preheat(self, key: str, preheat: _Preheat) -> None:
         if self.preheat_dir is None:
             return
         record = {
-            "torrent": base64.b64encode(preheat.data).decode(),
+            "torrent": base64.b64encode(preheat.torrents[0][0]).decode(),
+            "parts": [base64.b64encode(d).decode() for d, _ in preheat.torrents[1:]],
             "nodes": sorted(preheat.nodes),
             "done": sorted(preheat.done),
         }
@@ -208,15 +244,16 @@ class Coordinator:
         for path in sorted(self.preheat_dir.glob("*.json")):
             try:
                 record = json.loads(path.read_bytes())
-                data = base64.b64decode(record["torrent"], validate=True)
-                torrent = parse_torrent(data)
+                datas = [base64.b64decode(d, validate=True) for d in [record["torrent"], *record.get("parts", [])]]
+                torrents = [parse_torrent(d) for d in datas]
+                check_parts(torrents)
                 nodes = {str(n) for n in record["nodes"]}
                 done = {str(n) for n in record["done"]} & nodes
             except (OSError, ValueError, KeyError, TypeError, SwarmhubError) as exc:
                 log.warning("preheat record %s unreadable (%s): removed", path.name, exc)
                 path.unlink(missing_ok=True)
                 continue
-            self.preheats[torrent.key] = _Preheat(torrent, data, nodes, now, done)
+            self.preheats[torrents[0].key] = _Preheat(list(zip(datas, torrents, strict=True)), nodes, now, done)
         if self.preheats:
             log.info("%d preheat(s) resumed from %s", len(self.preheats), self.preheat_dir)
 
@@ -398,7 +435,7 @@ def coordinator_app(coordinator: Coordinator, *, hosts: frozenset[str] | None = 
         if isinstance(body, Response):
             return body
         try:
-            parsed = await asyncio.to_thread(coordinator.torrent_of, body)
+            parsed = await asyncio.to_thread(coordinator.torrents_of, body)
             return JSONResponse(coordinator.preheat(body, parsed))
         except (SwarmhubError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

@@ -84,14 +84,24 @@ class ClusterClient:
             key: decode_pieces(bits, sizes[key]) for key, bits in answer.get("assignments", {}).items() if key in sizes
         }
         self.library.assign(assignments)
-        for encoded in answer.get("pull", []):
+        for encoded in answer.get("pull", []):  # a torrent, or a release's torrents (part 0 first)
             try:
-                await self.library.preheat(base64.b64decode(encoded, validate=True))
+                first, *parts = [base64.b64decode(e, validate=True) for e in _strings(encoded)]
+                await self.library.preheat(first, parts)
             except (SwarmhubError, ValueError) as exc:
                 log.warning("coordinator asked for a release this node cannot fetch: %s", exc)
         self.last_answer = time.monotonic()
         self.reports += 1
         self.joined.set()
+
+
+def _strings(value: object) -> list[str]:
+    """A pull entry's torrents: one base64 string, or a non-empty list of them (a release in parts)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError(f"a pull entry that is not base64 torrents: {str(value)[:80]!r}")
 
 
 class CoordinatorHeads:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swarmhub.bt.metainfo import Torrent, check_parts, cluster_variant, parse_torrent
+from swarmhub.bt.metainfo import Torrent, check_parts, cluster_variants, parse_torrent
 from swarmhub.cluster.brain import encode_pieces
 from swarmhub.engine.session import Engine, StorageFile
 from swarmhub.errors import MetainfoError, SwarmhubError, TorrentMismatch
@@ -282,7 +282,6 @@ class Library:
         """A release handed over with its torrent, or its parts (``swarmhub pull``, a preheat): confirmed
         against the upstream (``TorrentMismatch`` when it disagrees), known from now on, stored once a file of
         it lands."""
-        torrent, data = self._ours(torrent, data)
         if torrent.repo is None:
             raise MetainfoError(f"{torrent.name} is not a swarmhub release torrent (no Hub identity in info.hf)")
         if torrent.part is not None and not parts:  # part 0 handed over: the others are in the store
@@ -291,8 +290,9 @@ class Library:
                     f"part {torrent.part.index} of {torrent.name} handed over: a pull starts from part 0"
                 )
             parts = [(s.torrent, s.data) for s in self.store.parts(torrent)]
-        parts = [self._ours(t, d) for t, d in parts]
         check_parts([torrent, *(t for t, _ in parts)])
+        (torrent, data), *parts = self._ours([(torrent, data), *parts])
+        assert torrent.repo is not None  # a variant keeps the identity
         known = self._releases.get(torrent.repo)
         if known is not None and known.torrent.key == torrent.key:
             return known
@@ -304,17 +304,18 @@ class Library:
         self._releases[release.ref] = release
         return release
 
-    def _ours(self, torrent: Torrent, data: bytes) -> tuple[Torrent, bytes]:
-        """In a private cluster, the cluster's variant of a torrent (TLS peers only); else the torrent itself."""
+    def _ours(self, torrents: Sequence[tuple[Torrent, bytes]]) -> list[tuple[Torrent, bytes]]:
+        """In a private cluster, the cluster's variants of a release's torrents, part 0 first (TLS peers only;
+        ``bt.metainfo.cluster_variants``); else the torrents themselves."""
         if self.cluster_ca is None:
-            return torrent, data
-        variant = cluster_variant(data, self.cluster_ca)
-        return (torrent, data) if variant == data else (parse_torrent(variant), variant)
+            return list(torrents)
+        variants = cluster_variants([d for _, d in torrents], self.cluster_ca)
+        return [(t, d) if v == d else (parse_torrent(v), v) for (t, d), v in zip(torrents, variants, strict=True)]
 
     def _seed(self, stored: StoredTorrent) -> bool:
         ref = stored.torrent.repo
         assert ref is not None
-        torrent, data = self._ours(stored.torrent, stored.data)
+        ((torrent, data),) = self._ours([(stored.torrent, stored.data)])
         if torrent.key in self.engine.torrents():
             return False  # a cluster's variant of a torrent seeded already
         try:
@@ -383,7 +384,7 @@ class Library:
             first = stored[0]
             parts = [first, *self.store.parts(first.torrent)]
             if first.torrent.part is None or len(parts) == first.torrent.part.count:
-                return [self._ours(s.torrent, s.data) for s in parts]
+                return self._ours([(s.torrent, s.data) for s in parts])
         if self.registry is None or time.monotonic() - self._registry_misses.get(ref, -1e9) < REGISTRY_MISS_TTL:
             return None
         try:
@@ -401,7 +402,7 @@ class Library:
         if torrent.repo != ref:
             log.warning("registry sent a torrent of %s for %s; ignored", torrent.repo, ref)
             return None
-        return [self._ours(t, d) for t, d in found]
+        return self._ours(found)
 
     async def knows(self, repo_type: RepoType, repo_id: str) -> bool:
         """Whether the swarm may hold a release of this repo (a stored torrent, or a registry to ask)."""
@@ -615,13 +616,20 @@ class Library:
         for pull, _ in self._pulls.values():
             pull.assigned = None if assignments is None else assignments.get(pull.torrent.key, frozenset())
 
-    async def preheat(self, data: bytes) -> None:
+    async def preheat(self, data: bytes, parts: Sequence[bytes] = ()) -> None:
         """Fetch a whole release in the background (a coordinator's preheat), until it is all in: kept in
         ``preheat_dir`` meanwhile, tried again when its pull fails, resumed by ``resume_preheats`` at the next
-        start. Once per release at a time. A torrent the upstream contradicts raises ``TorrentMismatch``."""
+        start. Once per release at a time. A torrent the upstream contradicts raises ``TorrentMismatch``.
+        ``parts``: the other torrents of a release in parts (``data`` its part 0), kept in the store, where
+        the resumed preheat finds them."""
         torrent = await asyncio.to_thread(parse_torrent, data)
+        others = [(await asyncio.to_thread(parse_torrent, d), d) for d in parts]
+        data_of = {t.key: d for t, d in others}
+        others = [(t, data_of[t.key]) for t in check_parts([torrent, *(t for t, _ in others)])[1:]]
+        for t, d in others:
+            await asyncio.to_thread(self.store.save, t, d)
         async with self._preheat_lock:  # the start's resumed preheat and the coordinator's ask came together
-            release = await self.adopt(torrent, data)
+            release = await self.adopt(torrent, data, others)
             running = self._preheats.get(release.ref)
             if running is not None and not running.done():
                 return
