@@ -378,6 +378,37 @@ def test_a_node_finds_a_release_in_parts_in_its_store_whatever_order_they_are_li
     assert sorted(f.path for f in found.files) == sorted(release.files)
 
 
+def test_a_node_pulling_one_part_goes_on_seeding_the_others(release: SeededDataset, tmp_path: Path) -> None:
+    """A node that holds part 2 (seeded from its store at start) and is asked a file of part 0 pulls part 0
+    without taking part 2 out of the engine: a part's pull stops only the torrents holding one of its files."""
+    from huggingface_hub import hf_hub_download
+
+    from swarmhub.node.store import TorrentStore
+
+    parts = [(Path(p).read_bytes(), parse_torrent(Path(p).read_bytes())) for p in release.created["part_paths"]]
+    cache = tmp_path / "node" / "hub"
+    torrents = [a for p in release.created["part_paths"] for a in ("--torrent", p)]
+    include = [a for f in parts[2][1].files for a in ("--include", f.path)]
+    with seeding(release.seeder_cache, *torrents) as seeder:
+        pull(REPO, "--repo-type", "dataset", "--torrent", release.torrent, *include, "--no-origin", "--peer",
+             f"127.0.0.1:{seeder.port}", "--cache-dir", cache)  # fmt: skip
+        settings = dataclasses.replace(Settings.from_env().with_cache(cache), token=None)
+        store = TorrentStore(settings.state_dir)
+        for data, torrent in parts:
+            store.save(torrent, data)
+        node = Node(settings, port=0, upstream=release.hub.endpoint, peers=[("127.0.0.1", seeder.port)]).start()
+        try:
+            assert node.engine is not None and parts[2][1].key in node.engine.torrents()  # seeded at start
+            first = min(f.path for f in parts[0][1].files)
+            read = hf_hub_download(REPO, first, repo_type="dataset", revision=str(release.created["commit"]),
+                                   endpoint=node.url, cache_dir=tmp_path / "program", token=False)  # fmt: skip
+            assert Path(read).read_bytes() == release.files[first]
+            assert parts[0][1].key in node.engine.torrents()  # part 0 pulled, and part 2 seeds on
+            assert parts[2][1].key in node.engine.torrents() and node.engine.status(parts[2][1].key).is_seeding
+        finally:
+            node.stop()
+
+
 # ------------------------------------------------------------------------------------ a cluster's preheat
 
 

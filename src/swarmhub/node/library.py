@@ -231,6 +231,7 @@ class Library:
         self.stall_timeout = stall_timeout
         self._releases: dict[RepoRef, SwarmRelease] = {}
         self._seeding: dict[RepoRef, list[str]] = {}  # engine keys (hybrid, classic) seeding a release
+        self._seeding_paths: dict[str, frozenset[str]] = {}  # engine key seeding -> the files it holds
         self._pulls: dict[tuple[RepoRef, int], tuple[Pull, asyncio.Task[object]]] = {}  # by release and part
         self._registry_misses: dict[RepoRef, float] = {}
         self._kept: set[RepoRef] = set()  # releases whose torrent this node stored
@@ -325,6 +326,7 @@ class Library:
             return False
         if key is not None:
             self._seeding.setdefault(ref, []).append(key)
+            self._seeding_paths[key] = _paths(torrent)
         return key is not None
 
     # ------------------------------------------------------------------------------------------ lookups
@@ -453,10 +455,18 @@ class Library:
                 raise TooManyPulls(
                     f"the node pulls {self.max_pulls} releases already", hint="try again once one of them is done"
                 )
-            # one torrent per file in the engine: the release's seeding ones go (seeded again as pulls end)
-            for key in self._seeding.pop(release.ref, []):
-                self.engine.remove(key)
+            # one torrent per file in the engine: the release's seeding ones that hold a file of this part go
+            # (seeded again as the pull ends); the other parts' go on seeding
             torrent, data = release.parts[part]
+            pulled, kept = _paths(torrent), []
+            for key in self._seeding.pop(release.ref, []):
+                if self._seeding_paths.get(key, pulled) & pulled:
+                    self.engine.remove(key)
+                    self._seeding_paths.pop(key, None)
+                else:
+                    kept.append(key)
+            if kept:
+                self._seeding[release.ref] = kept
             pull = Pull(
                 self.engine,
                 torrent,
@@ -561,9 +571,11 @@ class Library:
                 self._keep(release)
             except OSError as exc:
                 log.warning("could not store the torrent of %s: %s", ref.repo_id, exc)
-        if not task.cancelled() and ref not in self._seeding and ref not in self._pulled():  # seeded again
+        if not task.cancelled():  # seeded again, but for what a pull of another part still writes
+            pulling = frozenset().union(*(_paths(p.torrent) for (r, _), (p, _) in self._pulls.items() if r == ref))
             for stored in self.store.find(ref.repo_type, ref.repo_id, ref.commit):
-                self._seed(stored)
+                if not pulling & _paths(stored.torrent):
+                    self._seed(stored)
 
     async def close(self, grace: float = 10.0) -> None:
         """End the pulls: files whose pieces are all in land first (up to ``grace`` seconds), then the
@@ -724,6 +736,10 @@ class Library:
                 }
             )
         return out
+
+
+def _paths(torrent: Torrent) -> frozenset[str]:
+    return frozenset(f.path for f in torrent.files)
 
 
 def _sum_progress(pulls: Sequence[Pull]) -> PullProgress:
