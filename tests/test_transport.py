@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed() -> N
     open a new one instead of failing on the dead one and waiting out a retry backoff."""
     server = socket.create_server(("127.0.0.1", 0))
     accepted: list[int] = []
+    closed = threading.Semaphore(0)  # released as the server hangs up a connection
 
     def serve() -> None:
         while True:
@@ -29,13 +29,14 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed() -> N
                 accepted.append(1)
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # keep-alive... then hang up
+            closed.release()
 
     threading.Thread(target=serve, daemon=True).start()
     url = f"http://127.0.0.1:{server.getsockname()[1]}/x"
     connections = Connections(timeout=5)
     try:
         assert request_once(connections, "GET", url, {}).body == b"ok"
-        time.sleep(0.2)  # the server has closed it by now
+        assert closed.acquire(timeout=10)  # the server has closed it
         assert request_once(connections, "GET", url, {}).body == b"ok"  # no RetryableError
         assert len(accepted) == 2
     finally:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from typing import TYPE_CHECKING
 
 from swarmhub.errors import UsageError
 from swarmhub.hub.repo import validate_repo_id
 
-__all__ = ["add_filter_options", "parse_address", "parse_port", "parse_size", "split_repo_revision"]
+if TYPE_CHECKING:
+    from swarmhub.node.acquire import TorrentSource
+
+__all__ = [
+    "add_filter_options",
+    "parse_address",
+    "parse_port",
+    "parse_size",
+    "split_repo_revision",
+    "torrent_source",
+]
 
 _UNITS = {
     "": 1,
@@ -76,4 +88,18 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="GLOB",
         help="skip files matching GLOB (repeatable; huggingface_hub ignore_patterns semantics)",
+    )
+
+
+def torrent_source(args: argparse.Namespace) -> TorrentSource:
+    """Where the command line says the release's torrent comes from (``--registry`` defaults to
+    ``SWARMHUB_REGISTRY``)."""
+    from swarmhub.node.acquire import TorrentSource
+
+    return TorrentSource(
+        torrent=args.torrent,
+        magnet=getattr(args, "magnet", None),
+        registry=args.registry or os.environ.get("SWARMHUB_REGISTRY"),
+        revision=args.revision,
+        peers=tuple(getattr(args, "peer", None) or ()),
     )

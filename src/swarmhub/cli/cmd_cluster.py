@@ -9,17 +9,17 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarmhub.cli.args import add_allow_host, split_repo_revision
+from swarmhub.cli.args import add_allow_host, split_repo_revision, torrent_source
 from swarmhub.cli.output import human_size, print_json
 from swarmhub.errors import ClusterError, UsageError
 from swarmhub.hub.repo import parse_repo_type
-from swarmhub.origin.credentials import RefuseRedirects
 from swarmhub.settings import Settings, check_endpoint
+
+if TYPE_CHECKING:
+    from swarmhub.cluster.client import CoordinatorClient
 
 __all__ = ["register"]
 
@@ -163,36 +163,9 @@ def _join(args: argparse.Namespace) -> int:
     return 0
 
 
-def _call(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    token = os.environ.get("SWARMHUB_CLUSTER_TOKEN")
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url + path, data=data, headers=headers, method="POST" if body else "GET")
-    opener = urllib.request.build_opener(RefuseRedirects)  # the token goes to the coordinator only
-    try:
-        with opener.open(request, timeout=30) as response:
-            answer: dict[str, Any] = json.loads(response.read())
-            return answer
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except ValueError:
-            message = exc.reason
-        hint = (
-            "set SWARMHUB_CLUSTER_TOKEN to the coordinator's token"
-            if exc.code == 401
-            else "see swarmhub preheat --help"
-        )
-        raise ClusterError(f"the coordinator refused: {message}", hint=hint) from exc
-    except (OSError, ValueError) as exc:
-        raise ClusterError(
-            f"cannot reach the coordinator at {url}: {exc}", hint="start it: swarmhub coordinator serve"
-        ) from exc
-
-
 def _preheat(args: argparse.Namespace) -> int:
     from swarmhub.bt.metainfo import parse_torrent
-    from swarmhub.cli.cmd_pull import _release_parts, release_torrent
+    from swarmhub.node.acquire import release_parts, release_torrent
 
     url = (args.coordinator or os.environ.get("SWARMHUB_COORDINATOR") or "").rstrip("/")
     if not url:
@@ -201,23 +174,32 @@ def _preheat(args: argparse.Namespace) -> int:
     explicit = "@" in args.repo_id or args.revision is not None
     repo_id, revision = split_repo_revision(args.repo_id, args.revision)
     args.revision = revision if explicit else None
-    data = asyncio.run(release_torrent(args, settings, parse_repo_type(args.repo_type), repo_id, None))
+    given = torrent_source(args)
+    data = asyncio.run(release_torrent(given, settings.state_dir, parse_repo_type(args.repo_type), repo_id, None))
     torrent = parse_torrent(data)
     if torrent.repo is None or torrent.repo.repo_id != repo_id:
         raise UsageError(f"the torrent is not of {repo_id}")
-    parts = asyncio.run(_release_parts(args, settings, None, torrent, data))  # a release in parts: all of them
+    parts = asyncio.run(release_parts(given, settings.state_dir, None, torrent, data))  # of a release in parts: all
     nodes: object = int(args.nodes) if args.nodes.isdigit() else args.nodes
     body = {"torrent": base64.b64encode(data).decode(), "nodes": nodes}
     if len(parts) > 1:
         body["parts"] = [base64.b64encode(d).decode() for _, d in parts[1:]]
-    asked = _call(url, "/cluster/preheat", body)
-    if not args.wait:
-        if args.json:
-            print_json(asked)
-        else:
-            print(f"{len(asked['nodes'])} node(s) fetch {repo_id}@{asked['commit'][:12]}: {', '.join(asked['nodes'])}")
-        return 0
-    return _follow(url, asked, sum(t.total_size for t, _ in parts), args)
+    return asyncio.run(_ask(url, body, repo_id, sum(t.total_size for t, _ in parts), args))
+
+
+async def _ask(url: str, body: dict[str, Any], repo_id: str, size: int, args: argparse.Namespace) -> int:
+    from swarmhub.cluster.client import CoordinatorClient
+
+    async with CoordinatorClient(url, token=os.environ.get("SWARMHUB_CLUSTER_TOKEN"), timeout=30.0) as client:
+        asked = await client.preheat(body)
+        if not args.wait:
+            if args.json:
+                print_json(asked)
+            else:
+                nodes = ", ".join(asked["nodes"])
+                print(f"{len(asked['nodes'])} node(s) fetch {repo_id}@{asked['commit'][:12]}: {nodes}")
+            return 0
+        return await _follow(client, asked, size, args)
 
 
 def _held(releases: dict[str, Any], keys: list[str]) -> dict[str, int] | None:
@@ -228,13 +210,13 @@ def _held(releases: dict[str, Any], keys: list[str]) -> dict[str, int] | None:
     return {"pieces": sum(h["pieces"] for h in held if h), "of": sum(h["of"] for h in held if h)}
 
 
-def _follow(url: str, asked: dict[str, Any], size: int, args: argparse.Namespace) -> int:
+async def _follow(client: CoordinatorClient, asked: dict[str, Any], size: int, args: argparse.Namespace) -> int:
     """Until every chosen node holds the whole release (every part of one in parts): per node pieces; at the
     end origin vs peer bytes."""
     keys, chosen = asked.get("keys", [asked["key"]]), set(asked["nodes"])
     started = time.monotonic()
     while True:
-        status = _call(url, "/cluster/status")
+        status = await client.status()
         progress = {n["node_id"]: _held(n["releases"], keys) for n in status["nodes"] if n["node_id"] in chosen}
         gone = sorted(n["node_id"] for n in status["nodes"] if n["node_id"] in chosen and not n["alive"])
         done = [n for n, p in progress.items() if p and p["pieces"] == p["of"] and n not in gone]
@@ -258,7 +240,7 @@ def _follow(url: str, asked: dict[str, Any], size: int, args: argparse.Namespace
             break
         if time.monotonic() - started > args.timeout:
             raise ClusterError(f"preheat not done after {args.timeout:.0f} s: {line['per_node']}")
-        time.sleep(1.0)
+        await asyncio.sleep(1.0)
     if not args.json:
         print(
             f"\n{len(done)} node(s) hold the release after {line['seconds']:.1f} s; the origin sent "

@@ -1,1 +1,1 @@
-"""The node: landing releases in the Hugging Face cache, seeding, the Hub-compatible endpoint (later issues)."""
+"""The node: pulling releases into the Hugging Face cache, seeding them, the Hub-compatible endpoint."""

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import httpx
 
 from swarmhub.cluster.brain import decode_pieces
+from swarmhub.cluster.client import CoordinatorClient
 from swarmhub.errors import ClusterError, SwarmhubError
 from swarmhub.hub.repo import RepoType, is_commit
 from swarmhub.node.knowledge import Told
@@ -58,8 +59,7 @@ class ClusterClient:
         self.joined = asyncio.Event()  # set by the first report answered: the coordinator's tracker admits us
 
     async def run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with httpx.AsyncClient(timeout=5.0, headers=headers, trust_env=False) as client:
+        async with CoordinatorClient(self.url, token=self.token, timeout=5.0) as client:
             while True:
                 try:
                     await self.report_once(client)
@@ -72,13 +72,10 @@ class ClusterClient:
                         self.library.assign(None)
                 await asyncio.sleep(REPORT_EVERY)
 
-    async def report_once(self, client: httpx.AsyncClient) -> None:
+    async def report_once(self, client: CoordinatorClient) -> None:
         releases = self.library.reports()
         body = {"node_id": self.node_id, "labels": self.labels, "bt_port": self.bt_port, "releases": releases}
-        reply = await client.post(f"{self.url}/cluster/report", json=body)
-        if reply.status_code != 200:
-            raise ClusterError(f"coordinator answered {reply.status_code}: {reply.text[:200]}")
-        answer = reply.json()
+        answer = await client.report(body)
         sizes = {str(r["key"]): int(r["num_pieces"]) for r in releases}
         assignments = {
             key: decode_pieces(bits, sizes[key]) for key, bits in answer.get("assignments", {}).items() if key in sizes
@@ -114,13 +111,10 @@ class CoordinatorHeads:
         self.timeout = timeout
 
     async def head(self, repo_type: RepoType, repo_id: str, revision: str) -> Told | None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        params = {"type": repo_type, "repo": repo_id, "rev": revision}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as client:
-                reply = await client.get(f"{self.url}/cluster/revision", params=params, headers=headers)
-            body = reply.json()
-            if reply.status_code != 200:
+            async with CoordinatorClient(self.url, token=self.token, timeout=self.timeout) as client:
+                status, body = await client.revision(repo_type, repo_id, revision)
+            if status != 200:
                 return Told(None) if body.get("failing") is True else None
             commit, age, stale = body["commit"], float(body["age"]), bool(body.get("stale"))
         except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:

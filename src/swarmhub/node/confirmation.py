@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from swarmhub.bt.metainfo import Torrent
 from swarmhub.errors import (
     GatedRepoError,
     MetainfoError,
@@ -48,7 +49,7 @@ from swarmhub.node.hubstate import credential_key
 from swarmhub.node.landing import atomic_text
 from swarmhub.origin.client import OriginClient
 
-__all__ = ["Confirmations", "Outcome", "Record", "release_digest"]
+__all__ = ["Confirmations", "Outcome", "Record", "confirm_here", "release_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +177,20 @@ class Confirmations:
             "%s@%s is unconfirmed: %s; only files whose etags check are served", ref.repo_id, ref.commit[:12], why
         )
         return "unconfirmed"
+
+
+async def confirm_here(state_dir: Path, token: str | None, parts: Sequence[Torrent], endpoint: str | None) -> None:
+    """The confirmation step before a release lands here (``swarmhub pull`` not handed to a node): the origin's
+    tree for the commit must list the files of the release's torrents alike (``TorrentMismatch`` otherwise);
+    without an origin to ask, the release is unconfirmed and lands as far as each file's etag checks."""
+    from swarmhub.node.pull import release_files
+
+    repo = parts[0].repo
+    assert repo is not None
+    client = None if endpoint is None else OriginClient(endpoint, token, retries=2, timeout=10)
+    try:
+        files = [f for t in parts for f in release_files(t)]
+        await Confirmations(state_dir, client).confirm(repo, files)
+    finally:
+        if client is not None:
+            await client.aclose()

@@ -15,16 +15,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from swarmhub.cli.output import Progress
 from swarmhub.create.release import CreateRequest, create_hybrid_and_classic
 from swarmhub.hub.repo import RepoRef, RepoType
 from swarmhub.origin.client import OriginClient
 from swarmhub.registry.client import RegistryClient
 from swarmhub.registry.verify import public_files
 
-__all__ = ["publish_release", "release_torrents"]
+__all__ = ["ByteProgress", "publish_release", "release_torrents"]
+
+
+class ByteProgress(Protocol):
+    """What shows the bytes streamed (the command line's bar, ``cli.output.Progress``)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 async def release_torrents(
@@ -36,7 +56,7 @@ async def release_torrents(
     public_url: str,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
-    progress: Callable[[str], Progress] | None = None,
+    progress: Callable[[str], ByteProgress] | None = None,
     max_part_files: int | None = None,
 ) -> tuple[list[bytes], list[bytes]]:
     """The hybrid and the classic torrents of a release (one each, or its parts, part 0 first), streamed once,
@@ -52,7 +72,7 @@ async def release_torrents(
         trackers=(f"{public_url}/announce",),
         max_part_files=max_part_files,
     )
-    bar = progress(f"hybrid+v1 {repo_id}") if progress else Progress("", enabled=False)
+    bar = progress(f"hybrid+v1 {repo_id}") if progress else _Silent()
     try:
         hybrid, classic = await create_hybrid_and_classic(request, origin, on_start=bar.start, on_progress=bar.advance)
     finally:
@@ -69,7 +89,7 @@ async def publish_release(
     *,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
-    progress: Callable[[str], Progress] | None = None,
+    progress: Callable[[str], ByteProgress] | None = None,
     max_part_files: int | None = None,
 ) -> dict[str, Any]:
     """Returns the registry's answer: the release with ``info_hash_v1``, ``info_hash_v2``, ``magnet``,

@@ -36,10 +36,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from swarmhub.cluster.client import CoordinatorClient, blocking
 from swarmhub.engine.session import Engine, Profile
 from swarmhub.errors import ShardError
 from swarmhub.guard import Guard, GuardRules, allowed_hosts, new_secret
@@ -66,26 +67,13 @@ MAX_COMMAND_BYTES = 1 << 20  # the largest command (a matvec's vector of 100k nu
 _COORDINATOR_TIMEOUT = 10.0  # seconds; a node starts without the coordinator rather than hang on it
 
 
-def _manifest_url(coordinator: str, name: str) -> str:
-    return f"{coordinator.rstrip('/')}/shards/manifests/{quote(name, safe='')}"
-
-
-def _auth(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def publish_manifest(coordinator: str, manifest: Manifest, *, token: str | None = None) -> str:
     """Put ``manifest`` on the coordinator under its set's name (returned); ``ShardError`` if refused."""
     name = shard_set_name(manifest)
-    url = _manifest_url(coordinator, name)
+    client = CoordinatorClient(coordinator, token=token, timeout=_COORDINATOR_TIMEOUT)
+    url = client.manifest_url(name)
     try:
-        response = httpx.put(
-            url,
-            content=manifest.to_json(),
-            headers={"Content-Type": "application/json", **_auth(token)},  # the coordinator takes JSON only
-            timeout=_COORDINATOR_TIMEOUT,
-            trust_env=False,
-        )
+        response = blocking(_closing(client, client.put_manifest(name, manifest.to_json())))
     except httpx.HTTPError as exc:
         raise ShardError(f"cannot reach the coordinator at {url}: {exc}") from exc
     if response.status_code != 200:
@@ -95,9 +83,10 @@ def publish_manifest(coordinator: str, manifest: Manifest, *, token: str | None 
 
 def fetch_manifest(coordinator: str, name: str, *, token: str | None = None) -> Manifest:
     """The manifest of shard set ``name`` as the coordinator keeps it (``publish_manifest``)."""
-    url = _manifest_url(coordinator, name)
+    client = CoordinatorClient(coordinator, token=token, timeout=_COORDINATOR_TIMEOUT)
+    url = client.manifest_url(name)
     try:
-        response = httpx.get(url, headers=_auth(token), timeout=_COORDINATOR_TIMEOUT, trust_env=False)
+        response = blocking(_closing(client, client.get_manifest(name)))
     except httpx.HTTPError as exc:
         raise ShardError(f"cannot reach the coordinator at {url}: {exc}") from exc
     if response.status_code == 404:
@@ -111,6 +100,13 @@ def fetch_manifest(coordinator: str, name: str, *, token: str | None = None) -> 
     if shard_set_name(manifest) != name:
         raise ShardError(f"the coordinator gave shard set {shard_set_name(manifest)!r} for {name!r}")
     return manifest
+
+
+async def _closing(client: CoordinatorClient, call: Awaitable[httpx.Response]) -> httpx.Response:
+    try:
+        return await call
+    finally:
+        await client.aclose()
 
 
 def _error_of(response: httpx.Response) -> str:
